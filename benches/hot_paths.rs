@@ -88,6 +88,27 @@ fn stream_benches(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    // An instant engine's whole answer arrives in one read.
+    group.bench_function(format!("chat_stream_{SSE_TOKENS}_chunks_one_read"), |b| {
+        b.iter_batched(
+            || vec![Bytes::from(body.concat())],
+            |body| {
+                rt.block_on(async {
+                    let mut stream =
+                        ChatStream::from_byte_stream(futures_util::stream::iter(body.into_iter().map(Ok::<_, String>)));
+                    let mut events = 0usize;
+                    while let Some(event) = stream.next().await {
+                        event.unwrap();
+                        events += 1;
+                    }
+                    // 64 deltas, the finish reason, the usage.
+                    assert_eq!(events, SSE_TOKENS + 2);
+                    events
+                })
+            },
+            BatchSize::SmallInput,
+        );
+    });
     group.finish();
 
     let frame = DeltaFrame {

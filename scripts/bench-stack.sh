@@ -5,11 +5,20 @@
 #
 # The word SIMURL in the bench flags becomes the simulator's URL (for --direct / --compare). Needs a release build
 # (`cargo build --release`) and mosquitto. Logs go to a temporary directory, printed at the end.
+#
+# Environment:
+#   MQTT_LLM_RELEASE_DIR  where the release binaries are (default: target/release)
+#   UP_FLAGS              extra flags for `mqtt-llm up` (e.g. "--stream-interval-ms 0")
+#   BENCH_CPU=1           print the CPU time (user+system) each process of the stack used during the bench,
+#                         in total and per completed request (read from /proc/PID/stat before and after)
+#   BENCH_PERF=FILE       sample `mqtt-llm up` with `perf record --call-graph dwarf` (cpu-clock, 499 Hz) during the bench
 set -u
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${MQTT_LLM_RELEASE_DIR:-$repo/target/release}"
 work="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# utime + stime of a process and its threads, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 simflags=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do simflags+=("$1"); shift; done
 [ "$#" -gt 0 ] && shift
@@ -23,10 +32,35 @@ mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & broker=$!
 cleanup() { kill "${up:-}" 2>/dev/null; wait "${up:-}" 2>/dev/null; kill "$sim" "$broker" 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$sim_port/health" >/dev/null && break; sleep 0.1; done
+# shellcheck disable=SC2086
 MQTT_LLM_LOG=warn "$bin/mqtt-llm" up --engine-url "http://127.0.0.1:$sim_port" --broker "mqtt://127.0.0.1:$mqtt_port" \
-    --http 127.0.0.1:0 --max-inflight 256 >"$work/up.out" 2>"$work/up.err" & up=$!
+    --http 127.0.0.1:0 --max-inflight 256 ${UP_FLAGS:-} >"$work/up.out" 2>"$work/up.err" & up=$!
 for _ in $(seq 300); do grep -q '^ready' "$work/up.out" && break; sleep 0.1; done
+if [ -n "${BENCH_PERF:-}" ]; then
+    perf record -F 499 -e cpu-clock --call-graph dwarf,32768 -p "$up" -o "$BENCH_PERF" >"$work/perf.log" 2>&1 & perf=$!
+fi
+declare -A before
+for p in broker sim up; do before[$p]=$(cpu_ticks "${!p}"); done
+# CPU time of reaped children, in ms (bash's `times`, second line); the bench is the only sizeable one.
+# (`times` must run in this shell, not in a command substitution's subshell.)
+children_ms() { awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60000 + a[2] * 1000 } print int(t) }' "$work/times"; }
+times >"$work/times"; bench_before=$(children_ms)
+start_ns=$(date +%s%N)
 "$bin/mqtt-llm" bench --broker "mqtt://127.0.0.1:$mqtt_port" "${@//SIMURL/http://127.0.0.1:$sim_port}" 2>"$work/bench.err"
 rc=$?
+end_ns=$(date +%s%N)
+times >"$work/times"; bench_ms=$(( $(children_ms) - bench_before ))
+if [ -n "${BENCH_PERF:-}" ]; then kill -INT "$perf" 2>/dev/null; wait "$perf" 2>/dev/null; fi
+if [ "${BENCH_CPU:-}" = 1 ]; then
+    hz=$(getconf CLK_TCK)
+    wall=$(( (end_ns - start_ns) / 1000000 ))
+    {
+        echo "cpu time during the bench (wall ${wall} ms):"
+        for p in broker sim up; do
+            echo "  $p: $(( ($(cpu_ticks "${!p}") - before[$p]) * 1000 / hz )) ms"
+        done
+        echo "  bench: $bench_ms ms"
+    } >&2
+fi
 echo "logs: $work" >&2
 exit "$rc"
