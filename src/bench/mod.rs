@@ -139,6 +139,7 @@ pub async fn run_phase(
                             e2e: None,
                             itl: Vec::new(),
                             completion_tokens: 0,
+                            prompt_tokens: 0,
                             cached_tokens: None,
                             violations: 0,
                         };

@@ -26,6 +26,8 @@ pub struct Record {
     /// Gaps between consecutive delta frames (MQTT) or SSE content chunks (direct).
     pub itl: Vec<Duration>,
     pub completion_tokens: u32,
+    /// The prompt as the engine counted it (system prompt, history and message); 0 where no usage came.
+    pub prompt_tokens: u32,
     pub cached_tokens: Option<u32>,
     /// Protocol breaches within this request (frames out of order).
     pub violations: usize,
@@ -78,6 +80,8 @@ pub struct PhaseStats {
     pub tokens_per_s: f64,
     pub replies_per_s: f64,
     pub completion_tokens: u64,
+    /// Prompt tokens of completed requests, as the engine counted them.
+    pub prompt_tokens: u64,
     pub wall_s: f64,
 }
 
@@ -106,6 +110,7 @@ impl PhaseStats {
             tokens_per_s: per_s(tokens as f64),
             replies_per_s: per_s(ok.len() as f64),
             completion_tokens: tokens,
+            prompt_tokens: ok.iter().map(|r| u64::from(r.prompt_tokens)).sum(),
             wall_s: secs,
         }
     }
@@ -180,6 +185,7 @@ mod tests {
             e2e: Some(Duration::from_millis(ms * 2)),
             itl: vec![Duration::from_millis(1)],
             completion_tokens: 10,
+            prompt_tokens: 30,
             cached_tokens: Some(16),
             violations: 0,
         }
@@ -206,6 +212,7 @@ mod tests {
         assert_eq!(s.errors.get("overloaded"), Some(&1));
         assert_eq!(s.errors.get("timeout"), Some(&1));
         assert_eq!(s.tokens_per_s, 10.0);
+        assert_eq!(s.prompt_tokens, 60);
         assert_eq!(s.replies_per_s, 1.0);
         assert_eq!(s.ttft_ms.max, 20.0);
         let turns = per_turn(&records);
