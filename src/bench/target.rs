@@ -87,7 +87,8 @@ fn failed(turn: u32, outcome: RecordOutcome) -> Record {
     }
 }
 
-async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnParams) -> Record {
+/// One request of an MQTT session, followed to its reply or timeout.
+pub async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnParams) -> Record {
     let spec = RequestSpec {
         message: message.to_owned(),
         stream: params.stream,
