@@ -1,5 +1,5 @@
-//! `mqtt-llm bench` against mosquitto + `mqtt-llm up` with vllm-sim (both loop modes, --compare), and against a
-//! fake responder that breaks the protocol.
+//! `mqtt-llm bench` against mosquitto + `mqtt-llm up` with vllm-sim (both loop modes, --compare, --direct, flood
+//! mode, --projects, --system-prompt-tokens), and against a fake responder that breaks the protocol.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,14 +12,19 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use support::sim::SimProcess;
-use support::{Mosquitto, MqttLlm, WAIT, mqtt_llm_bin, sim_up_args};
+use support::{Mosquitto, MqttLlm, WAIT, free_port, mqtt_llm_bin, sim_up_args};
 use tokio::task::JoinSet;
 
 const FAST: [&str; 3] = ["--engine-arg=--sim-itl-ms=1", "--stream-interval-ms", "0"];
 
 async fn up(broker: &Mosquitto) -> MqttLlm {
+    up_with(broker, &FAST).await
+}
+
+/// `up` with the echo sim and `extra` arguments (each sim flag at most once: the sim refuses repeats).
+async fn up_with(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     let mut args = sim_up_args(&broker.url());
-    args.extend(FAST.map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
     MqttLlm::start(&args).await
 }
 
@@ -245,5 +250,165 @@ async fn protocol_violations_are_reported_and_fail_the_run() {
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(report["mqtt"]["violations"].as_u64().unwrap() >= 1, "{report}");
         assert!(err.contains("protocol violation"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn direct_alone_runs_no_mqtt_phase() {
+    let sim = SimProcess::start("sim-model", &["--sim-itl-ms=1"]).await;
+    let engine = format!("http://127.0.0.1:{}", sim.port.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this broker: a bench that tried MQTT would fail.
+    let nowhere = format!("mqtt://127.0.0.1:{}", free_port());
+    let args = [
+        "--broker",
+        &nowhere,
+        "--direct",
+        &engine,
+        "--sessions",
+        "2",
+        "--turns",
+        "2",
+        "--max-tokens",
+        "8",
+    ];
+    let (code, out, err, report) = bench(dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    check_phase(&report["direct"], 4);
+    assert!(report["direct"]["prompt_tokens"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["config"]["direct"], engine.as_str());
+    for absent in ["mqtt", "overhead", "isolation"] {
+        assert!(report.get(absent).is_none(), "{absent}: {report}");
+    }
+    assert!(out.contains("direct:") && !out.contains("mqtt:"), "{out}");
+}
+
+#[tokio::test]
+async fn projects_spread_conversations_over_every_project() {
+    let broker = Mosquitto::start().await;
+    let server = up_with(&broker, &[&FAST[..], &["--projects", "a,b"]].concat()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let args = [
+        "--broker",
+        &url,
+        "--projects",
+        "a,b",
+        "--sessions",
+        "4",
+        "--turns",
+        "2",
+        "--max-tokens",
+        "8",
+    ];
+    let (code, out, err, report) = bench(dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    check_phase(&report["mqtt"], 8);
+    assert_eq!(report["config"]["projects"], serde_json::json!(["a", "b"]));
+    // Conversations alternate between the projects: two of four conversations, four requests, on each.
+    for project in ["a", "b"] {
+        let received = server
+            .metric(&format!("mqtt_llm_requests_received_total{{project=\"{project}\"}}"))
+            .await;
+        assert_eq!(received, 4.0, "project {project}");
+    }
+}
+
+#[tokio::test]
+async fn system_prompt_tokens_reach_the_engine() {
+    const SYSTEM: u64 = 300;
+    let broker = Mosquitto::start().await;
+    let _server = up(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let mut args = vec!["--broker", &url, "--sessions", "2", "--turns", "1", "--max-tokens", "8"];
+    let (code, out, err, plain) = bench(dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    check_phase(&plain["mqtt"], 2);
+    let system = SYSTEM.to_string();
+    args.extend(["--system-prompt-tokens", &system]);
+    let (code, out, err, with_system) = bench(dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    check_phase(&with_system["mqtt"], 2);
+    assert_eq!(with_system["config"]["system_prompt_tokens"], SYSTEM);
+    // Same prompts but for the system prompt, which replaces the project's short default: the engine counts
+    // about SYSTEM more prompt tokens per request.
+    let tokens = |r: &Value| r["mqtt"]["prompt_tokens"].as_u64().unwrap() / 2;
+    let (without, with) = (tokens(&plain), tokens(&with_system));
+    assert!(
+        with >= without + SYSTEM - 40 && with <= without + SYSTEM,
+        "prompt tokens per request: {without} without, {with} with a {SYSTEM}-word system prompt"
+    );
+}
+
+#[tokio::test]
+async fn flood_mode_measures_idle_and_flooded_phases() {
+    let broker = Mosquitto::start().await;
+    // Some decode time and a short session queue, so the flooded session's lane fills at once.
+    let slow = [
+        "--engine-arg=--sim-itl-ms=5",
+        "--stream-interval-ms",
+        "0",
+        "--session-queue",
+        "2",
+    ];
+    let _server = up_with(&broker, &slow).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = broker.url();
+    let svg = dir.path().join("plot.svg");
+    let args = [
+        "--broker",
+        &url,
+        "--sessions",
+        "3",
+        "--turns",
+        "2",
+        "--max-tokens",
+        "16",
+        "--flood-rate",
+        "200",
+        "--flood-max-tokens",
+        "4",
+        "--rounds",
+        "2",
+        "--plot",
+        svg.to_str().unwrap(),
+    ];
+    let (code, out, err, report) = bench(dir.path(), &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(report.get("mqtt").is_none(), "{report}");
+    let isolation = &report["isolation"];
+    // Two rounds (idle flooded idle flooded) of 3x2 requests each; no measured request failed.
+    check_phase(&isolation["idle"], 12);
+    check_phase(&isolation["flooded"], 12);
+    assert_eq!(isolation["flood_rate"], 200.0);
+    let flood = &isolation["flood"];
+    let sent = flood["sent"].as_u64().unwrap();
+    let outcomes = flood["outcomes"].as_object().unwrap();
+    assert!(sent > 0, "{flood}");
+    assert_eq!(
+        outcomes.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        sent,
+        "{flood}"
+    );
+    assert!(outcomes["session_queue_full"].as_u64().unwrap() > 0, "{flood}");
+    assert!(outcomes["ok"].as_u64().unwrap() > 0, "{flood}");
+    assert_eq!(flood["violations"], 0, "{flood}");
+    for key in ["ttft_p50_ms", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms"] {
+        assert!(isolation["added"][key].is_number(), "{key}: {isolation}");
+    }
+    assert!(out.contains("flooded:") && out.contains("session_queue_full="), "{out}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("idle TTFT") && plot.contains("flooded TTFT"), "{plot}");
+
+    // Flood mode measures MQTT only, at a real rate.
+    for wrong in [
+        vec!["--flood-rate", "0"],
+        vec!["--flood-rate", "50", "--direct", "http://127.0.0.1:1"],
+        vec!["--flood-rate", "50", "--compare", "http://127.0.0.1:1"],
+        vec!["--flood-max-tokens", "4"],
+    ] {
+        let (code, _, err, _) = bench(dir.path(), &wrong).await;
+        assert_eq!(code, 2, "{wrong:?} was accepted: {err}");
     }
 }

@@ -1,7 +1,8 @@
 //! The load generator behind `mqtt-llm bench`: workloads (closed and open loop) run against a [`target::Target`],
-//! the records they produce, their statistics ([`stats`]), the JSON report and the SVG plot ([`plot`]).
-//! Nothing here prints; `cmd::bench` does.
+//! the records they produce, their statistics ([`stats`]), flood mode ([`flood`]), the JSON report and the SVG
+//! plot ([`plot`]). Nothing here prints; `cmd::bench` does.
 
+pub mod flood;
 pub mod plot;
 pub mod stats;
 pub mod target;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use stats::{Overhead, PhaseStats, Record, TurnStats};
+use stats::{Isolation, Overhead, PhaseStats, Record, TurnStats};
 use target::{Target, TurnParams};
 
 /// How requests are started.
@@ -47,7 +48,11 @@ pub struct BenchConfig {
     pub timeout_ms: u64,
     pub direct: Option<String>,
     pub compare: Option<String>,
-    /// MQTT/direct phase pairs with --compare.
+    /// Flood mode: requests per second another client sends to one session of its own.
+    pub flood_rate: Option<f64>,
+    /// maxTokens of each flood request (None: `max_tokens`).
+    pub flood_max_tokens: Option<u32>,
+    /// MQTT/direct phase pairs with --compare, idle/flooded pairs with --flood-rate; 1 otherwise.
     pub rounds: u32,
     pub per_turn: bool,
 }
@@ -60,6 +65,14 @@ impl BenchConfig {
             temperature: self.temperature,
             system_prompt: (self.system_prompt_tokens > 0).then(|| words(0, self.system_prompt_tokens)),
             timeout: Duration::from_millis(self.timeout_ms),
+        }
+    }
+
+    /// What each flood request asks: the measured requests' knobs, with the flood's own maxTokens.
+    pub fn flood_params(&self) -> TurnParams {
+        TurnParams {
+            max_tokens: self.flood_max_tokens.or(self.max_tokens),
+            ..self.turn_params()
         }
     }
 }
@@ -76,7 +89,13 @@ pub struct Report {
     pub overhead: Option<Overhead>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_turn: Option<Vec<TurnStats>>,
+    /// Flood mode only; `mqtt` is then absent (its requests are `isolation.idle` and `isolation.flooded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
+
+/// Extra time after an MQTT phase for stray messages (a second reply, late frames) to show up as violations.
+pub const SETTLE: Duration = Duration::from_millis(300);
 
 const WORDS: &[&str] = &[
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
@@ -109,6 +128,14 @@ pub struct PhaseRun {
     pub wall: Duration,
 }
 
+impl PhaseRun {
+    /// Pool another round of the same phase into this one.
+    pub fn merge(&mut self, run: PhaseRun) {
+        self.records.extend(run.records);
+        self.wall += run.wall;
+    }
+}
+
 /// Run the workload once against `target`; `on_record` is called as each request ends (progress).
 pub async fn run_phase(
     config: &BenchConfig,
@@ -139,6 +166,7 @@ pub async fn run_phase(
                             e2e: None,
                             itl: Vec::new(),
                             completion_tokens: 0,
+                            prompt_tokens: 0,
                             cached_tokens: None,
                             violations: 0,
                         };

@@ -114,6 +114,7 @@ mod tests {
             e2e: Some(std::time::Duration::from_millis(9)),
             itl: Vec::new(),
             completion_tokens: 1,
+            prompt_tokens: 1,
             cached_tokens: None,
             violations: 0,
         };

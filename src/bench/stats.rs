@@ -1,5 +1,5 @@
-//! Pure statistics over request records: percentiles, a phase's summary, the MQTT-vs-direct overhead and the
-//! per-turn TTFT. These types are the `--json` report (a stable interface, documented in the README).
+//! Pure statistics over request records: percentiles, a phase's summary, the MQTT-vs-direct overhead, the
+//! per-turn TTFT and, in flood mode, what a flooding neighbour adds. These types are the `--json` report (a stable interface, documented in the README).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +15,17 @@ pub enum RecordOutcome {
     Timeout,
 }
 
+impl RecordOutcome {
+    /// `ok`, the error code, or `timeout`: the key outcomes are counted under.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error(code) => code,
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
 /// What the bench measured for one request.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -26,6 +37,8 @@ pub struct Record {
     /// Gaps between consecutive delta frames (MQTT) or SSE content chunks (direct).
     pub itl: Vec<Duration>,
     pub completion_tokens: u32,
+    /// The prompt as the engine counted it (system prompt, history and message); 0 where no usage came.
+    pub prompt_tokens: u32,
     pub cached_tokens: Option<u32>,
     /// Protocol breaches within this request (frames out of order).
     pub violations: usize,
@@ -78,6 +91,8 @@ pub struct PhaseStats {
     pub tokens_per_s: f64,
     pub replies_per_s: f64,
     pub completion_tokens: u64,
+    /// Prompt tokens of completed requests, as the engine counted them.
+    pub prompt_tokens: u64,
     pub wall_s: f64,
 }
 
@@ -85,12 +100,8 @@ impl PhaseStats {
     pub fn from_records(records: &[Record], wall: Duration, violations: usize) -> Self {
         let ok: Vec<&Record> = records.iter().filter(|r| r.outcome == RecordOutcome::Ok).collect();
         let mut errors = BTreeMap::new();
-        for r in records {
-            match &r.outcome {
-                RecordOutcome::Ok => {}
-                RecordOutcome::Error(code) => *errors.entry(code.clone()).or_insert(0) += 1,
-                RecordOutcome::Timeout => *errors.entry("timeout".to_owned()).or_insert(0) += 1,
-            }
+        for r in records.iter().filter(|r| r.outcome != RecordOutcome::Ok) {
+            *errors.entry(r.outcome.key().to_owned()).or_insert(0) += 1;
         }
         let tokens: u64 = ok.iter().map(|r| u64::from(r.completion_tokens)).sum();
         let secs = wall.as_secs_f64();
@@ -106,6 +117,7 @@ impl PhaseStats {
             tokens_per_s: per_s(tokens as f64),
             replies_per_s: per_s(ok.len() as f64),
             completion_tokens: tokens,
+            prompt_tokens: ok.iter().map(|r| u64::from(r.prompt_tokens)).sum(),
             wall_s: secs,
         }
     }
@@ -135,6 +147,69 @@ impl Overhead {
                 0.0
             },
         }
+    }
+}
+
+/// What flooding a neighbouring session adds to the measured requests' latency (flooded minus idle).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Added {
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+}
+
+impl Added {
+    pub fn between(flooded: &PhaseStats, idle: &PhaseStats) -> Self {
+        Self {
+            ttft_p50_ms: flooded.ttft_ms.p50 - idle.ttft_ms.p50,
+            ttft_p99_ms: flooded.ttft_ms.p99 - idle.ttft_ms.p99,
+            e2e_p50_ms: flooded.e2e_ms.p50 - idle.e2e_ms.p50,
+            e2e_p99_ms: flooded.e2e_ms.p99 - idle.e2e_ms.p99,
+        }
+    }
+}
+
+/// What the flooding client sent, and how each of its requests ended.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FloodStats {
+    pub sent: usize,
+    /// Requests by outcome: `ok`, an error code (`session_queue_full`, `overloaded`, ...) or `timeout`; they add
+    /// up to `sent`.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Protocol breaches the flooding client saw (they fail the run like the measured client's).
+    pub violations: usize,
+}
+
+impl FloodStats {
+    pub fn from_records(records: &[Record], violations: usize) -> Self {
+        let mut outcomes = BTreeMap::new();
+        for r in records {
+            *outcomes.entry(r.outcome.key().to_owned()).or_insert(0) += 1;
+        }
+        Self {
+            sent: records.len(),
+            outcomes,
+            violations: violations + records.iter().map(|r| r.violations).sum::<usize>(),
+        }
+    }
+}
+
+/// Flood mode (`--flood-rate`): the measured workload with no other load, and while another client floods one
+/// session of its own.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Isolation {
+    /// Flood requests per second.
+    pub flood_rate: f64,
+    pub flood: FloodStats,
+    pub idle: PhaseStats,
+    pub flooded: PhaseStats,
+    pub added: Added,
+}
+
+impl Isolation {
+    pub fn violations(&self) -> usize {
+        self.idle.violations + self.flooded.violations + self.flood.violations
     }
 }
 
@@ -180,6 +255,7 @@ mod tests {
             e2e: Some(Duration::from_millis(ms * 2)),
             itl: vec![Duration::from_millis(1)],
             completion_tokens: 10,
+            prompt_tokens: 30,
             cached_tokens: Some(16),
             violations: 0,
         }
@@ -206,6 +282,7 @@ mod tests {
         assert_eq!(s.errors.get("overloaded"), Some(&1));
         assert_eq!(s.errors.get("timeout"), Some(&1));
         assert_eq!(s.tokens_per_s, 10.0);
+        assert_eq!(s.prompt_tokens, 60);
         assert_eq!(s.replies_per_s, 1.0);
         assert_eq!(s.ttft_ms.max, 20.0);
         let turns = per_turn(&records);
@@ -215,5 +292,37 @@ mod tests {
         let o = Overhead::between(&s, &PhaseStats::from_records(&records[..1], Duration::from_secs(1), 0));
         assert_eq!(o.ttft_p50_ms, 0.0);
         assert_eq!(o.throughput_ratio, 1.0);
+    }
+
+    #[test]
+    fn flood_outcomes_add_up_and_added_is_flooded_minus_idle() {
+        let records = [
+            rec(0, RecordOutcome::Ok, 10),
+            rec(0, RecordOutcome::Error("session_queue_full".into()), 1),
+            rec(0, RecordOutcome::Error("session_queue_full".into()), 1),
+            rec(0, RecordOutcome::Timeout, 1),
+        ];
+        let flood = FloodStats::from_records(&records, 2);
+        assert_eq!(flood.sent, 4);
+        assert_eq!(flood.outcomes.values().sum::<usize>(), 4);
+        assert_eq!(flood.outcomes.get("session_queue_full"), Some(&2));
+        assert_eq!(
+            (flood.outcomes.get("ok"), flood.outcomes.get("timeout")),
+            (Some(&1), Some(&1))
+        );
+        assert_eq!(flood.violations, 2);
+        let idle = PhaseStats::from_records(&[rec(0, RecordOutcome::Ok, 10)], Duration::from_secs(1), 0);
+        let flooded = PhaseStats::from_records(&[rec(0, RecordOutcome::Ok, 25)], Duration::from_secs(1), 1);
+        let added = Added::between(&flooded, &idle);
+        assert_eq!((added.ttft_p50_ms, added.ttft_p99_ms), (15.0, 15.0));
+        assert_eq!((added.e2e_p50_ms, added.e2e_p99_ms), (30.0, 30.0));
+        let isolation = Isolation {
+            flood_rate: 100.0,
+            flood,
+            idle,
+            flooded,
+            added,
+        };
+        assert_eq!(isolation.violations(), 3);
     }
 }

@@ -81,12 +81,14 @@ fn failed(turn: u32, outcome: RecordOutcome) -> Record {
         e2e: None,
         itl: Vec::new(),
         completion_tokens: 0,
+        prompt_tokens: 0,
         cached_tokens: None,
         violations: 0,
     }
 }
 
-async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnParams) -> Record {
+/// One request of an MQTT session, followed to its reply or timeout.
+pub async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnParams) -> Record {
     let spec = RequestSpec {
         message: message.to_owned(),
         stream: params.stream,
@@ -112,6 +114,7 @@ async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnPar
         e2e: ex.e2e,
         itl: ex.inter_token_gaps(),
         completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+        prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
         cached_tokens: usage.map(|u| u.cached_tokens),
         violations: ex.violations.len(),
     }
@@ -180,6 +183,7 @@ async fn direct_turn(
                 e2e: Some(e2e),
                 itl: deltas.windows(2).map(|w| w[1].saturating_sub(w[0])).collect(),
                 completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+                prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
                 cached_tokens: usage.and_then(|u| u.cached_tokens),
                 violations: 0,
             }

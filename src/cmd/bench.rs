@@ -1,6 +1,6 @@
 //! `mqtt-llm bench`: a load generator speaking the real wire protocol (and, for comparison, the same workload
-//! straight to an OpenAI-compatible endpoint). Prints a table to stdout and a progress bar to stderr; exits 1
-//! when the server broke the protocol.
+//! straight to an OpenAI-compatible endpoint, or idle and beside a flooded session). Prints a table to stdout and a
+//! progress bar to stderr; exits 1 when the server broke the protocol.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::bench::stats::{self, PhaseStats, Record};
+use crate::bench::flood::run_isolation;
+use crate::bench::stats::{self, Isolation, PhaseStats, Record};
 use crate::bench::target::Target;
-use crate::bench::{BenchConfig, PhaseRun, Report, Workload, plot, run_phase};
-use crate::client::{Client, ClientConfig};
+use crate::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase};
+use crate::client::{Client, ClientConfig, Violation};
 use crate::llm::LlmClient;
 
 #[derive(Debug, Clone, Args)]
@@ -67,7 +68,15 @@ pub struct BenchArgs {
     /// Run MQTT and direct phases against this endpoint, interleaved (A B A B ...), and report the overhead.
     #[arg(long)]
     pub compare: Option<String>,
-    /// MQTT/direct pairs with --compare.
+    /// Flood mode: run the workload idle, then while a second client floods one session of its own (in the first
+    /// project) with this many requests per second, open loop (idle flooded idle flooded ...); report what the
+    /// flood adds.
+    #[arg(long, conflicts_with_all = ["direct", "compare"], value_parser = positive_rate)]
+    pub flood_rate: Option<f64>,
+    /// maxTokens of each flood request [default: --max-tokens].
+    #[arg(long, requires = "flood_rate")]
+    pub flood_max_tokens: Option<u32>,
+    /// Phase pairs: MQTT/direct with --compare, idle/flooded with --flood-rate.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
     /// Model name for direct requests [default: the first model the endpoint lists].
@@ -109,14 +118,25 @@ impl BenchArgs {
             timeout_ms: self.timeout.as_millis() as u64,
             direct: self.direct.clone(),
             compare: self.compare.clone(),
-            rounds: if self.compare.is_some() { self.rounds } else { 1 },
+            flood_rate: self.flood_rate,
+            flood_max_tokens: self.flood_max_tokens,
+            rounds: if self.compare.is_some() || self.flood_rate.is_some() {
+                self.rounds
+            } else {
+                1
+            },
             per_turn: self.per_turn,
         }
     }
 }
 
-/// Extra time after the last reply for stray messages (a second reply, late frames) to show up as violations.
-const SETTLE: Duration = Duration::from_millis(300);
+/// A request rate: a finite number above 0.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is no rate above 0 (requests per second)")),
+    }
+}
 
 pub async fn run(args: &BenchArgs) -> ExitCode {
     match bench(args).await {
@@ -137,18 +157,52 @@ async fn direct_client(url: &str, model: Option<&str>) -> anyhow::Result<Target>
     Ok(Target::Direct(LlmClient::new(base, model, Duration::from_secs(5))?))
 }
 
+/// Connect a protocol client of the bench (`prefix-<8 hex>` as client id).
+async fn connect(args: &BenchArgs, prefix: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(&ClientConfig::new(&args.broker, prefix)).await?)
+}
+
+/// What a run measured: the report, each phase's records for the plot, and the protocol breaches seen.
+struct Measured {
+    report: Report,
+    phases: Vec<(&'static str, Vec<Record>)>,
+    violations: Vec<Violation>,
+}
+
 async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let config = args.config();
     if config.projects.is_empty() || config.projects.iter().any(|p| p.is_empty()) {
         anyhow::bail!("--projects must name at least one project");
     }
+    let measured = match config.flood_rate {
+        Some(rate) => isolation(args, config, rate).await?,
+        None => comparison(args, config).await?,
+    };
+    let report = &measured.report;
+    print_report(report, &measured.violations);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let phases: Vec<(&str, &[Record])> = measured.phases.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+        std::fs::write(path, plot::render(&phases, report.per_turn.as_deref()))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    let violated = report.mqtt.as_ref().is_some_and(|m| m.violations > 0)
+        || report.isolation.as_ref().is_some_and(|i| i.violations() > 0);
+    Ok(if violated { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// MQTT only, direct only, or both interleaved (--compare).
+async fn comparison(args: &BenchArgs, config: BenchConfig) -> anyhow::Result<Measured> {
     let direct_url = args.direct.as_deref().or(args.compare.as_deref());
     let direct = match direct_url {
         Some(url) => Some(direct_client(url, args.model.as_deref()).await?),
         None => None,
     };
     let mqtt = if args.direct.is_none() {
-        Some(Client::connect(&ClientConfig::new(&args.broker, "mqtt-llm-bench")).await?)
+        Some(connect(args, "mqtt-llm-bench").await?)
     } else {
         None
     };
@@ -164,13 +218,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let run = run_phase(&config, &Target::Mqtt(client.clone()), round * 2, tick(&progress)).await;
             tokio::time::sleep(SETTLE).await;
             violations += client.violations().len() - before;
-            merge(&mut mqtt_run, run);
+            mqtt_run.merge(run);
         }
         if let Some(target) = &direct {
-            merge(
-                &mut direct_run,
-                run_phase(&config, target, round * 2 + 1, tick(&progress)).await,
-            );
+            direct_run.merge(run_phase(&config, target, round * 2 + 1, tick(&progress)).await);
         }
     }
     progress.finish_and_clear();
@@ -199,30 +250,47 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         config,
         mqtt: mqtt_stats,
         direct: direct_stats,
+        isolation: None,
     };
-    print_report(&report, &client_violations);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    let mut phases = Vec::new();
+    if report.mqtt.is_some() {
+        phases.push(("mqtt", mqtt_run.records));
     }
-    if let Some(path) = &args.plot {
-        let mut phases: Vec<(&str, &[Record])> = Vec::new();
-        if report.mqtt.is_some() {
-            phases.push(("mqtt", &mqtt_run.records));
-        }
-        if report.direct.is_some() {
-            phases.push(("direct", &direct_run.records));
-        }
-        std::fs::write(path, plot::render(&phases, report.per_turn.as_deref()))
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    if report.direct.is_some() {
+        phases.push(("direct", direct_run.records));
     }
-    let violated = report.mqtt.as_ref().is_some_and(|m| m.violations > 0);
-    Ok(if violated { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(Measured {
+        report,
+        phases,
+        violations: client_violations,
+    })
 }
 
-fn merge(into: &mut PhaseRun, run: PhaseRun) {
-    into.records.extend(run.records);
-    into.wall += run.wall;
+/// Flood mode (--flood-rate): the workload idle and beside a flooded session, through two clients.
+async fn isolation(args: &BenchArgs, config: BenchConfig, rate: f64) -> anyhow::Result<Measured> {
+    let measured = connect(args, "mqtt-llm-bench").await?;
+    let flooder = connect(args, "mqtt-llm-flood").await?;
+    let progress = progress_bar(config.workload.expected_requests() * u64::from(config.rounds) * 2);
+    let run = run_isolation(&config, rate, &measured, &flooder, tick(&progress)).await;
+    progress.finish_and_clear();
+    let mut violations = measured.violations();
+    violations.extend(flooder.violations());
+    measured.shutdown().await;
+    flooder.shutdown().await;
+    let run = run?;
+    let report = Report {
+        per_turn: config.per_turn.then(|| stats::per_turn(&run.idle)),
+        config,
+        mqtt: None,
+        direct: None,
+        overhead: None,
+        isolation: Some(run.stats),
+    };
+    Ok(Measured {
+        report,
+        phases: vec![("idle", run.idle), ("flooded", run.flooded)],
+        violations,
+    })
 }
 
 fn tick(progress: &ProgressBar) -> impl Fn(&Record) + Clone + Send + Sync + 'static {
@@ -270,10 +338,33 @@ fn phase_table(out: &mut String, name: &str, s: &PhaseStats) {
     }
 }
 
-fn print_report(report: &Report, violations: &[crate::client::Violation]) {
+fn isolation_table(out: &mut String, i: &Isolation) {
+    phase_table(out, "idle", &i.idle);
+    phase_table(out, "flooded", &i.flooded);
+    let outcomes: Vec<String> = i.flood.outcomes.iter().map(|(c, n)| format!("{c}={n}")).collect();
+    let _ = writeln!(
+        out,
+        "flood: {} requests at {}/s to one session, {} violations; {}",
+        i.flood.sent,
+        i.flood_rate,
+        i.flood.violations,
+        outcomes.join(", ")
+    );
+    let a = &i.added;
+    let _ = writeln!(
+        out,
+        "added by the flood: ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms",
+        a.ttft_p50_ms, a.ttft_p99_ms, a.e2e_p50_ms, a.e2e_p99_ms
+    );
+}
+
+fn print_report(report: &Report, violations: &[Violation]) {
     let mut out = String::new();
     if let Some(m) = &report.mqtt {
         phase_table(&mut out, "mqtt", m);
+    }
+    if let Some(i) = &report.isolation {
+        isolation_table(&mut out, i);
     }
     if let Some(d) = &report.direct {
         phase_table(&mut out, "direct", d);
