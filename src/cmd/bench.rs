@@ -19,9 +19,12 @@ use crate::llm::LlmClient;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Broker URL: mqtt://host:port.
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
     #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
+    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
     /// Projects the conversations are spread over (comma separated).
     #[arg(long, default_value = "general", value_delimiter = ',')]
     pub projects: Vec<String>,
@@ -148,7 +151,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mqtt = if args.direct.is_none() {
-        Some(Client::connect(&ClientConfig::new(&args.broker, "mqtt-llm-bench")).await?)
+        let client = ClientConfig::new(&args.broker, "mqtt-llm-bench").with_ca_file(args.mqtt_ca.clone());
+        Some(Client::connect(&client).await?)
     } else {
         None
     };
