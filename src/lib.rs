@@ -15,7 +15,7 @@
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
 //! - [`sim`]: `vllm-sim`, the engine simulator with `vllm serve`'s CLI and HTTP contract.
-//! - [`tls`]: the one rustls crypto provider (ring) used by every TLS client.
+//! - [`tls`]: the one rustls crypto provider (ring) used by every TLS client, and the `mqtts://` client settings.
 //! - [`client`]: a client of the wire protocol (sessions, requests, frames, timings, protocol checks) for `chat`
 //!   and `bench`.
 //! - [`bench`]: the load generator's workloads, statistics, JSON report and plot.

@@ -1,5 +1,20 @@
-//! The process-wide rustls crypto provider. Every TLS client (reqwest, rumqttc) uses ring, the only C
-//! dependency we allow; this installs it once so that `rustls` never has to guess.
+//! TLS for every client we build: the process-wide rustls crypto provider (ring, the only C dependency we allow,
+//! installed once so that `rustls` never has to guess) and the client settings of `mqtts://` connections, shared
+//! by the bridge (`up`) and the protocol client (`chat`, `bench`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why TLS client settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("no CA certificates to trust (see --mqtt-ca)")]
+    NoTrustedCa,
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+}
 
 /// Install ring as the default rustls crypto provider. Idempotent and cheap; call it before building
 /// any TLS-capable client.
@@ -9,4 +24,39 @@ pub fn ensure_crypto_provider() {
         // An error means another provider was installed first, which is fine for us.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// Client settings trusting the CA certificates of `ca_file` (PEM), or the system's when `None`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    ensure_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let ca_error = |reason: String| TlsError::CaFile {
+                path: path.to_owned(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ca_error(e.to_string()))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoTrustedCa);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -3,25 +3,8 @@
 
 mod support;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, TestClient, sim_up_args};
-
-/// A throw-away CA and a server certificate for localhost / 127.0.0.1: (ca_pem, cert_pem, key_pem).
-fn test_pki() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "mqtt-llm test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
+use support::{Mosquitto, MqttLlm, TestClient, sim_up_args, test_pki};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtts_broker_with_a_private_ca() {

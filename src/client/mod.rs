@@ -1,90 +1,90 @@
-//! A client of the mqtt-llm wire protocol (`docs/protocol.md`), used by `chat` and `bench`: connect (MQTT 5),
-//! open sessions (subscribe to their reply and stream topics, SubAck awaited), send requests and collect, per
-//! request, the stream frames, the final reply, timings and protocol checks. It never prints.
+//! A client of the mqtt-llm wire protocol (`docs/protocol.md`), used by `chat` and `bench`: connect (MQTT 5,
+//! `mqtt://` or `mqtts://`), open sessions, send requests and collect, per request, the stream frames, the final
+//! reply, timings and protocol checks. It never prints.
 //!
-//! Theory of operation: one event-loop task owns the `rumqttc` event loop; it only polls, counts SubAcks and
-//! routes each publish through the [`router::Registry`] (request id from the reply topic or the frame) into an
-//! unbounded channel of the request that waits for it. It never awaits a publish. Messages for no request of
-//! ours, a second reply, or frames after the reply are [`Violation`]s kept by the registry.
+//! Theory of operation: the client subscribes once per project, not per session, to
+//! `{p}/assistant_response/+/{clientId}/#` and `{p}/assistant_stream/+/{clientId}`: the first session of a project
+//! queues the SUBSCRIBE and waits for its SubAck (concurrent first sessions wait for the same one); later sessions
+//! cost nothing. One event-loop task ([`eventloop`]) owns the `rumqttc` event loop; it only polls, tracks the
+//! connection and the subscriptions in the [`link::Link`], and routes each publish through the
+//! [`router::Registry`] (request id from the reply topic or the frame) into an unbounded channel of the request
+//! that waits for it. It never awaits a publish. Messages for no request of ours, a second reply, or frames after
+//! the reply are [`Violation`]s kept by the registry.
+//!
+//! The client survives a broker restart: the event loop reconnects with a capped back-off and subscribes every
+//! project again on each ConnAck (a clean start forgets them). A request waits, within its timeout, until its
+//! project is subscribed on the current connection before it publishes, so that its reply cannot be missed;
+//! requests in flight when the connection drops end as timeouts.
 
+mod eventloop;
+mod exchange;
+pub mod link;
 pub mod router;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::mqtt::topics::{ProjectName, SessionId, TopicError};
 use crate::mqtt::wire::StreamFrame;
+use eventloop::{EventLoopTask, REQUEST_QUEUE, mqtt_options, subscribe_wanted};
+use exchange::request_payload;
+pub use exchange::{Exchange, Outcome, RequestSpec, Violation, error_code_of};
+use link::{Link, LinkStatus, Readiness};
 use router::{Incoming, Registry};
 
 /// How long connecting and subscribing may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Client::shutdown`] lets the event loop write the DISCONNECT.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid broker URL: {0}")]
     Broker(String),
-    #[error("could not connect to the broker within {0:?}")]
-    ConnectTimeout(Duration),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// The first connection failed in a way retrying cannot fix (TLS, CONNECT refused).
+    #[error("could not connect to the broker: {0}")]
+    Connect(String),
+    #[error("could not connect to the broker within {after:?}{}", last_error_note(last_error))]
+    ConnectTimeout {
+        after: Duration,
+        last_error: Option<String>,
+    },
     #[error("the broker did not acknowledge the subscription within {0:?}")]
     SubscribeTimeout(Duration),
+    #[error("the broker refused the subscriptions of project {project}: {reason}")]
+    SubscribeRefused { project: String, reason: String },
+    #[error(transparent)]
+    Topic(#[from] TopicError),
     #[error("MQTT client: {0}")]
     Mqtt(String),
 }
 
-/// A breach of the wire protocol seen by the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Violation {
-    /// A message on a topic (or for a request id) that is not one of ours.
-    ForeignTopic { topic: String },
-    /// More than one final reply for one request.
-    DuplicateReply { request_id: String },
-    /// A stream frame after the request's final reply.
-    FrameAfterReply { request_id: String },
-    /// Frames not in `seq` order from 0, or after the last frame.
-    FrameOutOfOrder {
-        request_id: String,
-        expected: u64,
-        got: u64,
-    },
-    /// A payload on a stream topic that is no stream frame.
-    MalformedFrame { topic: String },
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::ForeignTopic { topic } => write!(f, "message on a foreign topic or for an unknown request: {topic}"),
-            Self::DuplicateReply { request_id } => write!(f, "more than one final reply for request {request_id}"),
-            Self::FrameAfterReply { request_id } => write!(f, "stream frame after the final reply of {request_id}"),
-            Self::FrameOutOfOrder {
-                request_id,
-                expected,
-                got,
-            } => write!(
-                f,
-                "frame of {request_id} out of order: expected seq {expected}, got {got}"
-            ),
-            Self::MalformedFrame { topic } => write!(f, "not a stream frame on {topic}"),
-        }
-    }
+fn last_error_note(error: &Option<String>) -> String {
+    error
+        .as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
 }
 
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `mqtt://host[:port]`.
+    /// `mqtt://host[:port]` or `mqtts://host[:port]` (default port 8883).
     pub broker: String,
     /// The MQTT client id, also the `clientId` of requests and a level of their topics.
     pub client_id: String,
+    /// PEM file of the CA certificate(s) to trust for `mqtts://` (`--mqtt-ca`); the system's when `None`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -92,94 +92,15 @@ impl ClientConfig {
         Self {
             broker: broker.to_owned(),
             client_id: format!("{prefix}-{:08x}", rand::random::<u32>()),
+            ca_file: None,
         }
     }
-}
 
-/// What a request asks for (the optional fields are omitted from the payload when `None`).
-#[derive(Debug, Clone, Default)]
-pub struct RequestSpec {
-    pub message: String,
-    pub stream: bool,
-    pub temperature: Option<f32>,
-    pub max_tokens: Option<u32>,
-    pub system_prompt: Option<String>,
-}
-
-/// How a request ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// An `Error:` reply; `code` from the error frame when streaming, else from the reply text.
-    Error {
-        code: String,
-        message: String,
-    },
-    Timeout,
-}
-
-/// Everything observed about one request.
-#[derive(Debug, Clone)]
-pub struct Exchange {
-    pub request_id: String,
-    /// Stream frames in arrival order, with the time since the request was published.
-    pub frames: Vec<(Duration, StreamFrame)>,
-    /// The final plain-text reply (None on timeout).
-    pub reply: Option<String>,
-    /// Time to the first delta frame (streaming only).
-    pub ttft: Option<Duration>,
-    /// Time to the final reply.
-    pub e2e: Option<Duration>,
-    pub outcome: Outcome,
-    /// Per-request protocol breaches (frame order); the client-wide ones are in [`Client::violations`].
-    pub violations: Vec<Violation>,
-}
-
-impl Exchange {
-    /// Gaps between consecutive delta frames.
-    pub fn inter_token_gaps(&self) -> Vec<Duration> {
-        let deltas: Vec<Duration> = self
-            .frames
-            .iter()
-            .filter(|(_, f)| matches!(f, StreamFrame::Delta(_)))
-            .map(|(t, _)| *t)
-            .collect();
-        deltas.windows(2).map(|w| w[1].saturating_sub(w[0])).collect()
+    /// Trust the CA certificate(s) of this PEM file for `mqtts://`.
+    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Self {
+        self.ca_file = ca_file;
+        self
     }
-
-    /// The done frame's usage, when there is one.
-    pub fn usage(&self) -> Option<&crate::mqtt::wire::FrameUsage> {
-        self.frames.iter().find_map(|(_, f)| match f {
-            StreamFrame::Done(d) => Some(&d.usage),
-            _ => None,
-        })
-    }
-}
-
-/// The stable error code of an `Error:` reply text (`docs/protocol.md`, *Errors*).
-pub fn error_code_of(text: &str) -> &'static str {
-    const CODES: &[(&str, &str)] = &[
-        ("Error: request too large", "too_large"),
-        ("Error: missing 'message'", "missing_message"),
-        ("Error: 'message' is empty", "empty_message"),
-        ("Error: invalid sessionId", "invalid_session_id"),
-        ("Error: invalid '", "invalid_param"),
-        ("Error: Server is overloaded", "overloaded"),
-        ("Error: too many requests waiting", "session_queue_full"),
-        ("Error: server is shutting down", "shutting_down"),
-        ("Error: conversation is too long", "context_overflow"),
-        ("Error: engine unavailable", "engine_unavailable"),
-        ("Error: engine busy", "engine_busy"),
-        ("Error: engine connection lost", "engine_disconnected"),
-        ("Error: engine sent", "protocol_error"),
-        ("Error: engine error", "engine_error"),
-        ("Error: the engine did not answer", "timeout"),
-        ("Error: No response generated", "empty_reply"),
-    ];
-    CODES
-        .iter()
-        .find(|(prefix, _)| text.starts_with(prefix))
-        .map_or("error", |(_, code)| code)
 }
 
 /// A connected protocol client. Cheap to clone.
@@ -193,56 +114,62 @@ struct Inner {
     mqtt: AsyncClient,
     client_id: String,
     registry: Arc<Registry>,
-    /// SubAcks received so far; subscriptions wait for theirs by ticket (the broker acks in order).
-    subacks: watch::Receiver<u64>,
-    subscribe_tickets: AtomicU64,
+    /// The connection and the per-project subscriptions; the event loop and `open_session` change it.
+    link: watch::Sender<Link>,
     next_request: AtomicU64,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Client {
-    /// Connect (MQTT 5, clean start) and wait for the ConnAck.
+    /// Connect (MQTT 5, clean start) and wait for the ConnAck. Retries until [`CONNECT_TIMEOUT`], except after an
+    /// error that retrying cannot fix (an untrusted certificate, a refused CONNECT), which is returned at once.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
-        let (host, port, tls) =
-            crate::config::parse_broker(&config.broker).map_err(|e| ClientError::Broker(e.to_string()))?;
-        if tls {
-            return Err(ClientError::Broker(
-                "mqtts:// is not supported by this client yet".into(),
-            ));
-        }
-        let mut opts = MqttOptions::new(&config.client_id, host, port);
-        opts.set_keep_alive(Duration::from_secs(30))
-            .set_clean_start(true)
-            .set_max_packet_size(Some(4 * 1024 * 1024))
-            .set_network_options(crate::mqtt::eventloop::network_options());
-        let (mqtt, eventloop) = AsyncClient::new(opts, 4096);
+        let opts = mqtt_options(config)?;
+        let (mqtt, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
         let registry = Arc::new(Registry::default());
-        let (suback_tx, subacks) = watch::channel(0u64);
-        let (conn_tx, mut conn_rx) = watch::channel(false);
+        let (link, mut link_rx) = watch::channel(Link::default());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(run_eventloop(
-            eventloop,
-            Arc::clone(&registry),
-            config.client_id.clone(),
-            suback_tx,
-            conn_tx,
-            cancel.clone(),
-        ));
+        tracker.spawn(
+            EventLoopTask {
+                eventloop,
+                mqtt: mqtt.clone(),
+                link: link.clone(),
+                registry: Arc::clone(&registry),
+                client_id: config.client_id.clone(),
+                cancel: cancel.clone(),
+            }
+            .run(),
+        );
         tracker.close();
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, conn_rx.wait_for(|c| *c)).await;
-        if !matches!(connected, Ok(Ok(_))) {
+        let waited = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let link = link_rx
+                .wait_for(|l| l.connection() > 0 || l.last_error().is_some_and(|e| e.fatal))
+                .await
+                .ok()?;
+            Some((link.connection() > 0, link.last_error().cloned()))
+        })
+        .await;
+        let failure = match waited {
+            Ok(Some((true, _))) => None,
+            Ok(Some((false, error))) => Some(ClientError::Connect(error.map(|e| e.message).unwrap_or_default())),
+            Ok(None) | Err(_) => Some(ClientError::ConnectTimeout {
+                after: CONNECT_TIMEOUT,
+                last_error: link_rx.borrow().last_error().map(|e| e.message.clone()),
+            }),
+        };
+        if let Some(e) = failure {
             cancel.cancel();
-            return Err(ClientError::ConnectTimeout(CONNECT_TIMEOUT));
+            tracker.wait().await;
+            return Err(e);
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 mqtt,
                 client_id: config.client_id.clone(),
                 registry,
-                subacks,
-                subscribe_tickets: AtomicU64::new(0),
+                link,
                 next_request: AtomicU64::new(0),
                 cancel,
                 tracker,
@@ -254,31 +181,47 @@ impl Client {
         &self.inner.client_id
     }
 
-    /// Subscribe to a session's reply and stream topics and wait for the SubAck.
+    /// Open a session of `project`. The first session of a project subscribes to the project's reply and stream
+    /// filters and waits for the SubAck (sessions opened meanwhile wait for the same one); later ones cost nothing.
     pub async fn open_session(&self, project: &str, session: &str) -> Result<Session, ClientError> {
-        let id = &self.inner.client_id;
-        let filters = vec![
-            Filter::new(
-                format!("{project}/assistant_response/{session}/{id}/#"),
-                QoS::AtLeastOnce,
-            ),
-            Filter::new(format!("{project}/assistant_stream/{session}/#"), QoS::AtLeastOnce),
-        ];
-        let ticket = self.inner.subscribe_tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner
-            .mqtt
-            .subscribe_many(filters)
-            .await
-            .map_err(|e| ClientError::Mqtt(e.to_string()))?;
-        let mut acks = self.inner.subacks.clone();
-        match tokio::time::timeout(CONNECT_TIMEOUT, acks.wait_for(|n| *n >= ticket)).await {
-            Ok(Ok(_)) => Ok(Session {
+        let project = ProjectName::try_new(project)?;
+        let session = SessionId::try_new(session)?;
+        let (mqtt, id) = (&self.inner.mqtt, &self.inner.client_id);
+        self.inner.link.send_if_modified(|link| {
+            // Not connected: the ConnAck will subscribe it with the others.
+            link.want(project.as_str()) && subscribe_wanted(link, mqtt, id)
+        });
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        match self.ready(project.as_str(), deadline).await {
+            Readiness::Ready => Ok(Session {
                 client: self.clone(),
-                project: project.to_owned(),
-                session: session.to_owned(),
+                project: project.as_str().to_owned(),
+                session: session.as_str().to_owned(),
             }),
-            _ => Err(ClientError::SubscribeTimeout(CONNECT_TIMEOUT)),
+            Readiness::Pending => Err(ClientError::SubscribeTimeout(CONNECT_TIMEOUT)),
+            Readiness::Refused { reason } => Err(ClientError::SubscribeRefused {
+                project: project.as_str().to_owned(),
+                reason,
+            }),
         }
+    }
+
+    /// Wait until `project` is subscribed on the current connection (or refused), or until `deadline`.
+    async fn ready(&self, project: &str, deadline: tokio::time::Instant) -> Readiness {
+        let mut rx = self.inner.link.subscribe();
+        let settled =
+            tokio::time::timeout_at(deadline, rx.wait_for(|l| l.readiness(project) != Readiness::Pending)).await;
+        match settled {
+            Ok(Ok(link)) => link.readiness(project),
+            Ok(Err(_)) | Err(_) => Readiness::Pending,
+        }
+    }
+
+    /// Follow the connection's status (for a note when it is lost and when it is back).
+    pub fn link_watch(&self) -> LinkWatch {
+        let rx = self.inner.link.subscribe();
+        let last = rx.borrow().status();
+        LinkWatch { rx, last }
     }
 
     /// Violations seen outside any single request (foreign topics, duplicate replies, late frames).
@@ -286,11 +229,38 @@ impl Client {
         self.inner.registry.violations()
     }
 
-    /// Disconnect and wait for the event-loop task to end.
+    /// Disconnect (when connected, giving the event loop a moment to write the DISCONNECT) and wait for the
+    /// event-loop task to end.
     pub async fn shutdown(&self) {
-        let _ = self.inner.mqtt.try_disconnect();
-        self.inner.cancel.cancel();
-        self.inner.tracker.wait().await;
+        let inner = &self.inner;
+        let connected = inner.link.borrow().is_connected();
+        if connected && inner.mqtt.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, inner.tracker.wait()).await;
+        }
+        inner.cancel.cancel();
+        inner.tracker.wait().await;
+    }
+}
+
+/// Changes of the client's [`LinkStatus`].
+#[derive(Debug)]
+pub struct LinkWatch {
+    rx: watch::Receiver<Link>,
+    last: LinkStatus,
+}
+
+impl LinkWatch {
+    /// The status when it differs from the one last returned (or seen at creation); `None` once the client and
+    /// its event loop are gone. Cancel safe.
+    pub async fn changed(&mut self) -> Option<LinkStatus> {
+        loop {
+            self.rx.changed().await.ok()?;
+            let now = self.rx.borrow_and_update().status();
+            if now != self.last {
+                self.last = now.clone();
+                return Some(now);
+            }
+        }
     }
 }
 
@@ -303,23 +273,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Unsubscribe from the session's topics (best effort, never waits).
-    pub fn close(&self) {
-        let id = &self.client.inner.client_id;
-        let (p, s) = (&self.project, &self.session);
-        let _ = self
-            .client
-            .inner
-            .mqtt
-            .try_unsubscribe(format!("{p}/assistant_response/{s}/{id}/#"));
-        let _ = self
-            .client
-            .inner
-            .mqtt
-            .try_unsubscribe(format!("{p}/assistant_stream/{s}/#"));
-    }
+    /// End the session. Nothing to release: the subscriptions belong to the project (other sessions share them),
+    /// and the registry keeps the session's requests so that a late second reply is still reported.
+    pub fn close(&self) {}
 
     /// Send one request and wait up to `timeout` for its final reply; `on_frame` sees each frame as it arrives.
+    /// While the project is not subscribed on the current connection (the broker restarted, say), the request
+    /// waits for it before publishing; the wait counts towards `timeout` and the timings.
     pub async fn request(
         &self,
         spec: &RequestSpec,
@@ -330,17 +290,8 @@ impl Session {
         let n = inner.next_request.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("r{n}");
         let (p, s, id) = (&self.project, &self.session, &inner.client_id);
-        let payload = request_payload(p, s, id, &request_id, spec);
-        let mut rx = inner.registry.register(&request_id, p, s);
         let start = Instant::now();
-        if let Err(e) = inner
-            .mqtt
-            .publish(format!("{p}/user_input"), QoS::AtLeastOnce, false, payload)
-            .await
-        {
-            inner.registry.abandon(&request_id);
-            return Err(ClientError::Mqtt(e.to_string()));
-        }
+        let deadline = tokio::time::Instant::from_std(start + timeout);
         let mut ex = Exchange {
             request_id: request_id.clone(),
             frames: Vec::new(),
@@ -350,7 +301,26 @@ impl Session {
             outcome: Outcome::Timeout,
             violations: Vec::new(),
         };
-        let deadline = tokio::time::Instant::from_std(start + timeout);
+        match self.client.ready(p, deadline).await {
+            Readiness::Ready => {}
+            Readiness::Pending => return Ok(ex),
+            Readiness::Refused { reason } => {
+                return Err(ClientError::SubscribeRefused {
+                    project: p.clone(),
+                    reason,
+                });
+            }
+        }
+        let payload = request_payload(p, s, id, &request_id, spec);
+        let mut rx = inner.registry.register(&request_id, p, s);
+        if let Err(e) = inner
+            .mqtt
+            .publish(format!("{p}/user_input"), QoS::AtLeastOnce, false, payload)
+            .await
+        {
+            inner.registry.abandon(&request_id);
+            return Err(ClientError::Mqtt(e.to_string()));
+        }
         let mut error_frame = None;
         loop {
             let incoming = match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -395,93 +365,5 @@ impl Session {
                 }
             }
         }
-    }
-}
-
-/// The seed-compatible request payload.
-fn request_payload(project: &str, session: &str, client_id: &str, request_id: &str, spec: &RequestSpec) -> Vec<u8> {
-    let mut body = serde_json::json!({
-        "sessionId": session,
-        "message": spec.message,
-        "replyTopic": format!("{project}/assistant_response/{session}/{client_id}/{request_id}"),
-        "clientId": client_id,
-        "requestId": request_id,
-        "stream": spec.stream,
-        "streamTopic": format!("{project}/assistant_stream/{session}/{client_id}"),
-    });
-    if let Some(t) = spec.temperature {
-        body["temperature"] = serde_json::json!(t);
-    }
-    if let Some(m) = spec.max_tokens {
-        body["maxTokens"] = serde_json::json!(m);
-    }
-    if let Some(sp) = &spec.system_prompt {
-        body["systemPrompt"] = serde_json::json!(sp);
-    }
-    body.to_string().into_bytes()
-}
-
-/// The event-loop task: poll, count SubAcks, route publishes; reconnects by polling again after an error.
-async fn run_eventloop(
-    mut eventloop: rumqttc::v5::EventLoop,
-    registry: Arc<Registry>,
-    client_id: String,
-    subacks: watch::Sender<u64>,
-    connected: watch::Sender<bool>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            () = cancel.cancelled() => return,
-            event = eventloop.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let _ = connected.send(true);
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => subacks.send_modify(|n| *n += 1),
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let topic = String::from_utf8_lossy(&p.topic);
-                registry.route(&topic, &p.payload, &client_id, Instant::now());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "MQTT connection error; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payload_is_seed_compatible() {
-        let spec = RequestSpec {
-            message: "hi".into(),
-            stream: true,
-            max_tokens: Some(8),
-            ..Default::default()
-        };
-        let v: serde_json::Value = serde_json::from_slice(&request_payload("p", "s", "c", "r1", &spec)).unwrap();
-        assert_eq!(v["replyTopic"], "p/assistant_response/s/c/r1");
-        assert_eq!(v["streamTopic"], "p/assistant_stream/s/c");
-        assert_eq!(v["maxTokens"], 8);
-        assert!(v.get("temperature").is_none());
-    }
-
-    #[test]
-    fn error_texts_map_to_codes() {
-        assert_eq!(
-            error_code_of("Error: Server is overloaded. Please try again"),
-            "overloaded"
-        );
-        assert_eq!(error_code_of("Error: invalid 'temperature': must be"), "invalid_param");
-        assert_eq!(error_code_of("Error: something new"), "error");
     }
 }

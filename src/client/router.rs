@@ -1,5 +1,10 @@
-//! Routing of incoming messages to the request that waits for them: pure classification of a topic and a
-//! registry of request ids. The event-loop task calls [`Registry::route`] and never awaits.
+//! Routing of incoming messages to the request that waits for them: the client's subscription filters, pure
+//! classification of a topic and a registry of request ids. The event-loop task calls [`Registry::route`] and never
+//! awaits.
+//!
+//! The filters are per project and client, not per session, so one subscription serves every session: a message
+//! is tied to its request by the request id (the reply topic's last level, the frame's `requestId`), and the
+//! registry checks that the topic's project and session are the request's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +20,19 @@ use crate::mqtt::wire::StreamFrame;
 pub enum Incoming {
     Frame { at: Instant, frame: StreamFrame },
     Reply { at: Instant, text: String },
+}
+
+/// How many filters [`filters`] returns (and so how many SubAck reason codes each project has).
+pub const FILTERS_PER_PROJECT: usize = 2;
+
+/// The client's subscription filters for `project`: every reply and stream topic of every session of this client
+/// (the shapes `request_payload` puts in `replyTopic` and `streamTopic`). `#` on replies, so that a reply one level
+/// too deep still arrives and is reported as a foreign topic.
+pub fn filters(project: &str, client_id: &str) -> [String; FILTERS_PER_PROJECT] {
+    [
+        format!("{project}/assistant_response/+/{client_id}/#"),
+        format!("{project}/assistant_stream/+/{client_id}"),
+    ]
 }
 
 /// Where a topic points, by its shape alone.
@@ -190,6 +208,62 @@ mod tests {
         assert_eq!(classify("p/assistant_response/s/other/r1", "c"), TopicKind::Foreign);
         assert_eq!(classify("p/assistant_response/s", "c"), TopicKind::Foreign);
         assert_eq!(classify("p/assistant_stream/s/c/x", "c"), TopicKind::Foreign);
+    }
+
+    #[test]
+    fn the_filters_cover_every_session_of_the_client_and_nothing_else() {
+        use rumqttc::v5::mqttbytes::matches;
+        let [reply, stream] = filters("p", "c");
+        for session in ["s", "chat-0000abcd", "bench 1"] {
+            let reply_topic = format!("p/assistant_response/{session}/c/r1");
+            assert!(matches(&reply_topic, &reply), "{reply_topic}");
+            assert!(matches!(classify(&reply_topic, "c"), TopicKind::Reply { .. }));
+            let stream_topic = format!("p/assistant_stream/{session}/c");
+            assert!(matches(&stream_topic, &stream), "{stream_topic}");
+            assert!(matches!(classify(&stream_topic, "c"), TopicKind::Stream { .. }));
+        }
+        for other in [
+            "p/assistant_response/s/other/r1",
+            "p/assistant_stream/s/other",
+            "q/assistant_response/s/c/r1",
+            "p/assistant_response/s",
+            "p/user_input",
+        ] {
+            assert!(!matches(other, &reply) && !matches(other, &stream), "{other}");
+        }
+        // Too deep for a reply: still delivered, so that it can be reported.
+        assert!(matches("p/assistant_response/s/c/r1/x", &reply));
+        assert_eq!(classify("p/assistant_response/s/c/r1/x", "c"), TopicKind::Foreign);
+    }
+
+    #[test]
+    fn messages_of_two_sessions_go_to_their_own_requests() {
+        let reg = Registry::default();
+        let mut a = reg.register("r1", "p", "s1");
+        let mut b = reg.register("r2", "p", "s2");
+        let now = Instant::now();
+        reg.route(
+            "p/assistant_stream/s2/c",
+            br#"{"requestId":"r2","seq":0,"delta":"x"}"#,
+            "c",
+            now,
+        );
+        reg.route("p/assistant_response/s1/c/r1", b"one", "c", now);
+        reg.route("p/assistant_response/s2/c/r2", b"two", "c", now);
+        assert!(matches!(a.try_recv(), Ok(Incoming::Reply { text, .. }) if text == "one"));
+        assert!(matches!(b.try_recv(), Ok(Incoming::Frame { .. })));
+        assert!(matches!(b.try_recv(), Ok(Incoming::Reply { text, .. }) if text == "two"));
+        // A request id of this client under the wrong session is not that request's.
+        reg.route("p/assistant_response/s2/c/r1", b"x", "c", now);
+        reg.route(
+            "p/assistant_stream/s1/c",
+            br#"{"requestId":"r2","seq":1,"delta":"x"}"#,
+            "c",
+            now,
+        );
+        let v = reg.violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v.iter().all(|v| matches!(v, Violation::ForeignTopic { .. })));
     }
 
     #[test]

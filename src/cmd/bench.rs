@@ -20,9 +20,12 @@ use crate::llm::LlmClient;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Broker URL: mqtt://host:port.
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
     #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
+    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
     /// Projects the conversations are spread over (comma separated).
     #[arg(long, default_value = "general", value_delimiter = ',')]
     pub projects: Vec<String>,
@@ -159,7 +162,8 @@ async fn direct_client(url: &str, model: Option<&str>) -> anyhow::Result<Target>
 
 /// Connect a protocol client of the bench (`prefix-<8 hex>` as client id).
 async fn connect(args: &BenchArgs, prefix: &str) -> anyhow::Result<Client> {
-    Ok(Client::connect(&ClientConfig::new(&args.broker, prefix)).await?)
+    let config = ClientConfig::new(&args.broker, prefix).with_ca_file(args.mqtt_ca.clone());
+    Ok(Client::connect(&config).await?)
 }
 
 /// What a run measured: the report, each phase's records for the plot, and the protocol breaches seen.

@@ -2,20 +2,26 @@
 //! Replies go to stdout (streamed deltas as they arrive); the per-turn summary and errors go to stderr.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::client::{Client, ClientConfig, Exchange, Outcome, RequestSpec, Session};
+use crate::client::link::LinkStatus;
+use crate::client::{Client, ClientConfig, Exchange, LinkWatch, Outcome, RequestSpec, Session};
+use crate::mqtt::topics::SessionId;
 use crate::mqtt::wire::StreamFrame;
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {
-    /// Broker URL: mqtt://host:port.
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
     #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
+    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
     /// The project whose `{project}/user_input` requests go to.
     #[arg(long, default_value = "general")]
     pub project: String,
@@ -77,7 +83,8 @@ fn new_session_id() -> String {
 }
 
 pub async fn run(args: &ChatArgs) -> ExitCode {
-    let client = match Client::connect(&ClientConfig::new(&args.broker, "mqtt-llm-chat")).await {
+    let config = ClientConfig::new(&args.broker, "mqtt-llm-chat").with_ca_file(args.mqtt_ca.clone());
+    let client = match Client::connect(&config).await {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
@@ -95,11 +102,20 @@ async fn converse(client: &Client, args: &ChatArgs) -> ExitCode {
     };
     let interactive = std::io::stdin().is_terminal();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut link = LinkNotes::new(client.link_watch());
     loop {
         if interactive {
             prompt(&session.session);
         }
-        let line = match lines.next_line().await {
+        // Between turns, say when the broker connection is lost and when it is back (requests made meanwhile
+        // wait for it, within --timeout).
+        let line = loop {
+            tokio::select! {
+                line = lines.next_line() => break line,
+                Some(status) = link.watch.changed() => link.note(&status),
+            }
+        };
+        let line = match line {
             Ok(Some(line)) => line,
             Ok(None) => return ExitCode::SUCCESS,
             Err(e) => return fail(&format!("reading stdin: {e}")),
@@ -112,6 +128,10 @@ async fn converse(client: &Client, args: &ChatArgs) -> ExitCode {
                     Line::Session(id) => id.to_owned(),
                     _ => new_session_id(),
                 };
+                if let Err(e) = SessionId::try_new(&id) {
+                    note(&format!("not a session id: {e}"));
+                    continue;
+                }
                 session.close();
                 session = match open(client, args, id).await {
                     Ok(s) => s,
@@ -146,6 +166,39 @@ async fn converse(client: &Client, args: &ChatArgs) -> ExitCode {
                     Outcome::Error { .. } => {}
                 }
             }
+        }
+    }
+}
+
+/// Notes on stderr about the broker connection: once when it is lost, once when it is back.
+struct LinkNotes {
+    watch: LinkWatch,
+    /// A loss was reported and the return not yet.
+    lost: bool,
+    /// The connection (ConnAck count) last known to be up.
+    up: u64,
+}
+
+impl LinkNotes {
+    fn new(watch: LinkWatch) -> Self {
+        Self {
+            watch,
+            lost: false,
+            up: 1,
+        }
+    }
+
+    fn note(&mut self, status: &LinkStatus) {
+        match status {
+            LinkStatus::Down { error } if !self.lost => {
+                self.lost = true;
+                note(&format!("connection to the broker lost ({error}); reconnecting"));
+            }
+            LinkStatus::Up { connection } if self.lost || *connection != self.up => {
+                (self.lost, self.up) = (false, *connection);
+                note("reconnected to the broker");
+            }
+            LinkStatus::Down { .. } | LinkStatus::Up { .. } | LinkStatus::Connecting => {}
         }
     }
 }

@@ -12,7 +12,6 @@
 //! message is handed to an `overflow` callback (which answers "overloaded" with a non-blocking publish), so the
 //! loop never waits on the bridge either.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,40 +71,6 @@ impl MqttHandle {
     }
 }
 
-/// TLS settings trusting `ca_file` (PEM), or the system's CA certificates.
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, MqttError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    crate::tls::ensure_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| MqttError::Tls(format!("{}: {e}", path.display())))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| MqttError::Tls(format!("{}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err(MqttError::Tls("no CA certificates to trust (see --mqtt-ca)".into()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MqttError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 /// Socket options for MQTT connections: TCP_NODELAY, since replies and stream frames are small and latency
 /// matters (with Nagle's algorithm each small publish can wait for the peer's delayed ACK, tens of ms).
 pub fn network_options() -> rumqttc::NetworkOptions {
@@ -126,7 +91,7 @@ pub fn spawn_mqtt(
 ) -> Result<MqttHandle, MqttError> {
     let transport = if cfg.tls {
         Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            tls_config(cfg.ca_file.as_deref())?,
+            crate::tls::client_config(cfg.ca_file.as_deref()).map_err(|e| MqttError::Tls(e.to_string()))?,
         )))
     } else {
         None

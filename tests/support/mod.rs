@@ -181,7 +181,7 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn spawn(tasks: &mut JoinSet<()>, reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+    pub fn spawn(tasks: &mut JoinSet<()>, reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tasks.spawn(async move {
             let mut lines = BufReader::new(reader).lines();
@@ -549,4 +549,76 @@ pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
     })
     .await;
     assert!(ok.is_ok(), "timed out waiting for: {what}");
+}
+
+/// A throw-away CA and a server certificate for localhost / 127.0.0.1: (ca_pem, cert_pem, key_pem).
+pub fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "mqtt-llm test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A TCP forwarder from a free port to `127.0.0.1:target` that a test can cut (every connection closed, new ones
+/// closed as soon as accepted) and restore: a network outage between one client and the broker, with the broker
+/// and everyone else unaffected.
+pub struct TcpProxy {
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+    _tasks: JoinSet<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, open_rx) = tokio::sync::watch::channel(true);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*open_rx.borrow() {
+                    continue;
+                }
+                let mut cut = open_rx.clone();
+                connections.spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            _tasks: tasks,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Close every forwarded connection and every new one, until [`Self::restore`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
 }
