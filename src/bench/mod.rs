@@ -5,6 +5,7 @@
 pub mod flood;
 pub mod plot;
 pub mod stats;
+pub mod table;
 pub mod target;
 
 use std::time::{Duration, Instant};

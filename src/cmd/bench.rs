@@ -2,7 +2,6 @@
 //! straight to an OpenAI-compatible endpoint, or idle and beside a flooded session). Prints a table to stdout and a
 //! progress bar to stderr; exits 1 when the server broke the protocol.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +11,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::bench::flood::run_isolation;
-use crate::bench::stats::{self, Isolation, PhaseStats, Record};
+use crate::bench::stats::{self, PhaseStats, Record};
 use crate::bench::target::Target;
-use crate::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase};
+use crate::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase, table};
 use crate::client::{Client, ClientConfig, Violation};
 use crate::llm::LlmClient;
 
@@ -313,89 +312,9 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn phase_table(out: &mut String, name: &str, s: &PhaseStats) {
-    let _ = writeln!(
-        out,
-        "{name}: {} requests, {} completed, {} violations, {:.1} s",
-        s.requests, s.completed, s.violations, s.wall_s
-    );
-    let _ = writeln!(
-        out,
-        "  {:<10} {:>9} {:>9} {:>9} {:>9}",
-        "ms", "p50", "p90", "p99", "max"
-    );
-    for (label, p) in [("ttft", &s.ttft_ms), ("e2e", &s.e2e_ms), ("itl", &s.itl_ms)] {
-        let _ = writeln!(
-            out,
-            "  {label:<10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            p.p50, p.p90, p.p99, p.max
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  {:.1} tokens/s, {:.2} replies/s",
-        s.tokens_per_s, s.replies_per_s
-    );
-    if !s.errors.is_empty() {
-        let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c}={n}")).collect();
-        let _ = writeln!(out, "  errors: {}", errors.join(", "));
-    }
-}
-
-fn isolation_table(out: &mut String, i: &Isolation) {
-    phase_table(out, "idle", &i.idle);
-    phase_table(out, "flooded", &i.flooded);
-    let outcomes: Vec<String> = i.flood.outcomes.iter().map(|(c, n)| format!("{c}={n}")).collect();
-    let _ = writeln!(
-        out,
-        "flood: {} requests at {}/s to one session, {} violations; {}",
-        i.flood.sent,
-        i.flood_rate,
-        i.flood.violations,
-        outcomes.join(", ")
-    );
-    let a = &i.added;
-    let _ = writeln!(
-        out,
-        "added by the flood: ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms",
-        a.ttft_p50_ms, a.ttft_p99_ms, a.e2e_p50_ms, a.e2e_p99_ms
-    );
-}
-
 fn print_report(report: &Report, violations: &[Violation]) {
-    let mut out = String::new();
-    if let Some(m) = &report.mqtt {
-        phase_table(&mut out, "mqtt", m);
-    }
-    if let Some(i) = &report.isolation {
-        isolation_table(&mut out, i);
-    }
-    if let Some(d) = &report.direct {
-        phase_table(&mut out, "direct", d);
-    }
-    if let Some(o) = &report.overhead {
-        let _ = writeln!(
-            out,
-            "overhead: ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms; throughput ratio {:.3}",
-            o.ttft_p50_ms, o.ttft_p99_ms, o.e2e_p50_ms, o.e2e_p99_ms, o.throughput_ratio
-        );
-    }
-    if let Some(turns) = &report.per_turn {
-        let _ = writeln!(
-            out,
-            "  {:<6} {:>9} {:>9} {:>9}",
-            "turn", "ttft p50", "ttft p99", "cached"
-        );
-        for t in turns {
-            let _ = writeln!(
-                out,
-                "  {:<6} {:>9.1} {:>9.1} {:>9.1}",
-                t.turn, t.ttft_p50_ms, t.ttft_p99_ms, t.cached_tokens_mean
-            );
-        }
-    }
     let mut stdout = std::io::stdout().lock();
-    let _ = write!(stdout, "{out}");
+    let _ = write!(stdout, "{}", table::render(report));
     let _ = stdout.flush();
     let mut err = std::io::stderr().lock();
     for v in violations.iter().take(20) {
