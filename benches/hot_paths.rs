@@ -62,53 +62,36 @@ fn sse_body() -> Vec<Bytes> {
     out.into_iter().map(Bytes::from).collect()
 }
 
+/// Decode an SSE body given as these reads; the number of events.
+async fn count_events(reads: Vec<Bytes>) -> usize {
+    let mut stream = ChatStream::from_byte_stream(futures_util::stream::iter(reads.into_iter().map(Ok::<_, String>)));
+    let mut events = 0usize;
+    while let Some(event) = stream.next().await {
+        event.unwrap();
+        events += 1;
+    }
+    // 64 deltas, the finish reason, the usage.
+    assert_eq!(events, SSE_TOKENS + 2);
+    events
+}
+
 fn stream_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let body = sse_body();
     let total: usize = body.iter().map(Bytes::len).sum();
     let mut group = c.benchmark_group("sse");
     group.throughput(Throughput::Bytes(total as u64));
-    group.bench_function(format!("chat_stream_{SSE_TOKENS}_chunks"), |b| {
-        b.iter_batched(
-            || body.clone(),
-            |body| {
-                rt.block_on(async {
-                    let mut stream =
-                        ChatStream::from_byte_stream(futures_util::stream::iter(body.into_iter().map(Ok::<_, String>)));
-                    let mut events = 0usize;
-                    while let Some(event) = stream.next().await {
-                        event.unwrap();
-                        events += 1;
-                    }
-                    // 64 deltas, the finish reason, the usage.
-                    assert_eq!(events, SSE_TOKENS + 2);
-                    events
-                })
-            },
-            BatchSize::SmallInput,
-        );
-    });
-    // An instant engine's whole answer arrives in one read.
-    group.bench_function(format!("chat_stream_{SSE_TOKENS}_chunks_one_read"), |b| {
-        b.iter_batched(
-            || vec![Bytes::from(body.concat())],
-            |body| {
-                rt.block_on(async {
-                    let mut stream =
-                        ChatStream::from_byte_stream(futures_util::stream::iter(body.into_iter().map(Ok::<_, String>)));
-                    let mut events = 0usize;
-                    while let Some(event) = stream.next().await {
-                        event.unwrap();
-                        events += 1;
-                    }
-                    // 64 deltas, the finish reason, the usage.
-                    assert_eq!(events, SSE_TOKENS + 2);
-                    events
-                })
-            },
-            BatchSize::SmallInput,
-        );
-    });
+    // One read per chunk, as a streaming engine sends them; then an instant engine's whole answer in one read.
+    let one_read = vec![Bytes::from(body.concat())];
+    for (name, input) in [("chunks", body), ("chunks_one_read", one_read)] {
+        group.bench_function(format!("chat_stream_{SSE_TOKENS}_{name}"), |b| {
+            b.iter_batched(
+                || input.clone(),
+                |input| rt.block_on(count_events(input)),
+                BatchSize::SmallInput,
+            );
+        });
+    }
     group.finish();
 
     let frame = DeltaFrame {
