@@ -18,9 +18,9 @@ async fn up(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     MqttLlm::start(&args).await
 }
 
-/// Run `chat` with `input` on stdin: (exit code, stdout, stderr).
-async fn chat(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(mqtt_llm_bin())
+/// `mqtt-llm chat ARGS` with piped stdio, killed on drop.
+fn spawn_chat(args: &[&str]) -> tokio::process::Child {
+    Command::new(mqtt_llm_bin())
         .arg("chat")
         .args(args)
         .stdin(Stdio::piped())
@@ -28,7 +28,12 @@ async fn chat(args: &[&str], input: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Run `chat` with `input` on stdin: (exit code, stdout, stderr).
+async fn chat(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = spawn_chat(args);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).await.unwrap();
     drop(stdin);
@@ -122,15 +127,7 @@ struct ChatProcess {
 
 impl ChatProcess {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(mqtt_llm_bin())
-            .arg("chat")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = spawn_chat(args);
         let mut tasks = JoinSet::new();
         let stdout = Lines::spawn(&mut tasks, child.stdout.take().unwrap());
         let stderr = Lines::spawn(&mut tasks, child.stderr.take().unwrap());
