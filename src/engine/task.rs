@@ -276,7 +276,12 @@ pub fn spawn_engine(cfg: &EngineConfig, tracker: &TaskTracker) -> Result<EngineH
 struct Incarnation {
     child: Child,
     pgid: Option<Pid>,
+    /// The tasks forwarding its stdout and stderr into the log tail; they end at end of output.
+    output: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long, after the engine's group is gone, its last output lines may take to reach the log tail.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How an incarnation ended.
 enum Ending {
@@ -343,16 +348,17 @@ impl Actor {
                 program: command.program.display().to_string(),
                 source,
             })?;
+        let mut output = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            self.tracker.spawn(forward_lines(out, "stdout", self.tail.clone()));
+            output.push(self.tracker.spawn(forward_lines(out, "stdout", self.tail.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            self.tracker.spawn(forward_lines(err, "stderr", self.tail.clone()));
+            output.push(self.tracker.spawn(forward_lines(err, "stderr", self.tail.clone())));
         }
         let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
         self.incarnation.fetch_add(1, Ordering::SeqCst);
         self.pgid.send_replace(pgid.map(Pid::as_raw));
-        Ok(Incarnation { child, pgid })
+        Ok(Incarnation { child, pgid, output })
     }
 
     async fn run(mut self, launch: Option<EngineCommand>, first: Option<Incarnation>) {
@@ -446,6 +452,12 @@ impl Actor {
                     // The leader is gone; whatever it left in its group goes too.
                     if let Some(pgid) = inc.pgid {
                         signal_group(pgid, Signal::SIGKILL);
+                    }
+                    // The exit can be seen before the last lines (vLLM's usage message, a traceback) are read:
+                    // wait for end of output, so the diagnosis sees them.
+                    let drained = futures_util::future::join_all(inc.output.iter_mut());
+                    if tokio::time::timeout(OUTPUT_DRAIN, drained).await.is_err() {
+                        tracing::debug!("engine output still open after its exit");
                     }
                     let guard_said = self.tail.snapshot().into_iter().rev().find_map(|l| {
                         l.split_once(guard::LOG_PREFIX).map(|(_, said)| said.to_owned())
