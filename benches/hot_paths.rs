@@ -8,9 +8,9 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use mqtt_llm::llm::ChatStream;
-use mqtt_llm::mqtt::topics::{ProjectName, SessionId};
-use mqtt_llm::mqtt::wire::{DeltaFrame, V5Props, WireLimits, parse_request};
 use mqtt_llm::session::{SessionKey, SessionStore};
+use mqtt_llm_protocol::topics::{ProjectName, SessionId};
+use mqtt_llm_protocol::wire::{DeltaFrame, V5Props, WireLimits, parse_request};
 
 /// A typical device request: session, reply topic, sampling and streaming fields.
 const JSON_REQUEST: &str = r#"{"message":"What is the capital of France? Answer in one short sentence.","sessionId":"kitchen-speaker-42","clientId":"dev-7f3a","requestId":"r-000123","replyTopic":"general/assistant_response/kitchen-speaker-42/dev-7f3a/r-000123","temperature":0.7,"topP":0.9,"maxTokens":256,"stream":true}"#;

@@ -65,8 +65,8 @@ echo "chromium:  $(command -v chromium)"
 phase "CPU engine (llama.cpp + SmolLM2)"
 bash "$REPO/scripts/setup-cpu-engine.sh"
 
-phase "cargo test --all-targets (MQTT_LLM_REQUIRE_CPU_ENGINE=1 MQTT_LLM_REQUIRE_CHROMIUM=1)"
+phase "cargo test --workspace --all-targets (MQTT_LLM_REQUIRE_CPU_ENGINE=1 MQTT_LLM_REQUIRE_CHROMIUM=1)"
 # --no-fail-fast: run every test binary, so one run reports every failure.
-MQTT_LLM_REQUIRE_CPU_ENGINE=1 MQTT_LLM_REQUIRE_CHROMIUM=1 cargo test --all-targets --no-fail-fast "$@"
+MQTT_LLM_REQUIRE_CPU_ENGINE=1 MQTT_LLM_REQUIRE_CHROMIUM=1 cargo test --workspace --all-targets --no-fail-fast "$@"
 
 phase "all tests passed"

@@ -73,7 +73,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     events: mpsc::UnboundedSender<AppEvent>,
 ) -> Result<(), AppError> {
-    crate::tls::ensure_crypto_provider();
+    mqtt_llm_client::tls::ensure_crypto_provider();
     let prometheus = metrics::install();
     let tracker = TaskTracker::new();
     let root = CancellationToken::new();

@@ -14,7 +14,6 @@
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
-//! - [`sim`]: `vllm-sim`, the engine simulator with `vllm serve`'s CLI and HTTP contract.
 //! - [`tls`]: the one rustls crypto provider (ring) used by every TLS client, and the `mqtts://` client settings.
 //! - [`client`]: a client of the wire protocol (sessions, requests, frames, timings, protocol checks) for `chat`
 //!   and `bench`.
@@ -22,10 +21,8 @@
 
 pub mod admission;
 pub mod app;
-pub mod bench;
 pub mod bridge;
 pub mod cli;
-pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod engine;
@@ -35,5 +32,3 @@ pub mod llm;
 pub mod metrics;
 pub mod mqtt;
 pub mod session;
-pub mod sim;
-pub mod tls;

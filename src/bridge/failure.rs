@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::llm::LlmError;
-use crate::mqtt::wire::RequestError;
+use mqtt_llm_protocol::wire::RequestError;
 
 /// The text of the overload refusal; clients of the original server test for "Server is overloaded".
 pub const OVERLOADED_TEXT: &str = "Error: Server is overloaded. Please try again in a moment.";

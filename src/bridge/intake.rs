@@ -13,9 +13,9 @@ use crate::admission::Submit;
 use crate::metrics;
 use crate::mqtt::client::{MqttClient, Outgoing};
 use crate::mqtt::eventloop::Inbound;
-use crate::mqtt::topics::{ProjectName, request_filter_project};
-use crate::mqtt::wire::{ReplyTarget, WireLimits, parse_request};
 use crate::session::SessionKey;
+use mqtt_llm_protocol::topics::{ProjectName, request_filter_project};
+use mqtt_llm_protocol::wire::{ReplyTarget, WireLimits, parse_request};
 
 /// Run until the event loop's sender is gone or `cancel` fires.
 pub async fn run(shared: Arc<Shared>, mut inbound: mpsc::Receiver<Inbound>, cancel: CancellationToken) {

@@ -26,9 +26,9 @@ use crate::config::{BridgeConfig, ProjectCatalog};
 use crate::engine::EngineHandle;
 use crate::llm::LlmClient;
 use crate::mqtt::client::{MqttClient, Outgoing};
-use crate::mqtt::topics::ProjectName;
-use crate::mqtt::wire::{ChatRequest, ReplyTarget};
 use crate::session::{SessionKey, SessionStore};
+use mqtt_llm_protocol::topics::ProjectName;
+use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget};
 
 /// How long a request that lost its engine connection waits for the supervisor to notice a crash.
 pub const RESTART_NOTICE: Duration = Duration::from_secs(1);

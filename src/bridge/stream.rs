@@ -6,7 +6,7 @@ use tokio::time::{Duration, Instant};
 
 use super::Shared;
 use crate::metrics;
-use crate::mqtt::wire::{DeltaFrame, DoneFrame, ErrorFrame, FrameError, FrameUsage, ReplyTarget};
+use mqtt_llm_protocol::wire::{DeltaFrame, DoneFrame, ErrorFrame, FrameError, FrameUsage, ReplyTarget};
 
 /// Publishes one request's stream frames.
 #[derive(Debug)]

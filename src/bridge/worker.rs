@@ -14,8 +14,8 @@ use super::stream::StreamSink;
 use super::{Job, Shared};
 use crate::llm::{ChatEvent, ChatRequest, ThinkFilter, Usage, clean_reply};
 use crate::metrics;
-use crate::mqtt::wire::{FrameUsage, ReplyTarget};
 use crate::session::SessionKey;
+use mqtt_llm_protocol::wire::{FrameUsage, ReplyTarget};
 
 /// Run `job`, then every job queued behind it in the same session, until the lane is empty.
 pub async fn run_lane(shared: Arc<Shared>, key: SessionKey, mut job: Job) {

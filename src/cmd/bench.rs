@@ -5,17 +5,19 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::bench::flood::run_isolation;
-use crate::bench::stats::{self, PhaseStats, Record};
-use crate::bench::target::Target;
-use crate::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase, table};
-use crate::client::{Client, ClientConfig, Violation};
+use super::direct::DirectLlm;
 use crate::llm::LlmClient;
+use mqtt_llm_client::bench::flood::run_isolation;
+use mqtt_llm_client::bench::stats::{self, PhaseStats, Record};
+use mqtt_llm_client::bench::target::Target;
+use mqtt_llm_client::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase, table};
+use mqtt_llm_client::{Client, ClientConfig, Violation};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -156,7 +158,11 @@ async fn direct_client(url: &str, model: Option<&str>) -> anyhow::Result<Target>
         Some(m) => m.to_owned(),
         None => LlmClient::discover_model(&base, Duration::from_secs(5)).await?,
     };
-    Ok(Target::Direct(LlmClient::new(base, model, Duration::from_secs(5))?))
+    Ok(Target::Direct(Arc::new(DirectLlm(LlmClient::new(
+        base,
+        model,
+        Duration::from_secs(5),
+    )?))))
 }
 
 /// Connect a protocol client of the bench (`prefix-<8 hex>` as client id).

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::client::link::LinkStatus;
-use crate::client::{Client, ClientConfig, Exchange, LinkWatch, Outcome, RequestSpec, Session};
-use crate::mqtt::topics::SessionId;
-use crate::mqtt::wire::StreamFrame;
+use mqtt_llm_client::link::LinkStatus;
+use mqtt_llm_client::{Client, ClientConfig, Exchange, LinkWatch, Outcome, RequestSpec, Session};
+use mqtt_llm_protocol::topics::SessionId;
+use mqtt_llm_protocol::wire::StreamFrame;
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {

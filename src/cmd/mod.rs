@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+mod direct;
 pub mod gpus;
 pub mod output;
 pub mod setup;

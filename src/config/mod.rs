@@ -14,8 +14,8 @@ use crate::cli::{InstallArgs, MqttVersionArg, UpArgs};
 use crate::engine::alias::{self, Hub};
 use crate::engine::command::DEFAULT_VISION_LIMIT_MM;
 use crate::engine::{locate, logs};
-use crate::mqtt::topics::{ProjectName, parse_project_list};
-use crate::mqtt::wire::WireLimits;
+use mqtt_llm_protocol::topics::{ProjectName, parse_project_list};
+use mqtt_llm_protocol::wire::WireLimits;
 
 pub use projects::{GENERAL, ProjectCatalog};
 
@@ -325,28 +325,6 @@ fn non_zero(field: &str, v: usize) -> Result<NonZeroUsize, ConfigError> {
     NonZeroUsize::new(v).ok_or_else(|| invalid(field, "must be at least 1"))
 }
 
-/// Parse `--broker`: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
-pub fn parse_broker(s: &str) -> Result<(String, u16, bool), ConfigError> {
-    let url = Url::parse(s).map_err(|e| invalid("--broker", format!("{s:?}: {e}")))?;
-    let tls = match url.scheme() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(invalid(
-                "--broker",
-                format!("unsupported scheme {other:?} (use mqtt:// or mqtts://)"),
-            ));
-        }
-    };
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid("--broker", "missing host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-    Ok((host, port, tls))
-}
-
 impl Config {
     /// Build the typed configuration of `up` from its arguments (and the TOML file they name).
     pub fn from_up_args(args: &UpArgs) -> Result<Self, ConfigError> {
@@ -375,7 +353,9 @@ impl Config {
             }
             _ => return Err(invalid("--model", "give a model to launch, or --engine-url to attach")),
         };
-        let (host, port, tls) = parse_broker(&args.broker)?;
+        let mqtt_llm_protocol::broker::BrokerUrl { host, port, tls } =
+            mqtt_llm_protocol::broker::BrokerUrl::parse(&args.broker)
+                .map_err(|e| invalid("--broker", e.to_string()))?;
         if args.mqtt_ca.is_some() && !tls {
             return Err(invalid("--mqtt-ca", "only applies to an mqtts:// broker"));
         }
@@ -623,8 +603,6 @@ mod tests {
             (c.mqtt.host.as_str(), c.mqtt.port, c.mqtt.tls),
             ("b.example", 9999, true)
         );
-        assert_eq!(parse_broker("mqtts://h").unwrap(), ("h".into(), 8883, true));
-        assert!(parse_broker("http://h").is_err());
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl LlmClient {
                 "engine URL must look like http://host:port, got {base_url}"
             )));
         }
-        crate::tls::ensure_crypto_provider();
+        mqtt_llm_client::tls::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)

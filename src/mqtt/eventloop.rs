@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{MqttClient, MqttError};
-use super::topics::{ProjectName, request_topic};
-use super::wire::V5Props;
 use crate::config::{MqttConfig, MqttVersion};
 use crate::metrics;
+use mqtt_llm_protocol::topics::{ProjectName, request_topic};
+use mqtt_llm_protocol::wire::V5Props;
 
 /// Capacity of the client's request queue (publishes waiting for the event loop).
 const REQUEST_QUEUE: usize = 4096;
@@ -71,14 +71,6 @@ impl MqttHandle {
     }
 }
 
-/// Socket options for MQTT connections: TCP_NODELAY, since replies and stream frames are small and latency
-/// matters (with Nagle's algorithm each small publish can wait for the peer's delayed ACK, tens of ms).
-pub fn network_options() -> rumqttc::NetworkOptions {
-    let mut options = rumqttc::NetworkOptions::new();
-    options.set_tcp_nodelay(true);
-    options
-}
-
 /// Connect (in the background) and run the event loop on `tracker` until [`MqttHandle::shutdown`] or `cancel`.
 /// `ready` is set while connected and subscribed.
 pub fn spawn_mqtt(
@@ -91,7 +83,7 @@ pub fn spawn_mqtt(
 ) -> Result<MqttHandle, MqttError> {
     let transport = if cfg.tls {
         Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            crate::tls::client_config(cfg.ca_file.as_deref()).map_err(|e| MqttError::Tls(e.to_string()))?,
+            mqtt_llm_client::tls::client_config(cfg.ca_file.as_deref()).map_err(|e| MqttError::Tls(e.to_string()))?,
         )))
     } else {
         None
@@ -127,7 +119,7 @@ pub fn spawn_mqtt(
                 opts.set_transport(t);
             }
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, REQUEST_QUEUE);
-            eventloop.set_network_options(network_options());
+            eventloop.set_network_options(mqtt_llm_client::tls::network_options());
             let conn = V3(eventloop, client.clone());
             let stopped = stopped.clone();
             tracker.spawn(async move {
@@ -149,7 +141,7 @@ pub fn spawn_mqtt(
             if let Some(t) = transport {
                 opts.set_transport(t);
             }
-            opts.set_network_options(network_options());
+            opts.set_network_options(mqtt_llm_client::tls::network_options());
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, REQUEST_QUEUE);
             let conn = V5(eventloop, client.clone());
             let stopped = stopped.clone();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::llm::{ChatMessage, Role};
-use crate::mqtt::topics::{ProjectName, SessionId};
+use mqtt_llm_protocol::topics::{ProjectName, SessionId};
 
 pub use history::{History, Turn};
 

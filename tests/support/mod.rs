@@ -2,6 +2,8 @@
 //! and an MQTT 5 test client. Every process is killed on drop; every wait is on readiness, never a fixed sleep.
 #![allow(dead_code, clippy::unwrap_used)]
 
+/// The simulator's process fixture lives with the simulator's crate; these tests share it.
+#[path = "../../crates/vllm-sim/tests/support/sim.rs"]
 pub mod sim;
 
 pub mod llamacpp;
@@ -32,7 +34,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn sim_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vllm-sim"))
+    sim::bin()
 }
 
 pub fn mqtt_llm_bin() -> PathBuf {
