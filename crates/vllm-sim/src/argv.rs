@@ -44,8 +44,8 @@ where
     if argv.get(1).is_some_and(|a| a == engine_core::SUBCOMMAND) {
         return engine_core::parse_args(&argv[2..])
             .map(Invocation::EngineCore)
-            .map_err(|message| CliError {
-                message: format!("vllm-sim {}: {message}", engine_core::SUBCOMMAND),
+            .map_err(|err| CliError {
+                message: format!("vllm-sim {}: {err}", engine_core::SUBCOMMAND),
                 exit_code: 2,
                 to_stdout: false,
             });
