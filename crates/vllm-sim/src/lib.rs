@@ -11,6 +11,7 @@
 //! - [`reply`]: what the model says (`lorem` or `echo`), planned per request.
 //! - [`scheduler`]: the engine core actor (waiting queue, running batch, steps, aborts).
 //! - [`metrics`]: engine statistics and their Prometheus exposition.
+//! - [`pyfmt`]: how Python prints values (`repr` of floats and strings, `True`, `65,536`).
 //! - [`openai`]: request and response wire types; [`sse`]: hand-written stream chunks;
 //!   [`errors`]: the HTTP error bodies ([`errors::ApiError`]).
 //! - [`http`]: the router and the small endpoints; [`chat`]: `/v1/chat/completions`.
@@ -64,6 +65,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod openai;
+pub mod pyfmt;
 pub mod reply;
 pub mod scheduler;
 pub mod server;

@@ -38,6 +38,7 @@ use super::failure;
 use super::http::{AppState, ROUTES, router, unix_now};
 use super::log;
 use super::metrics::{EngineStats, Exposition};
+use super::pyfmt::py_bool;
 use super::reply::LOREM_WORDS;
 use super::scheduler::{EngineConfig, spawn_engine};
 use super::startup::start_engine;
@@ -285,11 +286,10 @@ async fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, SimError> 
 }
 
 fn cache_config_labels(config: &SimConfig) -> Vec<(&'static str, String)> {
-    let flag = |b: bool| if b { "True" } else { "False" }.to_owned();
     vec![
         ("block_size", BLOCK_SIZE.to_string()),
         ("cache_dtype", "auto".to_owned()),
-        ("enable_prefix_caching", flag(config.prefix_caching)),
+        ("enable_prefix_caching", py_bool(config.prefix_caching).to_owned()),
         ("gpu_memory_utilization", "0.92".to_owned()),
         ("num_cpu_blocks", "None".to_owned()),
         ("num_gpu_blocks", config.kv_blocks.to_string()),

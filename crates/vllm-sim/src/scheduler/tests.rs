@@ -228,7 +228,7 @@ async fn long_prompts_are_prefilled_in_chunks_of_the_token_budget() {
         ..config()
     });
     let t0 = Instant::now();
-    let mut a = h.started(&prompt(100, 4), 1).await;
+    let _a = h.started(&prompt(100, 4), 1).await;
     // Chunks of 64 and 36 tokens: the total prefill time is unchanged.
     assert_eq!(Instant::now() - t0, 100 * MS);
     assert_eq!(h.stats().iteration_tokens.count(), 2);
@@ -239,7 +239,7 @@ async fn long_prompts_are_prefilled_in_chunks_of_the_token_budget() {
 async fn dropping_the_stream_aborts_and_frees_the_slot() {
     let h = Harness::new(one_slot());
     let t0 = Instant::now();
-    let mut a = h.started(&prompt(20, 1), 1000).await;
+    let a = h.started(&prompt(20, 1), 1000).await;
     let mut b = h.submit(&prompt(20, 2), 3, 0).await;
     tokio::time::sleep(25 * MS).await;
     drop(a);
@@ -273,7 +273,7 @@ async fn queue_limit_rejects_with_queue_full() {
         max_num_queued_reqs: Some(1),
         ..stepped()
     });
-    let mut a = h.started(&prompt(20, 1), 5).await;
+    let _a = h.started(&prompt(20, 1), 5).await;
     let _b = h.submit(&prompt(20, 2), 5, 0).await;
     assert_eq!(
         h.handle.submit(bare_request(4)).await.unwrap_err(),
