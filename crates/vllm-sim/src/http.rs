@@ -82,8 +82,15 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The JSON body of a request to one of vLLM's JSON-only endpoints: any other content type is a
+/// 400, and so is a body that does not parse as `T`.
+pub fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    require_json(headers)?;
+    serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))
+}
+
 /// vLLM's JSON-only endpoints answer 400 to any other content type.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -186,8 +193,7 @@ async fn tokenize_handler(State(app): State<Arc<AppState>>, headers: HeaderMap, 
 }
 
 fn tokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let req: TokenizeRequest = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let req: TokenizeRequest = json_body(headers, body)?;
     check_model(&app.config, req.model.as_deref())?;
     let text = match (&req.prompt, &req.messages) {
         (Some(prompt), None) => prompt.clone(),
@@ -222,8 +228,7 @@ async fn detokenize_handler(State(app): State<Arc<AppState>>, headers: HeaderMap
 }
 
 fn detokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let req: DetokenizeRequest = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let req: DetokenizeRequest = json_body(headers, body)?;
     check_model(&app.config, req.model.as_deref())?;
     let mut ids = Vec::with_capacity(req.tokens.len());
     for &id in &req.tokens {
