@@ -38,6 +38,9 @@ use super::log;
 pub const SUBCOMMAND: &str = "__engine-core";
 /// The child's lifetime when no `--sim-engine-core-max-lifetime-s` is given.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long an EngineCore exit waits for our own SIGTERM before it counts as a death (a
+/// group-wide SIGTERM reaches both processes; the API server's own shutdown wins the race).
+pub const SIGNAL_RACE_GRACE: Duration = Duration::from_millis(50);
 
 /// The `__engine-core` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,9 @@
 //! - [`pyfmt`]: how Python prints values (`repr` of floats and strings, `True`, `65,536`).
 //! - [`openai`]: request and response wire types; [`sse`]: hand-written stream chunks;
 //!   [`errors`]: the HTTP error bodies ([`errors::ApiError`]).
-//! - [`http`]: the router and the small endpoints; [`chat`]: `/v1/chat/completions`.
+//! - [`app`]: [`app::AppState`] and the checks every JSON endpoint makes; [`http`]: the router
+//!   and the small endpoints; [`chat`]: `/v1/chat/completions` (both over [`app`], neither over
+//!   the other: [`http`] only routes to [`chat`]).
 //! - [`server`]: the lifecycle (bind, start-up, listen, serve, drain, engine death); `startup`:
 //!   the start-up phases and their lines; [`log`]: vLLM-style lines.
 //! - [`engine_core`]: the `EngineCore` child process (`vllm-sim __engine-core`);
@@ -52,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod argv;
 pub mod cache;
 pub mod chat;

@@ -30,12 +30,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::app::{AppState, unix_now};
 use super::cli::{FailStart, VLLM_VERSION};
 use super::config::{BLOCK_SIZE, SimConfig};
 use super::engine_core::{CoreFailure, EngineCore};
 use super::error::{SimError, SimExit};
 use super::failure;
-use super::http::{AppState, ROUTES, router, unix_now};
+use super::http::{ROUTES, router};
 use super::log;
 use super::metrics::{EngineStats, Exposition};
 use super::pyfmt::py_bool;
@@ -50,8 +51,7 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(2);
 const BACKLOG: u32 = 2048;
 /// From engine death to the start of the server's shutdown (vLLM's watchdog: up to 5 s).
 pub const ENGINE_DEATH_EXIT_DELAY: Duration = Duration::from_millis(100);
-/// How long an EngineCore exit waits for our own SIGTERM before it counts as a death.
-pub const SIGNAL_RACE_GRACE: Duration = Duration::from_millis(50);
+pub use super::engine_core::SIGNAL_RACE_GRACE;
 
 /// A simulator whose port is bound but not yet listening.
 #[derive(Debug)]

@@ -31,12 +31,11 @@ use tokio::time::Instant;
 
 use super::cli::{FailStart, VLLM_VERSION};
 use super::config::{BLOCK_SIZE, SimConfig};
-use super::engine_core::{CoreExit, CoreFailure, EngineCore};
+use super::engine_core::{CoreExit, CoreFailure, EngineCore, SIGNAL_RACE_GRACE};
 use super::error::SimExit;
 use super::failure;
 use super::log;
 use super::pyfmt::{py_bool, thousands};
-use super::server::SIGNAL_RACE_GRACE;
 use super::tokenizer::fnv1a;
 
 /// How long the EngineCore gets between SIGTERM and SIGKILL when start-up is interrupted.

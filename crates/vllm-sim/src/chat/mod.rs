@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::app::{AppState, check_model, json_body, unix_now};
 use super::cache::block_hashes;
 use super::cli::ReplyMode;
 use super::errors::ApiError;
-use super::http::{AppState, check_model, json_body, unix_now};
 use super::log;
 use super::openai::{ChatChoice, ChatCompletion, ChatMessageOut, ChatRequest, FullUsage, PromptTokensDetails, Stop};
 use super::reply::{ReplyPlan, ReplySpec, echo_line, reply_seed};
