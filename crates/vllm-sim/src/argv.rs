@@ -10,6 +10,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, error::ContextKind, error
 
 use super::cli::{Cli, Command, SimArgs, VLLM_VERSION};
 use super::engine_core::{self, CoreArgs};
+use super::pyfmt::{py_float, py_str};
 
 const SERVE_USAGE: &str = "usage: vllm serve [model_tag] [options]";
 
@@ -44,8 +45,8 @@ where
     if argv.get(1).is_some_and(|a| a == engine_core::SUBCOMMAND) {
         return engine_core::parse_args(&argv[2..])
             .map(Invocation::EngineCore)
-            .map_err(|message| CliError {
-                message: format!("vllm-sim {}: {message}", engine_core::SUBCOMMAND),
+            .map_err(|err| CliError {
+                message: format!("vllm-sim {}: {err}", engine_core::SUBCOMMAND),
                 exit_code: 2,
                 to_stdout: false,
             });
@@ -203,34 +204,9 @@ fn py_value(raw: &str) -> String {
         && f.is_finite()
         && raw.chars().any(|c| c.is_ascii_digit())
     {
-        return super::metrics::py_float(f);
+        return py_float(f);
     }
     py_str(raw)
-}
-
-/// Python `repr(str)`.
-pub(crate) fn py_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }
 
 #[cfg(test)]
@@ -283,11 +259,5 @@ mod tests {
     #[test]
     fn version_flag() {
         assert!(matches!(parse_argv(["vllm-sim", "--version"]), Ok(Invocation::Version)));
-    }
-
-    #[test]
-    fn python_string_repr() {
-        assert_eq!(py_str("it's"), "\"it's\"");
-        assert_eq!(py_str("a'\"b"), "'a\\'\"b'");
     }
 }

@@ -2,7 +2,7 @@
 //! merely accepts so that real `vllm serve` command lines start it) and the `--sim-*` timing knobs.
 //!
 //! clap definitions only; argv normalisation, argparse-style errors and the `non-default args` dump
-//! live in [`super::argv`].
+//! live in `argv`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

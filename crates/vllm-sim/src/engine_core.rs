@@ -38,6 +38,9 @@ use super::log;
 pub const SUBCOMMAND: &str = "__engine-core";
 /// The child's lifetime when no `--sim-engine-core-max-lifetime-s` is given.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long an EngineCore exit waits for our own SIGTERM before it counts as a death (a
+/// group-wide SIGTERM reaches both processes; the API server's own shutdown wins the race).
+pub const SIGNAL_RACE_GRACE: Duration = Duration::from_millis(50);
 
 /// The `__engine-core` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +50,19 @@ pub struct CoreArgs {
     pub max_lifetime: Duration,
 }
 
+/// A bad `__engine-core` command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreArgsError {
+    #[error("{flag} needs a value")]
+    MissingValue { flag: &'static str },
+    #[error("bad {flag} {value:?}")]
+    BadValue { flag: &'static str, value: String },
+    #[error("unrecognized argument {0:?}")]
+    Unrecognized(String),
+}
+
 /// `--parent-pid P --sim-engine-core-max-lifetime-s S` (both optional, `--flag=value` too).
-pub fn parse_args(args: &[OsString]) -> Result<CoreArgs, String> {
+pub fn parse_args(args: &[OsString]) -> Result<CoreArgs, CoreArgsError> {
     let mut parsed = CoreArgs {
         parent_pid: None,
         max_lifetime: DEFAULT_MAX_LIFETIME,
@@ -59,25 +73,25 @@ pub fn parse_args(args: &[OsString]) -> Result<CoreArgs, String> {
             Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
             None => (arg.clone(), None),
         };
-        let mut value = || {
+        let mut value = |flag: &'static str| {
             inline
                 .clone()
                 .or_else(|| it.next())
-                .ok_or(format!("{name} needs a value"))
+                .ok_or(CoreArgsError::MissingValue { flag })
         };
         match name.as_str() {
             "--parent-pid" => {
-                let v = value()?;
-                parsed.parent_pid = Some(v.parse().map_err(|_| format!("bad --parent-pid {v:?}"))?);
+                let flag = "--parent-pid";
+                let v = value(flag)?;
+                parsed.parent_pid = Some(v.parse().map_err(|_| CoreArgsError::BadValue { flag, value: v })?);
             }
             "--sim-engine-core-max-lifetime-s" => {
-                let v = value()?;
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| format!("bad --sim-engine-core-max-lifetime-s {v:?}"))?;
+                let flag = "--sim-engine-core-max-lifetime-s";
+                let v = value(flag)?;
+                let secs: u64 = v.parse().map_err(|_| CoreArgsError::BadValue { flag, value: v })?;
                 parsed.max_lifetime = Duration::from_secs(secs);
             }
-            other => return Err(format!("unrecognized argument {other:?}")),
+            _ => return Err(CoreArgsError::Unrecognized(name)),
         }
     }
     Ok(parsed)

@@ -1,9 +1,8 @@
-//! The HTTP surface: vLLM's routes, thin handlers over [`AppState`], the API-key gate and the
+//! The HTTP surface: vLLM's routes, thin handlers over [`AppState`] (see [`super::app`]), the API-key gate and the
 //! uvicorn-style access log. Chat completions live in [`super::chat`].
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,19 +11,17 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio_util::sync::CancellationToken;
 
+use super::app::{AppState, check_model, json_body, unix_now};
 use super::chat::chat_completions;
 use super::cli::VLLM_VERSION;
 use super::config::SimConfig;
 use super::errors::ApiError;
 use super::log;
-use super::metrics::{EngineStats, Exposition};
 use super::openai::{
     DetokenizeRequest, DetokenizeResponse, ModelCard, ModelList, ModelPermission, TokenizeRequest, TokenizeResponse,
 };
-use super::scheduler::EngineHandle;
-use super::tokenizer::{TemplateOptions, VOCAB_SIZE, Vocab, pieces, render_chat, token_id};
+use super::tokenizer::{TemplateOptions, VOCAB_SIZE, pieces, render_chat, token_id};
 
 /// Prometheus' content type (prometheus_client's `CONTENT_TYPE_LATEST`).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=1.0.0; charset=utf-8";
@@ -45,20 +42,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/chat/completions", "POST"),
 ];
 
-/// Shared, read-mostly state of the API server.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: SimConfig,
-    pub engine: EngineHandle,
-    pub stats: Arc<Mutex<EngineStats>>,
-    pub exposition: Exposition,
-    pub vocab: Vocab,
-    pub fingerprint: Arc<str>,
-    pub response_role: Arc<str>,
-    /// Cancelled once the engine core is dead (`/health` answers 503 from then on).
-    pub dead: CancellationToken,
-}
-
 /// The whole router.
 pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
@@ -75,36 +58,6 @@ pub fn router(app: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), gate))
         .with_state(app)
-}
-
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// vLLM's JSON-only endpoints answer 400 to any other content type.
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if media.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
-    }
-}
-
-/// An omitted model is fine; a name that is not served is a 404.
-pub fn check_model(cfg: &SimConfig, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        Some(name) if !cfg.served_names.iter().any(|n| n == name) => Err(ApiError::ModelNotFound {
-            model: name.to_owned(),
-            aliases: cfg.served_names.join(", "),
-        }),
-        _ => Ok(()),
-    }
 }
 
 fn json(body: String) -> Response {
@@ -186,8 +139,7 @@ async fn tokenize_handler(State(app): State<Arc<AppState>>, headers: HeaderMap, 
 }
 
 fn tokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let req: TokenizeRequest = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let req: TokenizeRequest = json_body(headers, body)?;
     check_model(&app.config, req.model.as_deref())?;
     let text = match (&req.prompt, &req.messages) {
         (Some(prompt), None) => prompt.clone(),
@@ -222,8 +174,7 @@ async fn detokenize_handler(State(app): State<Arc<AppState>>, headers: HeaderMap
 }
 
 fn detokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let req: DetokenizeRequest = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let req: DetokenizeRequest = json_body(headers, body)?;
     check_model(&app.config, req.model.as_deref())?;
     let mut ids = Vec::with_capacity(req.tokens.len());
     for &id in &req.tokens {

@@ -11,13 +11,20 @@
 //! - [`reply`]: what the model says (`lorem` or `echo`), planned per request.
 //! - [`scheduler`]: the engine core actor (waiting queue, running batch, steps, aborts).
 //! - [`metrics`]: engine statistics and their Prometheus exposition.
+//! - [`pyfmt`]: how Python prints values (`repr` of floats and strings, `True`, `65,536`).
 //! - [`openai`]: request and response wire types; [`sse`]: hand-written stream chunks;
-//!   [`errors`]: the error bodies.
-//! - [`http`]: the router and the small endpoints; [`chat`]: `/v1/chat/completions`.
+//!   [`errors`]: the HTTP error bodies ([`errors::ApiError`]).
+//! - [`app`]: [`app::AppState`] and the checks every JSON endpoint makes; [`http`]: the router
+//!   and the small endpoints; [`chat`]: `/v1/chat/completions` (both over [`app`], neither over
+//!   the other: [`http`] only routes to [`chat`]).
 //! - [`server`]: the lifecycle (bind, start-up, listen, serve, drain, engine death); `startup`:
 //!   the start-up phases and their lines; [`log`]: vLLM-style lines.
 //! - [`engine_core`]: the `EngineCore` child process (`vllm-sim __engine-core`);
-//!   [`failure`]: vLLM's error lines (Python tracebacks) and [`SimExit`], the exit statuses.
+//!   [`failure`]: vLLM's error lines (Python tracebacks: start-up and runtime).
+//! - [`error`]: [`SimError`], what [`SimServer`] and [`run`] fail with (a bad configuration, a
+//!   socket or process step that failed, with its I/O error), and [`SimExit`], the failures vLLM
+//!   itself shows, which decide the exit status ([`SimError::exit_code`]). The binary alone turns
+//!   them into output and an exit code.
 //!
 //! # Processes and failures (contract §7)
 //! Like `vllm serve` with tp=1, the binary runs as two processes in one process group: the API
@@ -36,7 +43,7 @@
 //!
 //! # Library use
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use vllm_sim::{Invocation, SimConfig, SimServer, parse_argv};
 //! let Invocation::Serve { args, non_default } = parse_argv(["vllm-sim", "serve", "m", "--port", "0"])? else {
 //!     unreachable!()
@@ -47,18 +54,21 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod argv;
 pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod engine_core;
+pub mod error;
 pub mod errors;
 pub mod failure;
 pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod openai;
+pub mod pyfmt;
 pub mod reply;
 pub mod scheduler;
 pub mod server;
@@ -71,11 +81,11 @@ use std::future::Future;
 pub use argv::{CliError, Invocation, parse_argv};
 pub use cli::{FailStart, ReplyMode, SimArgs, VLLM_VERSION};
 pub use config::SimConfig;
-pub use failure::SimExit;
+pub use error::{SimError, SimExit};
 pub use server::SimServer;
 
 /// Run a simulator from parsed arguments until `shutdown` resolves (then drain and return).
-pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(args: SimArgs, shutdown: impl Future<Output = ()> + Send) -> Result<(), SimError> {
     let config = SimConfig::from_args(&args)?;
     SimServer::bind(config, "{}").await?.run(shutdown).await
 }

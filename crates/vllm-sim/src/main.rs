@@ -9,7 +9,17 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use tokio::signal::unix::{SignalKind, signal};
-use vllm_sim::{Invocation, SimConfig, SimExit, SimServer, engine_core, log, parse_argv};
+use vllm_sim::{Invocation, SimConfig, SimError, SimExit, SimServer, engine_core, log, parse_argv};
+
+/// What stops the binary: the simulator's own errors, or the process set-up around it.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// Installing the signal handlers or finding our own executable.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 fn main() -> ExitCode {
     let (args, non_default) = match parse_argv(std::env::args_os()) {
@@ -47,30 +57,42 @@ fn main() -> ExitCode {
         // Registered before anything else: a signal during start-up still shuts down cleanly,
         // and once registered a second signal is ignored rather than fatal.
         let shutdown = shutdown_signal()?;
-        let mut config = SimConfig::from_args(&args)?;
+        let mut config = SimConfig::from_args(&args).map_err(SimError::from)?;
         // The EngineCore child is this very program (`vllm-sim __engine-core`).
         config.engine_core_exe = Some(std::env::current_exe()?);
-        SimServer::bind(config, &non_default).await?.run(shutdown).await
+        SimServer::bind(config, &non_default).await?.run(shutdown).await?;
+        Ok::<(), MainError>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => match err.downcast_ref::<SimExit>() {
-            Some(exit) => {
-                if let SimExit::Traceback(text) = exit {
-                    log::stderr_raw(text);
-                }
-                ExitCode::from(exit.exit_code())
+        Err(MainError::Sim(SimError::Exit(exit))) => {
+            // Tracebacks are printed raw; the other exits were logged already.
+            if let SimExit::Traceback(text) = &exit {
+                log::stderr_raw(text);
             }
-            None => {
-                log::error(format_args!("{err:#}"));
-                ExitCode::FAILURE
-            }
-        },
+            ExitCode::from(exit.exit_code())
+        }
+        Err(err) => {
+            log::error(format_args!("{}", chain(&err)));
+            ExitCode::FAILURE
+        }
     }
 }
 
+/// An error and its sources, `: `-separated (`listen: Address already in use (os error 98)`).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     Ok(async move {

@@ -23,7 +23,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::serve::ListenerExt;
 use futures_util::FutureExt as _;
 use tokio::net::TcpSocket;
@@ -31,13 +30,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::app::{AppState, unix_now};
 use super::cli::{FailStart, VLLM_VERSION};
 use super::config::{BLOCK_SIZE, SimConfig};
 use super::engine_core::{CoreFailure, EngineCore};
-use super::failure::{self, SimExit};
-use super::http::{AppState, ROUTES, router, unix_now};
+use super::error::{SimError, SimExit};
+use super::failure;
+use super::http::{ROUTES, router};
 use super::log;
 use super::metrics::{EngineStats, Exposition};
+use super::pyfmt::py_bool;
 use super::reply::LOREM_WORDS;
 use super::scheduler::{EngineConfig, spawn_engine};
 use super::startup::start_engine;
@@ -49,8 +51,7 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(2);
 const BACKLOG: u32 = 2048;
 /// From engine death to the start of the server's shutdown (vLLM's watchdog: up to 5 s).
 pub const ENGINE_DEATH_EXIT_DELAY: Duration = Duration::from_millis(100);
-/// How long an EngineCore exit waits for our own SIGTERM before it counts as a death.
-pub const SIGNAL_RACE_GRACE: Duration = Duration::from_millis(50);
+pub use super::engine_core::SIGNAL_RACE_GRACE;
 
 /// A simulator whose port is bound but not yet listening.
 #[derive(Debug)]
@@ -70,7 +71,7 @@ impl SimServer {
     /// Log the banner and `non-default args` (a Python dict literal), then bind. A port that is
     /// taken (or `--sim-fail-start port-in-use`) fails like vLLM: [`SimExit::Traceback`] with
     /// `OSError: [Errno 98] Address already in use`.
-    pub async fn bind(config: SimConfig, non_default: &str) -> anyhow::Result<Self> {
+    pub async fn bind(config: SimConfig, non_default: &str) -> Result<Self, SimError> {
         log::info(
             "api_server.py:1",
             format_args!("vLLM server version {VLLM_VERSION}, serving model {}", config.model),
@@ -80,17 +81,18 @@ impl SimServer {
             return Err(SimExit::Traceback(failure::port_in_use()).into());
         }
         let addr = resolve(config.host.as_deref(), config.port).await?;
+        let socket_error = |op| move |source| SimError::Socket { op, addr, source };
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
         }
-        .context("socket")?;
-        socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+        .map_err(socket_error("socket"))?;
+        socket.set_reuseaddr(true).map_err(socket_error("SO_REUSEADDR"))?;
         if let Err(err) = socket.bind(addr) {
             return Err(SimExit::Traceback(bind_error(&err)).into());
         }
-        let addr = socket.local_addr().context("local_addr")?;
+        let addr = socket.local_addr().map_err(socket_error("local_addr"))?;
         Ok(Self { config, socket, addr })
     }
 
@@ -100,8 +102,8 @@ impl SimServer {
     }
 
     /// Start the engine, serve until `shutdown` resolves, then drain and stop. Failures are
-    /// [`SimExit`] errors (see [`SimExit::exit_code`]).
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    /// [`SimError`]s (see [`SimError::exit_code`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SimError> {
         let Self { config, socket, addr } = self;
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         if config.fail_start == Some(FailStart::ModelNotFound) {
@@ -109,7 +111,7 @@ impl SimServer {
             return Err(SimExit::Traceback(failure::model_not_found(&config.model, offline)).into());
         }
         let mut core = EngineCore::spawn(config.engine_core_exe.as_deref(), config.engine_core_max_lifetime)
-            .context("cannot start the EngineCore process")?;
+            .map_err(SimError::EngineCoreSpawn)?;
         log::set_engine_core_pid(core.pid());
         start_engine(&config, &mut core, shutdown.as_mut()).await?;
 
@@ -162,7 +164,11 @@ impl SimServer {
             Ok(listener) => listener,
             Err(err) => {
                 core.force_kill().await;
-                return Err(err).context("listen");
+                return Err(SimError::Socket {
+                    op: "listen",
+                    addr,
+                    source: err,
+                });
             }
         };
         if uvicorn_info {
@@ -186,7 +192,7 @@ impl SimServer {
                 result = &mut server => {
                     cancel.cancel();
                     core.force_kill().await;
-                    result.context("HTTP server")?;
+                    result.map_err(SimError::Http)?;
                     return Ok(());
                 }
                 () = &mut shutdown => break Outcome::Shutdown,
@@ -262,26 +268,28 @@ fn bind_error(err: &std::io::Error) -> String {
 }
 
 /// `--host` to an address; none binds all IPv4 interfaces, like vLLM.
-async fn resolve(host: Option<&str>, port: u16) -> anyhow::Result<SocketAddr> {
+async fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, SimError> {
     match host {
         None | Some("") => Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
         Some(host) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             tokio::net::lookup_host((host, port))
                 .await
-                .with_context(|| format!("cannot resolve --host {host}"))?
+                .map_err(|source| SimError::Resolve {
+                    host: host.to_owned(),
+                    source,
+                })?
                 .next()
-                .with_context(|| format!("no address for --host {host}"))
+                .ok_or_else(|| SimError::NoAddress { host: host.to_owned() })
         }
     }
 }
 
 fn cache_config_labels(config: &SimConfig) -> Vec<(&'static str, String)> {
-    let flag = |b: bool| if b { "True" } else { "False" }.to_owned();
     vec![
         ("block_size", BLOCK_SIZE.to_string()),
         ("cache_dtype", "auto".to_owned()),
-        ("enable_prefix_caching", flag(config.prefix_caching)),
+        ("enable_prefix_caching", py_bool(config.prefix_caching).to_owned()),
         ("gpu_memory_utilization", "0.92".to_owned()),
         ("num_cpu_blocks", "None".to_owned()),
         ("num_gpu_blocks", config.kv_blocks.to_string()),

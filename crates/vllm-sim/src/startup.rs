@@ -31,10 +31,11 @@ use tokio::time::Instant;
 
 use super::cli::{FailStart, VLLM_VERSION};
 use super::config::{BLOCK_SIZE, SimConfig};
-use super::engine_core::{CoreExit, CoreFailure, EngineCore};
-use super::failure::{self, SimExit};
+use super::engine_core::{CoreExit, CoreFailure, EngineCore, SIGNAL_RACE_GRACE};
+use super::error::SimExit;
+use super::failure;
 use super::log;
-use super::server::SIGNAL_RACE_GRACE;
+use super::pyfmt::{py_bool, thousands};
 use super::tokenizer::fnv1a;
 
 /// How long the EngineCore gets between SIGTERM and SIGKILL when start-up is interrupted.
@@ -203,33 +204,4 @@ async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_,
         format_args!("init engine (profile, create kv cache, warmup model) took {secs:.2} seconds"),
     );
     Ok(())
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
-}
-
-/// `65536` → `65,536` (Python's `{:,}`).
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(65_536), "65,536");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000_000), "1,000,000");
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sim_support::{Output, SimProcess, WAIT, client};
+use sim_support::{Output, SimProcess, WAIT, client, sample};
 use tokio::task::JoinSet;
 
 const MODEL: &str = "Qwen/Qwen3-0.6B";
@@ -28,6 +28,11 @@ fn events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// `POST /v1/chat/completions` with a streaming `body` and the payloads of its SSE answer.
+async fn stream_events(sim: &SimProcess, body: &Value) -> Vec<String> {
+    events(&sim.post("/v1/chat/completions", body).await.text().await.expect("body"))
+}
+
 fn parse(event: &str) -> Value {
     serde_json::from_str(event).unwrap_or_else(|e| panic!("{e}: {event}"))
 }
@@ -40,12 +45,14 @@ fn chat(messages: Value, extra: Value) -> Value {
     body
 }
 
-async fn post(sim: &SimProcess, path: &str, body: &Value) -> reqwest::Response {
-    client().post(sim.url(path)).json(body).send().await.expect("POST")
+/// `POST /v1/chat/completions` and its JSON answer.
+async fn completion(sim: &SimProcess, body: &Value) -> Value {
+    sim.post("/v1/chat/completions", body).await.json().await.expect("json")
 }
 
 async fn prompt_tokens(sim: &SimProcess, messages: &Value) -> u64 {
-    let r: Value = post(sim, "/tokenize", &json!({"model": "qwen3", "messages": messages}))
+    let r: Value = sim
+        .post("/tokenize", &json!({"model": "qwen3", "messages": messages}))
         .await
         .json()
         .await
@@ -111,13 +118,7 @@ async fn stream_chunks_match_the_contract() {
         messages.clone(),
         json!({"stream": true, "max_completion_tokens": 2, "stream_options": {"include_usage": true}}),
     );
-    let ev = events(
-        &post(&sim, "/v1/chat/completions", &body)
-            .await
-            .text()
-            .await
-            .expect("body"),
-    );
+    let ev = stream_events(&sim, &body).await;
     assert_eq!(ev.len(), 5, "role, content, finish, usage, [DONE]: {ev:#?}");
     let id = parse(&ev[0])["id"].as_str().expect("id").to_owned();
     assert!(
@@ -146,13 +147,7 @@ async fn continuous_usage_is_on_every_chunk() {
         json!([{"role": "user", "content": "Count"}]),
         json!({"stream": true, "max_tokens": 3, "stream_options": {"include_usage": true, "continuous_usage_stats": true}}),
     );
-    let ev = events(
-        &post(&sim, "/v1/chat/completions", &body)
-            .await
-            .text()
-            .await
-            .expect("body"),
-    );
+    let ev = stream_events(&sim, &body).await;
     assert_eq!(ev.len(), 6);
     for (i, event) in ev[..4].iter().enumerate() {
         let usage = &parse(event)["usage"];
@@ -175,7 +170,9 @@ async fn non_streaming_response_and_tokenize_agree() {
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": [{"type": "text", "text": "Hello, world!"}]}
     ]);
-    let resp = post(&sim, "/v1/chat/completions", &chat(messages.clone(), json!({}))).await;
+    let resp = sim
+        .post("/v1/chat/completions", &chat(messages.clone(), json!({})))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let v: Value = resp.json().await.expect("json");
@@ -195,17 +192,15 @@ async fn non_streaming_response_and_tokenize_agree() {
     );
     assert_eq!(usage["prompt_tokens_details"], Value::Null);
     // Same text for the same prompt.
-    let again: Value = post(&sim, "/v1/chat/completions", &chat(messages, json!({})))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let again: Value = completion(&sim, &chat(messages, json!({}))).await;
     assert_eq!(
         again["choices"][0]["message"]["content"],
         v["choices"][0]["message"]["content"]
     );
 
-    let r = post(&sim, "/tokenize", &json!({"model": "qwen3", "prompt": "Hello world"})).await;
+    let r = sim
+        .post("/tokenize", &json!({"model": "qwen3", "prompt": "Hello world"}))
+        .await;
     let body = r.text().await.expect("body");
     let t: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(t["count"], 2);
@@ -213,23 +208,24 @@ async fn non_streaming_response_and_tokenize_agree() {
     assert!(
         body.starts_with(r#"{"count":2,"max_model_len":4096,"tokens":["#) && body.ends_with(r#"],"token_strs":null}"#)
     );
-    let strs: Value = post(
-        &sim,
-        "/tokenize",
-        &json!({"prompt": "Hello world", "return_token_strs": true}),
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
+    let strs: Value = sim
+        .post(
+            "/tokenize",
+            &json!({"prompt": "Hello world", "return_token_strs": true}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(strs["token_strs"], json!(["Hello", " world"]));
-    let d: Value = post(&sim, "/detokenize", &json!({"model": "qwen3", "tokens": t["tokens"]}))
+    let d: Value = sim
+        .post("/detokenize", &json!({"model": "qwen3", "tokens": t["tokens"]}))
         .await
         .json()
         .await
         .expect("json");
     assert_eq!(d, json!({"prompt": "Hello world"}));
-    let r = post(&sim, "/tokenize", &json!({"model": "nope", "prompt": "x"})).await;
+    let r = sim.post("/tokenize", &json!({"model": "nope", "prompt": "x"})).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -241,7 +237,7 @@ async fn errors_match_the_contract() {
     let user = |n: usize| json!([{"role": "user", "content": words(n)}]);
     assert_eq!(prompt_tokens(&sim, &user(100)).await, 108);
 
-    let r = post(&sim, "/v1/chat/completions", &chat(user(100), json!({}))).await;
+    let r = sim.post("/v1/chat/completions", &chat(user(100), json!({}))).await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.text().await.expect("body"),
@@ -249,13 +245,15 @@ async fn errors_match_the_contract() {
     );
     let mut body = chat(user(1), json!({}));
     body["model"] = json!("foo");
-    let r = post(&sim, "/v1/chat/completions", &body).await;
+    let r = sim.post("/v1/chat/completions", &body).await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.text().await.expect("body"),
         r#"{"error":{"message":"The model `foo` does not exist. Valid aliases: qwen3.","type":"NotFoundError","param":"model","code":404}}"#
     );
-    let r = post(&sim, "/v1/chat/completions", &chat(user(1), json!({"max_tokens": 65}))).await;
+    let r = sim
+        .post("/v1/chat/completions", &chat(user(1), json!({"max_tokens": 65})))
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.text().await.expect("body"),
@@ -273,11 +271,7 @@ async fn errors_match_the_contract() {
         r.text().await.expect("body"),
         r#"{"error":{"message":"1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed","type":"Bad Request","param":null,"code":400}}"#
     );
-    let r: Value = post(&sim, "/v1/chat/completions", &json!({"model": "qwen3"}))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let r: Value = completion(&sim, &json!({"model": "qwen3"})).await;
     assert_eq!(
         (
             r["error"]["type"].clone(),
@@ -287,27 +281,25 @@ async fn errors_match_the_contract() {
         (json!("Bad Request"), json!("messages"), json!(400))
     );
 
-    let r = post(
-        &sim,
-        "/v1/chat/completions",
-        &chat(user(1), json!({"stop": ["a", "b", "c", "d", "e"]})),
-    )
-    .await;
+    let r = sim
+        .post(
+            "/v1/chat/completions",
+            &chat(user(1), json!({"stop": ["a", "b", "c", "d", "e"]})),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let r: Value = r.json().await.expect("json");
     assert_eq!(r["error"]["param"], "stop");
 
     // prompt + max_tokens > max_model_len: max_tokens is clamped, not an error.
-    let r: Value = post(&sim, "/v1/chat/completions", &chat(user(50), json!({"max_tokens": 20})))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let r: Value = completion(&sim, &chat(user(50), json!({"max_tokens": 20}))).await;
     assert_eq!(r["usage"]["completion_tokens"], 6);
     assert_eq!(r["choices"][0]["finish_reason"], "length");
 
     // A prompt that fills the context fails inside the engine: after the 200, in the stream.
-    let r = post(&sim, "/v1/chat/completions", &chat(user(56), json!({"stream": true}))).await;
+    let r = sim
+        .post("/v1/chat/completions", &chat(user(56), json!({"stream": true})))
+        .await;
     assert_eq!(r.status(), 200);
     let ev = events(&r.text().await.expect("body"));
     assert_eq!(ev.len(), 2);
@@ -322,14 +314,7 @@ async fn errors_match_the_contract() {
 #[tokio::test]
 async fn models_version_health() {
     let sim = SimProcess::start(MODEL, &["--served-model-name", "qwen3", "--max_model_len=2048"]).await;
-    let body = client()
-        .get(sim.url("/v1/models"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body");
+    let body = sim.get("/v1/models").await.text().await.expect("body");
     let v: Value = serde_json::from_str(&body).expect("json");
     let created = v["data"][0]["created"].as_u64().expect("created");
     let perm = v["data"][0]["permission"][0]["id"].as_str().expect("perm id");
@@ -340,26 +325,17 @@ async fn models_version_health() {
             r#"{{"object":"list","data":[{{"id":"qwen3","object":"model","created":{created},"owned_by":"vllm","root":"{MODEL}","parent":null,"max_model_len":2048,"permission":[{{"id":"{perm}","object":"model_permission","created":{created},"allow_create_engine":false,"allow_sampling":true,"allow_logprobs":true,"allow_search_indices":false,"allow_view":true,"allow_fine_tuning":false,"organization":"*","group":null,"is_blocking":false}}]}}]}}"#
         )
     );
-    let r = client().get(sim.url("/version")).send().await.expect("GET");
+    let r = sim.get("/version").await;
     assert_eq!(r.text().await.expect("body"), r#"{"version":"0.33.0"}"#);
-    let r = client().get(sim.url("/health")).send().await.expect("GET");
+    let r = sim.get("/health").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "");
-    assert_eq!(client().get(sim.url("/ping")).send().await.expect("GET").status(), 200);
+    assert_eq!(sim.get("/ping").await.status(), 200);
     assert_eq!(
         client().post(sim.url("/ping")).send().await.expect("POST").status(),
         200
     );
-    assert_eq!(client().get(sim.url("/nope")).send().await.expect("GET").status(), 404);
-}
-
-/// The value of the sample line that starts with `series ` in a Prometheus exposition.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series}"))
-        .parse()
-        .expect("float")
+    assert_eq!(sim.get("/nope").await.status(), 404);
 }
 
 #[tokio::test]
@@ -378,13 +354,7 @@ async fn metrics_and_the_prefix_cache() {
     );
     let mut cached = Vec::new();
     for _ in 0..2 {
-        let ev = events(
-            &post(&sim, "/v1/chat/completions", &body)
-                .await
-                .text()
-                .await
-                .expect("body"),
-        );
+        let ev = stream_events(&sim, &body).await;
         let usage = parse(&ev[ev.len() - 2])["usage"].clone();
         assert_eq!(usage["prompt_tokens"].as_u64(), Some(p));
         cached.push(
@@ -399,7 +369,7 @@ async fn metrics_and_the_prefix_cache() {
         "block-granular hit: {cached:?} of {p}"
     );
 
-    let r = client().get(sim.url("/metrics")).send().await.expect("GET");
+    let r = sim.get("/metrics").await;
     assert_eq!(r.headers()["content-type"], "text/plain; version=1.0.0; charset=utf-8");
     let text = r.text().await.expect("body");
     let labels = r#"{engine="0",model_name="qwen3"}"#;
@@ -481,14 +451,7 @@ async fn metrics_and_the_prefix_cache() {
 #[tokio::test]
 async fn disable_log_stats_removes_vllm_metrics() {
     let sim = SimProcess::start(MODEL, &["--disable-log-stats"]).await;
-    let text = client()
-        .get(sim.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body");
+    let text = sim.metrics().await;
     assert!(!text.contains("vllm:"));
 }
 
@@ -518,10 +481,7 @@ async fn connection_refused_during_startup() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     sim.wait_ready().await;
     assert_eq!(sim.port, Some(port));
-    assert_eq!(
-        client().get(sim.url("/health")).send().await.expect("GET").status(),
-        200
-    );
+    assert_eq!(sim.get("/health").await.status(), 200);
     assert!(sim.saw("GPU KV cache size: 65,536 tokens"));
 }
 
@@ -545,7 +505,7 @@ async fn client_disconnect_frees_the_batch_slot() {
         json!([{"role": "user", "content": "Go on forever"}]),
         json!({"stream": true, "max_tokens": 2000}),
     );
-    let resp = post(&sim, "/v1/chat/completions", &long).await;
+    let resp = sim.post("/v1/chat/completions", &long).await;
     let mut stream = resp.bytes_stream();
     let first = tokio::time::timeout(WAIT, stream.next())
         .await
@@ -558,24 +518,11 @@ async fn client_disconnect_frees_the_batch_slot() {
     let short = chat(json!([{"role": "user", "content": "Quick"}]), json!({"max_tokens": 3}));
     let url = sim.url("/v1/chat/completions");
     waiter.spawn(async move { client().post(url).json(&short).send().await?.json::<Value>().await });
-    let waiting = async {
-        loop {
-            let text = client()
-                .get(sim.url("/metrics"))
-                .send()
-                .await
-                .expect("GET")
-                .text()
-                .await
-                .expect("body");
-            if sample(&text, r#"vllm:num_requests_waiting{engine="0",model_name="qwen3"}"#) == 1.0 {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, waiting)
-        .await
-        .expect("the second request is shown waiting");
+    // The second request is shown waiting.
+    sim.wait_for_metric(r#"vllm:num_requests_waiting{engine="0",model_name="qwen3"}"#, |n| {
+        n == 1.0
+    })
+    .await;
     drop(stream);
     let done = tokio::time::timeout(Duration::from_secs(10), waiter.join_next())
         .await
@@ -584,14 +531,7 @@ async fn client_disconnect_frees_the_batch_slot() {
         .expect("join")
         .expect("response");
     assert_eq!(done["usage"]["completion_tokens"], 3);
-    let text = client()
-        .get(sim.url("/metrics"))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body");
+    let text = sim.metrics().await;
     assert_eq!(
         sample(
             &text,
@@ -605,7 +545,7 @@ async fn client_disconnect_frees_the_batch_slot() {
 async fn sigterm_cuts_streams_and_exits_zero() {
     let mut sim = SimProcess::start(MODEL, &["--sim-itl-ms", "20", "--sim-reply-tokens", "1000"]).await;
     let body = json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true});
-    let resp = post(&sim, "/v1/chat/completions", &body).await;
+    let resp = sim.post("/v1/chat/completions", &body).await;
     let mut stream = resp.bytes_stream();
     tokio::time::timeout(WAIT, stream.next()).await.expect("first chunk");
     let status = sim.terminate().await;
@@ -636,7 +576,7 @@ async fn sigterm_with_shutdown_timeout_drains_in_flight_requests() {
     )
     .await;
     let body = json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true});
-    let resp = post(&sim, "/v1/chat/completions", &body).await;
+    let resp = sim.post("/v1/chat/completions", &body).await;
     let mut stream = resp.bytes_stream();
     let mut text = String::new();
     let first = tokio::time::timeout(WAIT, stream.next())
@@ -694,11 +634,7 @@ async fn echo_mode_reports_what_the_engine_saw() {
         {"role": "assistant", "content": "hi"},
         {"role": "user", "content": "what next?"}
     ]});
-    let v: Value = post(&sim, "/v1/chat/completions", &body)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let v: Value = completion(&sim, &body).await;
     assert_eq!(
         v["choices"][0]["message"]["content"],
         "messages=4 roles=s,u,a,u system=You are a helpful AI assistant. user=what next?"
@@ -707,22 +643,14 @@ async fn echo_mode_reports_what_the_engine_saw() {
 
     // Cut by a stop string, which is reported and not included.
     let body = json!({"messages": [{"role": "user", "content": "hi"}], "stop": "system="});
-    let v: Value = post(&sim, "/v1/chat/completions", &body)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let v: Value = completion(&sim, &body).await;
     assert_eq!(v["choices"][0]["message"]["content"], "messages=1 roles=u ");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["choices"][0]["stop_reason"], "system=");
 
     // Without a generation prompt the model continues the last message, in its role.
     let body = json!({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false});
-    let v: Value = post(&sim, "/v1/chat/completions", &body)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let v: Value = completion(&sim, &body).await;
     assert_eq!(v["choices"][0]["message"]["role"], "user");
 }
 
@@ -748,35 +676,19 @@ async fn non_streaming_disconnect_aborts_too() {
     let body = chat(json!([{"role": "user", "content": "Take your time"}]), json!({}));
     let gave_up = impatient.post(sim.url("/v1/chat/completions")).json(&body).send().await;
     assert!(gave_up.is_err(), "10 s of decoding cannot finish in 300 ms");
-    let aborted = async {
-        loop {
-            let text = client()
-                .get(sim.url("/metrics"))
-                .send()
-                .await
-                .expect("GET")
-                .text()
-                .await
-                .expect("body");
-            let abort = r#"vllm:request_success_total{engine="0",finished_reason="abort",model_name="qwen3"}"#;
-            if sample(&text, abort) == 1.0 {
-                assert_eq!(
-                    sample(&text, r#"vllm:num_requests_running{engine="0",model_name="qwen3"}"#),
-                    0.0
-                );
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, aborted)
-        .await
-        .expect("the abandoned request is aborted");
+    // The abandoned request is aborted.
+    let abort = r#"vllm:request_success_total{engine="0",finished_reason="abort",model_name="qwen3"}"#;
+    let text = sim.wait_for_metric(abort, |n| n == 1.0).await;
+    assert_eq!(
+        sample(&text, r#"vllm:num_requests_running{engine="0",model_name="qwen3"}"#),
+        0.0
+    );
 }
 
 #[tokio::test]
 async fn api_key_guards_v1_only() {
     let sim = SimProcess::start(MODEL, &["--api-key", "sekret"]).await;
-    let r = client().get(sim.url("/v1/models")).send().await.expect("GET");
+    let r = sim.get("/v1/models").await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.text().await.expect("body"), r#"{"error":"Unauthorized"}"#);
     let r = client()
@@ -786,10 +698,7 @@ async fn api_key_guards_v1_only() {
         .await
         .expect("GET");
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        client().get(sim.url("/health")).send().await.expect("GET").status(),
-        200
-    );
+    assert_eq!(sim.get("/health").await.status(), 200);
 }
 
 /// CPU time (user + system) of a process so far, from `/proc/PID/stat`.

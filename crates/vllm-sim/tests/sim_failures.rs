@@ -14,7 +14,7 @@ use futures_util::StreamExt as _;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use sim_support::{Output, SimProcess, WAIT, alive, client, proc_stat, wait_dead};
+use sim_support::{Output, SimProcess, WAIT, alive, client, proc_stat, sample, wait_dead};
 
 const MODEL: &str = "Qwen/Qwen3-0.6B";
 /// How long a hung engine is watched for a token that must not come.
@@ -31,13 +31,22 @@ fn chat(stream: bool, max_tokens: u32) -> Value {
     })
 }
 
+/// A ready simulator serving `qwen3` with 1000-token replies, a token every `itl_ms`, and `extra`.
+async fn start_long_replies(itl_ms: &str, extra: &[&str]) -> SimProcess {
+    let mut args = vec![
+        "--served-model-name",
+        "qwen3",
+        "--sim-itl-ms",
+        itl_ms,
+        "--sim-reply-tokens",
+        "1000",
+    ];
+    args.extend_from_slice(extra);
+    SimProcess::start(MODEL, &args).await
+}
+
 async fn post(sim: &SimProcess, body: &Value) -> reqwest::Response {
-    client()
-        .post(sim.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST")
+    sim.post("/v1/chat/completions", body).await
 }
 
 /// The `data:` payloads of a (possibly partial) SSE text.
@@ -92,24 +101,6 @@ impl Sse {
         assert!(end.is_ok(), "the stream ends in time: {}", self.text);
         &self.text
     }
-}
-
-/// The value of one Prometheus series.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-async fn metrics(sim: &SimProcess) -> String {
-    client()
-        .get(sim.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// `/health` of an engine that died: 503 until the server stops listening, then refused.
@@ -216,20 +207,7 @@ async fn an_orphaned_engine_core_exits_after_its_max_lifetime() {
 
 #[tokio::test]
 async fn crash_after_n_requests_kills_the_stream_health_and_process() {
-    let mut sim = SimProcess::start(
-        MODEL,
-        &[
-            "--served-model-name",
-            "qwen3",
-            "--sim-crash-after-requests",
-            "2",
-            "--sim-itl-ms",
-            "20",
-            "--sim-reply-tokens",
-            "1000",
-        ],
-    )
-    .await;
+    let mut sim = start_long_replies("20", &["--sim-crash-after-requests", "2"]).await;
     let core = sim.engine_core().await;
     let first: Value = post(&sim, &chat(false, 3)).await.json().await.expect("json");
     assert_eq!(first["usage"]["completion_tokens"], 3, "request 1 is served normally");
@@ -270,18 +248,7 @@ async fn crash_after_n_requests_kills_the_stream_health_and_process() {
 
 #[tokio::test]
 async fn an_engine_core_killed_at_runtime_is_an_engine_death() {
-    let mut sim = SimProcess::start(
-        MODEL,
-        &[
-            "--served-model-name",
-            "qwen3",
-            "--sim-itl-ms",
-            "20",
-            "--sim-reply-tokens",
-            "1000",
-        ],
-    )
-    .await;
+    let mut sim = start_long_replies("20", &[]).await;
     let core = sim.engine_core().await;
     let mut stream = Sse::new(post(&sim, &chat(true, 500)).await);
     stream.until_events(2).await;
@@ -310,20 +277,7 @@ async fn an_engine_core_killed_at_runtime_is_an_engine_death() {
 
 #[tokio::test]
 async fn hang_after_n_requests_stops_tokens_but_not_health() {
-    let mut sim = SimProcess::start(
-        MODEL,
-        &[
-            "--served-model-name",
-            "qwen3",
-            "--sim-hang-after-requests",
-            "1",
-            "--sim-itl-ms",
-            "10",
-            "--sim-reply-tokens",
-            "1000",
-        ],
-    )
-    .await;
+    let mut sim = start_long_replies("10", &["--sim-hang-after-requests", "1"]).await;
     let core = sim.engine_core().await;
     let mut first = Sse::new(post(&sim, &chat(true, 500)).await);
     first.until_events(2).await;
@@ -334,12 +288,9 @@ async fn hang_after_n_requests_stops_tokens_but_not_health() {
         "request 2 gets its headers and no token"
     );
 
-    assert_eq!(
-        client().get(sim.url("/health")).send().await.expect("GET").status(),
-        200
-    );
-    let before = metrics(&sim).await;
-    let after = metrics(&sim).await;
+    assert_eq!(sim.get("/health").await.status(), 200);
+    let before = sim.metrics().await;
+    let after = sim.metrics().await;
     let tokens = r#"vllm:generation_tokens_total{engine="0",model_name="qwen3"}"#;
     assert_eq!(sample(&before, tokens), 1.0, "the first token, then nothing");
     assert_eq!(sample(&after, tokens), sample(&before, tokens), "no progress");
@@ -385,14 +336,15 @@ async fn fail_start_oom_reports_the_engine_core_failure() {
 
 #[tokio::test]
 async fn fail_start_model_not_found_reports_the_value_error() {
-    let mut sim = SimProcess::spawn(&[
+    let not_found = [
         "serve",
         "no-such/model",
         "--port",
         "0",
         "--sim-fail-start",
         "model-not-found",
-    ]);
+    ];
+    let mut sim = SimProcess::spawn(&not_found);
     assert_eq!(sim.wait_exit().await.code(), Some(1));
     let stderr = stderr_text(&sim);
     assert!(stderr.starts_with("Traceback (most recent call last):\n"), "{stderr}");
@@ -405,17 +357,7 @@ async fn fail_start_model_not_found_reports_the_value_error() {
         "the config fails before any EngineCore exists"
     );
 
-    let mut offline = SimProcess::spawn_with_env(
-        &[
-            "serve",
-            "no-such/model",
-            "--port",
-            "0",
-            "--sim-fail-start",
-            "model-not-found",
-        ],
-        &[("HF_HUB_OFFLINE", "1")],
-    );
+    let mut offline = SimProcess::spawn_with_env(&not_found, &[("HF_HUB_OFFLINE", "1")]);
     assert_eq!(offline.wait_exit().await.code(), Some(1));
     assert!(offline.saw("OSError: We couldn't connect to 'https://huggingface.co' to load the files"));
     assert!(offline.saw("ValueError: Invalid repository ID or local directory specified: 'no-such/model'."));

@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::app::{AppState, check_model, json_body, unix_now};
 use super::cache::block_hashes;
 use super::cli::ReplyMode;
 use super::errors::ApiError;
-use super::http::{AppState, check_model, require_json, unix_now};
 use super::log;
 use super::openai::{ChatChoice, ChatCompletion, ChatMessageOut, ChatRequest, FullUsage, PromptTokensDetails, Stop};
 use super::reply::{ReplyPlan, ReplySpec, echo_line, reply_seed};
@@ -50,8 +50,7 @@ pub async fn chat_completions(State(app): State<Arc<AppState>>, headers: HeaderM
 }
 
 async fn respond(app: Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let req: ChatRequest = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let req: ChatRequest = json_body(headers, body)?;
     let prepared = prepare(&app, headers, req)?;
     if app.config.log_requests {
         log::info(

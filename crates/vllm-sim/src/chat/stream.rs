@@ -12,9 +12,9 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
 use super::{MAX_FRAME, Prepared, engine_error};
+use crate::app::{AppState, unix_now};
 use crate::errors::ApiError;
 use crate::failure;
-use crate::http::{AppState, unix_now};
 use crate::log;
 use crate::reply::ReplyPlan;
 use crate::scheduler::{Output, RequestStream};

@@ -46,6 +46,13 @@ impl Harness {
         self.handle.submit(req).await.unwrap()
     }
 
+    /// Submit at priority 0 and wait for the first output.
+    async fn started(&self, prompt: &[u32], gen_len: u32) -> RequestStream {
+        let mut stream = self.submit(prompt, gen_len, 0).await;
+        assert!(stream.recv().await.is_some(), "the first output");
+        stream
+    }
+
     fn stats(&self) -> EngineStats {
         self.stats.lock().unwrap().clone()
     }
@@ -72,6 +79,33 @@ fn config() -> EngineConfig {
     }
 }
 
+/// [`config`] with decode steps of 10 ms.
+fn stepped() -> EngineConfig {
+    EngineConfig {
+        itl: 10 * MS,
+        ..config()
+    }
+}
+
+/// [`stepped`] with one batch slot.
+fn one_slot() -> EngineConfig {
+    EngineConfig {
+        max_num_seqs: 1,
+        ..stepped()
+    }
+}
+
+/// A request of `prompt_len` uncached tokens and one generated token.
+fn bare_request(prompt_len: u32) -> EngineRequest {
+    EngineRequest {
+        prompt_len,
+        block_hashes: Vec::new(),
+        gen_len: 1,
+        finish: FinishReason::Stop,
+        priority: 0,
+    }
+}
+
 fn prompt(n: u32, salt: u32) -> Vec<u32> {
     (0..n).map(|i| i * 7 + salt).collect()
 }
@@ -89,8 +123,7 @@ async fn drain(stream: &mut RequestStream) -> Vec<Instant> {
 async fn ttft_is_the_prefill_cost_and_decode_steps_follow() {
     let h = Harness::new(EngineConfig {
         prefill_per_token: Duration::from_micros(1000),
-        itl: 10 * MS,
-        ..config()
+        ..stepped()
     });
     let t0 = Instant::now();
     let mut s = h.submit(&prompt(100, 0), 4, 0).await;
@@ -111,10 +144,7 @@ async fn ttft_is_the_prefill_cost_and_decode_steps_follow() {
 
 #[tokio::test(start_paused = true)]
 async fn decode_steps_are_shared_by_the_batch() {
-    let h = Harness::new(EngineConfig {
-        itl: 10 * MS,
-        ..config()
-    });
+    let h = Harness::new(stepped());
     let t0 = Instant::now();
     let mut a = h.submit(&prompt(20, 1), 5, 0).await;
     let mut b = h.submit(&prompt(20, 2), 5, 0).await;
@@ -129,8 +159,7 @@ async fn decode_steps_are_shared_by_the_batch() {
 async fn max_num_seqs_makes_the_third_request_wait() {
     let h = Harness::new(EngineConfig {
         max_num_seqs: 2,
-        itl: 10 * MS,
-        ..config()
+        ..stepped()
     });
     let t0 = Instant::now();
     let mut a = h.submit(&prompt(20, 1), 5, 0).await;
@@ -156,12 +185,10 @@ async fn max_num_seqs_makes_the_third_request_wait() {
 async fn priority_policy_admits_lower_values_first() {
     let h = Harness::new(EngineConfig {
         max_num_seqs: 1,
-        itl: 10 * MS,
         priority_scheduling: true,
-        ..config()
+        ..stepped()
     });
-    let mut first = h.submit(&prompt(20, 1), 2, 0).await;
-    assert!(first.recv().await.is_some());
+    let mut first = h.started(&prompt(20, 1), 2).await;
     let mut late = h.submit(&prompt(20, 2), 2, 5).await;
     let mut urgent = h.submit(&prompt(20, 3), 2, -1).await;
     let (_, tl, tu) = tokio::join!(drain(&mut first), drain(&mut late), drain(&mut urgent));
@@ -201,8 +228,7 @@ async fn long_prompts_are_prefilled_in_chunks_of_the_token_budget() {
         ..config()
     });
     let t0 = Instant::now();
-    let mut a = h.submit(&prompt(100, 4), 1, 0).await;
-    assert!(a.recv().await.is_some());
+    let _a = h.started(&prompt(100, 4), 1).await;
     // Chunks of 64 and 36 tokens: the total prefill time is unchanged.
     assert_eq!(Instant::now() - t0, 100 * MS);
     assert_eq!(h.stats().iteration_tokens.count(), 2);
@@ -211,14 +237,9 @@ async fn long_prompts_are_prefilled_in_chunks_of_the_token_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_stream_aborts_and_frees_the_slot() {
-    let h = Harness::new(EngineConfig {
-        max_num_seqs: 1,
-        itl: 10 * MS,
-        ..config()
-    });
+    let h = Harness::new(one_slot());
     let t0 = Instant::now();
-    let mut a = h.submit(&prompt(20, 1), 1000, 0).await;
-    assert!(a.recv().await.is_some());
+    let a = h.started(&prompt(20, 1), 1000).await;
     let mut b = h.submit(&prompt(20, 2), 3, 0).await;
     tokio::time::sleep(25 * MS).await;
     drop(a);
@@ -234,13 +255,8 @@ async fn dropping_the_stream_aborts_and_frees_the_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn aborting_a_waiting_request_removes_it_from_the_queue() {
-    let h = Harness::new(EngineConfig {
-        max_num_seqs: 1,
-        itl: 10 * MS,
-        ..config()
-    });
-    let mut a = h.submit(&prompt(20, 1), 5, 0).await;
-    assert!(a.recv().await.is_some());
+    let h = Harness::new(one_slot());
+    let mut a = h.started(&prompt(20, 1), 5).await;
     let b = h.submit(&prompt(20, 2), 5, 0).await;
     assert_eq!(h.handle.waiting(), 1);
     drop(b);
@@ -254,30 +270,23 @@ async fn aborting_a_waiting_request_removes_it_from_the_queue() {
 async fn queue_limit_rejects_with_queue_full() {
     let h = Harness::new(EngineConfig {
         max_num_seqs: 1,
-        itl: 10 * MS,
         max_num_queued_reqs: Some(1),
-        ..config()
+        ..stepped()
     });
-    let mut a = h.submit(&prompt(20, 1), 5, 0).await;
-    assert!(a.recv().await.is_some());
+    let _a = h.started(&prompt(20, 1), 5).await;
     let _b = h.submit(&prompt(20, 2), 5, 0).await;
-    let req = EngineRequest {
-        prompt_len: 4,
-        block_hashes: Vec::new(),
-        gen_len: 1,
-        finish: FinishReason::Stop,
-        priority: 0,
-    };
-    assert_eq!(h.handle.submit(req).await.unwrap_err(), EngineError::QueueFull);
+    assert_eq!(
+        h.handle.submit(bare_request(4)).await.unwrap_err(),
+        EngineError::QueueFull
+    );
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_within_the_timeout_then_cuts() {
     let h = Harness::new(EngineConfig {
-        itl: 10 * MS,
         shutdown_timeout: Duration::from_millis(35),
-        ..config()
+        ..stepped()
     });
     let mut short = h.submit(&prompt(20, 1), 3, 0).await;
     let mut long = h.submit(&prompt(20, 2), 100, 0).await;
@@ -287,18 +296,7 @@ async fn shutdown_drains_within_the_timeout_then_cuts() {
     assert_eq!(ts.len(), 2, "the short request completes during the drain");
     assert!(tl.len() < 99, "the long one is cut at the deadline");
     assert!(long.remaining() > 0);
-    assert!(
-        h.handle
-            .submit(EngineRequest {
-                prompt_len: 1,
-                block_hashes: Vec::new(),
-                gen_len: 1,
-                finish: FinishReason::Stop,
-                priority: 0,
-            })
-            .await
-            .is_err()
-    );
+    assert!(h.handle.submit(bare_request(1)).await.is_err());
     h.stop().await;
 }
 
@@ -321,11 +319,9 @@ async fn zero_length_steps_are_reported_in_one_burst() {
 async fn kv_cache_usage_counts_blocks_of_running_sequences() {
     let h = Harness::new(EngineConfig {
         kv_blocks: 100,
-        itl: 10 * MS,
-        ..config()
+        ..stepped()
     });
-    let mut a = h.submit(&prompt(160, 1), 5, 0).await;
-    assert!(a.recv().await.is_some());
+    let mut a = h.started(&prompt(160, 1), 5).await;
     // 160 prompt tokens + 1 generated token = 11 blocks of 16.
     assert!((h.stats().kv_cache_usage - 0.11).abs() < 1e-9);
     drain(&mut a).await;
@@ -337,8 +333,7 @@ async fn kv_cache_usage_counts_blocks_of_running_sequences() {
 async fn a_full_kv_cache_holds_requests_back() {
     let h = Harness::new(EngineConfig {
         kv_blocks: 20,
-        itl: 10 * MS,
-        ..config()
+        ..stepped()
     });
     let mut a = h.submit(&prompt(160, 1), 3, 0).await;
     let mut b = h.submit(&prompt(160, 2), 3, 0).await;
@@ -359,11 +354,7 @@ async fn crash_after_n_stops_after_the_first_token_of_request_n() {
         ..Faults::default()
     };
     let (fatal, dead) = (faults.fatal.clone(), faults.dead.clone());
-    let h = Harness::new(EngineConfig {
-        itl: 10 * MS,
-        faults,
-        ..config()
-    });
+    let h = Harness::new(EngineConfig { faults, ..stepped() });
     let mut first = h.submit(&prompt(20, 1), 3, 0).await;
     assert_eq!(drain(&mut first).await.len(), 3);
     assert!(!fatal.is_cancelled());
@@ -393,11 +384,7 @@ async fn hang_after_n_freezes_the_core_but_shutdown_still_ends_it() {
         hang_after: Some(1),
         ..Faults::default()
     };
-    let h = Harness::new(EngineConfig {
-        itl: 10 * MS,
-        faults,
-        ..config()
-    });
+    let h = Harness::new(EngineConfig { faults, ..stepped() });
     let mut a = h.submit(&prompt(20, 1), 50, 0).await;
     assert_eq!(
         a.recv().await,

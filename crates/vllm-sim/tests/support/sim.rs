@@ -174,6 +174,36 @@ impl SimProcess {
         format!("http://127.0.0.1:{}{path}", self.port.expect("server started"))
     }
 
+    /// `GET PATH`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `POST PATH` with a JSON body.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        client().post(self.url(path)).json(body).send().await.expect("POST")
+    }
+
+    /// The body of `GET /metrics` (the Prometheus exposition).
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics body")
+    }
+
+    /// Poll `/metrics` (each poll an HTTP answer) until the sample of `series` satisfies `pred`;
+    /// the exposition where it did. Panics after [`WAIT`].
+    pub async fn wait_for_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> String {
+        let reached = tokio::time::timeout(WAIT, async {
+            loop {
+                let text = self.metrics().await;
+                if pred(sample(&text, series)) {
+                    return text;
+                }
+            }
+        })
+        .await;
+        reached.unwrap_or_else(|_| panic!("{series} did not reach the expected value within {WAIT:?}"))
+    }
+
     /// The simulator's pid (also its process group).
     pub fn pid(&self) -> i32 {
         self.pgid
@@ -301,6 +331,13 @@ pub async fn wait_dead(pid: i32) {
     })
     .await;
     assert!(dead.is_ok(), "process {pid} still alive after {WAIT:?}");
+}
+
+/// The value of the sample line `SERIES VALUE` in a Prometheus exposition; panics if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
 }
 
 /// Install ring as rustls's process-wide provider (reqwest is built without one), once.
