@@ -8,6 +8,21 @@ fn project(s: &str) -> ProjectName {
     ProjectName::try_new(s).unwrap()
 }
 
+/// Each input parses to the id spelled as given, or fails with the given error.
+fn check_ids<T: PartialEq + std::fmt::Debug>(
+    cases: Vec<(&str, Result<&str, TopicError>)>,
+    parse: impl Fn(&str) -> Result<T, TopicError>,
+    as_str: impl Fn(&T) -> &str,
+) {
+    for (input, want) in cases {
+        let got = parse(input);
+        match want {
+            Ok(id) => assert_eq!(as_str(&got.unwrap()), id, "input {input:?}"),
+            Err(e) => assert_eq!(got, Err(e), "input {input:?}"),
+        }
+    }
+}
+
 #[test]
 fn project_name_table() {
     let long = "p".repeat(MAX_PROJECT_NAME_BYTES);
@@ -41,13 +56,7 @@ fn project_name_table() {
         ("a b", forbidden("a b", ' ')),
         (" a", forbidden(" a", ' ')),
     ];
-    for (input, want) in cases {
-        let got = ProjectName::try_new(input);
-        match want {
-            Ok(name) => assert_eq!(got.unwrap().as_str(), name, "input {input:?}"),
-            Err(e) => assert_eq!(got, Err(e), "input {input:?}"),
-        }
-    }
+    check_ids(cases, ProjectName::try_new, ProjectName::as_str);
 }
 
 #[test]
@@ -119,13 +128,7 @@ fn session_id_table() {
         ("a\u{1b}[31m", forbidden('\u{1b}')),
         ("a\u{85}b", forbidden('\u{85}')),
     ];
-    for (input, want) in cases {
-        let got = SessionId::try_new(input);
-        match want {
-            Ok(id) => assert_eq!(got.unwrap().as_str(), id, "input {input:?}"),
-            Err(e) => assert_eq!(got, Err(e), "input {input:?}"),
-        }
-    }
+    check_ids(cases, SessionId::try_new, SessionId::as_str);
 }
 
 #[test]
