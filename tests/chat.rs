@@ -6,16 +6,13 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{Lines, Mosquitto, MqttLlm, TcpProxy, WAIT, mqtt_llm_bin, sim_up_args, test_pki};
+use support::{Lines, Mosquitto, MqttLlm, TcpProxy, TlsBroker, WAIT, mqtt_llm_bin, sim_up_args_with};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::task::JoinSet;
 
 async fn up(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
-    let mut args = sim_up_args(&broker.url());
-    args.extend(["--engine-arg=--sim-itl-ms=1", "--stream-interval-ms", "0"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    MqttLlm::start(&args).await
+    let fast = ["--engine-arg=--sim-itl-ms=1", "--stream-interval-ms", "0"];
+    MqttLlm::start(&sim_up_args_with(&broker.url(), &[&fast[..], extra].concat())).await
 }
 
 /// `mqtt-llm chat ARGS` with piped stdio, killed on drop.
@@ -122,21 +119,18 @@ struct ChatProcess {
     stdin: Option<ChildStdin>,
     stdout: Lines,
     stderr: Lines,
-    _tasks: JoinSet<()>,
 }
 
 impl ChatProcess {
     fn spawn(args: &[&str]) -> Self {
         let mut child = spawn_chat(args);
-        let mut tasks = JoinSet::new();
-        let stdout = Lines::spawn(&mut tasks, child.stdout.take().unwrap());
-        let stderr = Lines::spawn(&mut tasks, child.stderr.take().unwrap());
+        let stdout = Lines::read(child.stdout.take().unwrap());
+        let stderr = Lines::read(child.stderr.take().unwrap());
         Self {
             stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
-            _tasks: tasks,
         }
     }
 
@@ -221,31 +215,20 @@ async fn a_line_sent_while_the_broker_is_unreachable_waits_for_the_resubscriptio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_over_mqtts_trusting_a_private_ca() {
-    let (ca, cert, key) = test_pki();
-    let (broker, tls_port) = Mosquitto::start_with_tls(&cert, &key).await;
+    let tls = TlsBroker::start(true).await;
     // The server uses the plain listener; chat the TLS one of the same broker.
-    let _server = up(&broker, &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).unwrap();
-    let tls_url = format!("mqtts://localhost:{tls_port}");
-    let ca_arg = ca_file.display().to_string();
-    let (code, out, err) = chat(&["--broker", &tls_url, "--mqtt-ca", &ca_arg], "secure hello\n").await;
+    let _server = up(&tls.broker, &[]).await;
+    let (url, ca) = (tls.url(), tls.ca_arg());
+    let (code, out, err) = chat(&["--broker", &url, "--mqtt-ca", &ca], "secure hello\n").await;
     assert_eq!(code, 0, "{err}");
     assert!(out.trim_end().ends_with("user=secure hello"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_refuses_an_untrusted_broker_certificate_at_once() {
-    let (_ca, cert, key) = test_pki();
-    let (broker, tls_port) = Mosquitto::start_with_tls(&cert, &key).await;
-    let (other_ca, _, _) = test_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("other-ca.pem");
-    std::fs::write(&ca_file, other_ca).unwrap();
-    let tls_url = format!("mqtts://localhost:{tls_port}");
-    let ca_arg = ca_file.display().to_string();
-    let (code, out, err) = chat(&["--broker", &tls_url, "--mqtt-ca", &ca_arg], "hello\n").await;
+    let tls = TlsBroker::start(false).await;
+    let (url, ca_arg) = (tls.url(), tls.ca_arg());
+    let (code, out, err) = chat(&["--broker", &url, "--mqtt-ca", &ca_arg], "hello\n").await;
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("could not connect to the broker"), "{err}");
@@ -254,7 +237,7 @@ async fn chat_refuses_an_untrusted_broker_certificate_at_once() {
     assert!(!err.contains("within"), "{err}");
 
     // --mqtt-ca means nothing without TLS.
-    let (code, _, err) = chat(&["--broker", &broker.url(), "--mqtt-ca", &ca_arg], "hello\n").await;
+    let (code, _, err) = chat(&["--broker", &tls.broker.url(), "--mqtt-ca", &ca_arg], "hello\n").await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("only applies to an mqtts:// broker"), "{err}");
 }

@@ -12,8 +12,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use support::{Mosquitto, WAIT, mqtt_llm_bin, sim_bin};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use support::{Lines, Mosquitto, WAIT, mqtt_llm_bin, sim_bin};
 use tokio::process::{Child, Command};
 
 /// A temporary world: an empty `HOME`, a `bin` directory that is the only user entry on `PATH`.
@@ -66,6 +65,21 @@ impl World {
         out
     }
 
+    /// Run `mqtt-llm up --model m --http 127.0.0.1:0 --broker mqtt://127.0.0.1:1 ARGS` to completion: a broker
+    /// nobody serves, for runs that end before they need one.
+    async fn up_offline(&self, args: &[&str]) -> Output {
+        let offline = [
+            "up",
+            "--model",
+            "m",
+            "--http",
+            "127.0.0.1:0",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+        ];
+        self.run(&[&offline[..], args].concat()).await
+    }
+
     /// A stand-in for `python3`: `-m venv [--clear] DIR` copies itself to `DIR/bin/python`; `-m pip install -r F`
     /// prints pip-like lines and writes `VENV/bin/vllm`, which answers `--version` with 0.26.0 and otherwise runs
     /// vllm-sim. Every call is appended to `calls.log`. With `pip_fails`, pip exits 1.
@@ -99,6 +113,20 @@ impl World {
         path.to_str().unwrap().to_owned()
     }
 
+    /// Start `mqtt-llm up ARGS --broker BROKER --http 127.0.0.1:0`, reading its stdout.
+    fn up(&self, broker: &Mosquitto, args: &[&str]) -> (Child, Lines) {
+        let url = broker.url();
+        let http = ["--broker", &url, "--http", "127.0.0.1:0"];
+        let mut child = self
+            .command(&[&["up"][..], args, &http].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = Lines::read(child.stdout.take().unwrap());
+        (child, stdout)
+    }
+
     fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("calls.log"))
             .unwrap_or_default()
@@ -117,36 +145,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A running mqtt-llm's stdout, line by line.
-struct Stdout {
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    seen: Vec<String>,
-}
-
-impl Stdout {
-    fn of(child: &mut Child) -> Self {
-        Self {
-            lines: BufReader::new(child.stdout.take().unwrap()).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// Read until a line matches `pred`.
-    async fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> String {
-        let found = tokio::time::timeout(WAIT, async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                self.seen.push(line.clone());
-                if pred(&line) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(l)) => l,
-            _ => panic!("line never came; stdout so far:\n{}", self.seen.join("\n")),
-        }
+/// Assert that `output` contains every one of `parts`.
+fn assert_contains_all(output: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(output.contains(part), "{part:?} missing from:\n{output}");
     }
 }
 
@@ -181,17 +183,16 @@ async fn dry_run_prints_the_resolved_command_and_launches_nothing() {
                 --enable-prefix-caching --enable-prompt-tokens-details --shutdown-timeout 10 \
                 --limit-mm-per-prompt '{\"image\":4,\"video\":0}' --enforce-eager --max-num-batched-tokens 8k";
     assert!(stdout.lines().any(|l| l == want), "{stdout}");
-    assert!(
-        stdout.contains("program: /opt/vllm/bin/vllm (from --vllm-bin)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("model: QWEN3-VL-4B resolves to Qwen/Qwen3-VL-4B-Instruct-FP8"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("env: CUDA_VISIBLE_DEVICES=0,1"), "{stdout}");
     let log = w.path("home/.local/state/mqtt-llm/engine.log");
-    assert!(stdout.contains(&format!("engine log: {}", log.display())), "{stdout}");
+    assert_contains_all(
+        &stdout,
+        &[
+            "program: /opt/vllm/bin/vllm (from --vllm-bin)",
+            "model: QWEN3-VL-4B resolves to Qwen/Qwen3-VL-4B-Instruct-FP8",
+            "env: CUDA_VISIBLE_DEVICES=0,1",
+            &format!("engine log: {}", log.display()),
+        ],
+    );
     assert!(!log.exists(), "a dry run writes nothing");
     assert!(
         !stdout.contains("http listening"),
@@ -233,25 +234,21 @@ async fn missing_engine_without_bootstrap_is_one_sentence_and_exit_code_2() {
 #[tokio::test]
 async fn engine_on_path_is_found_after_the_venv() {
     let w = World::new();
-    let on_path = w.path("bin/vllm");
-    std::fs::write(&on_path, "#!/bin/sh\nexit 0\n").unwrap();
-    make_executable(&on_path);
-    let out = w.run(&["up", "--model", "m", "--no-bootstrap", "--dry-run"]).await;
-    assert!(
-        text(&out.stdout).contains(&format!("program: {} (from PATH)", on_path.display())),
-        "{}",
-        text(&out.stdout)
-    );
-    let in_venv = w.path("home/.local/share/mqtt-llm/venv/bin/vllm");
-    std::fs::create_dir_all(in_venv.parent().unwrap()).unwrap();
-    std::fs::write(&in_venv, "#!/bin/sh\nexit 0\n").unwrap();
-    make_executable(&in_venv);
-    let out = w.run(&["up", "--model", "m", "--no-bootstrap", "--dry-run"]).await;
-    assert!(
-        text(&out.stdout).contains(&format!("program: {} (from the virtualenv)", in_venv.display())),
-        "{}",
-        text(&out.stdout)
-    );
+    // Put a do-nothing `vllm` at `rel`; the program a dry run picks must be it, found as `how`.
+    let engine_found = |rel: &str, how: &str| {
+        let engine = w.path(rel);
+        std::fs::create_dir_all(engine.parent().unwrap()).unwrap();
+        std::fs::write(&engine, "#!/bin/sh\nexit 0\n").unwrap();
+        make_executable(&engine);
+        let w = &w;
+        let expected = format!("program: {} ({how})", engine.display());
+        async move {
+            let out = w.run(&["up", "--model", "m", "--no-bootstrap", "--dry-run"]).await;
+            assert_contains_all(&text(&out.stdout), &[&expected]);
+        }
+    };
+    engine_found("bin/vllm", "from PATH").await;
+    engine_found("home/.local/share/mqtt-llm/venv/bin/vllm", "from the virtualenv").await;
 }
 
 #[tokio::test]
@@ -312,22 +309,17 @@ async fn setup_honours_xdg_data_home_and_reports_a_failed_pip() {
     let out = tokio::time::timeout(WAIT, cmd.output()).await.unwrap().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "creating the virtualenv {}",
-            w.path("xdg/mqtt-llm/venv").display()
-        )),
-        "{stderr}"
+    let venv = w.path("xdg/mqtt-llm/venv");
+    assert_contains_all(
+        &stderr,
+        &[
+            &format!("creating the virtualenv {}", venv.display()),
+            // pip's output streams through.
+            "ERROR: Could not find a version",
+            "error: pip install failed (exit status: 1)",
+            "hint: pip's output above says why",
+        ],
     );
-    assert!(
-        stderr.contains("ERROR: Could not find a version"),
-        "pip's output streams through: {stderr}"
-    );
-    assert!(
-        stderr.contains("error: pip install failed (exit status: 1)"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("hint: pip's output above says why"), "{stderr}");
 }
 
 #[tokio::test]
@@ -346,21 +338,9 @@ async fn setup_without_python_says_what_to_install() {
 async fn bad_engine_flag_is_diagnosed_with_exit_code_2() {
     let w = World::new();
     let sim = sim_bin();
+    let (sim, log) = (sim.to_str().unwrap(), w.arg("engine.log"));
     let out = w
-        .run(&[
-            "up",
-            "--vllm-bin",
-            sim.to_str().unwrap(),
-            "--model",
-            "m",
-            "--http",
-            "127.0.0.1:0",
-            "--broker",
-            "mqtt://127.0.0.1:1",
-            "--engine-log",
-            &w.arg("engine.log"),
-            "--engine-arg=--no-such-flag",
-        ])
+        .up_offline(&["--vllm-bin", sim, "--engine-log", &log, "--engine-arg=--no-such-flag"])
         .await;
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
@@ -390,18 +370,7 @@ async fn bad_engine_flag_is_diagnosed_with_exit_code_2() {
 async fn missing_engine_binary_is_diagnosed() {
     let w = World::new();
     let out = w
-        .run(&[
-            "up",
-            "--skip-gpu-check",
-            "--vllm-bin",
-            &w.arg("nowhere/vllm"),
-            "--model",
-            "m",
-            "--http",
-            "127.0.0.1:0",
-            "--broker",
-            "mqtt://127.0.0.1:1",
-        ])
+        .up_offline(&["--skip-gpu-check", "--vllm-bin", &w.arg("nowhere/vllm")])
         .await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -418,37 +387,21 @@ async fn first_up_bootstraps_the_engine_then_serves() {
     let w = World::new();
     let python = w.fake_python(false);
     let venv = w.arg("venv");
-    let mut child = w
-        .command(&[
-            "up",
-            // The installed `vllm` is a stand-in on a machine without GPUs.
-            "--skip-gpu-check",
-            "--model",
-            "m",
-            "--venv",
-            &venv,
-            "--python",
-            &python,
-            "--broker",
-            &broker.url(),
-            "--http",
-            "127.0.0.1:0",
-            "--engine-log",
-            &w.arg("logs/engine.log"),
-            "--engine-grace",
-            "5s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = Stdout::of(&mut child);
-    let launched = stdout.wait_for(|l| l.starts_with("engine launched: ")).await;
+    let log = w.arg("logs/engine.log");
+    // The installed `vllm` is a stand-in on a machine without GPUs.
+    let model = ["--skip-gpu-check", "--model", "m", "--venv", &venv, "--python", &python];
+    let (child, mut stdout) = w.up(
+        &broker,
+        &[&model[..], &["--engine-log", &log, "--engine-grace", "5s"]].concat(),
+    );
+    let launched = stdout
+        .wait_for("the launch line", |l| l.starts_with("engine launched: "))
+        .await;
     assert!(
         launched.starts_with(&format!("engine launched: {venv}/bin/vllm serve m ")),
         "{launched}"
     );
-    stdout.wait_for(|l| l == "ready").await;
+    stdout.wait_for("ready", |l| l == "ready").await;
     let log = std::fs::read_to_string(w.path("logs/engine.log")).unwrap();
     assert!(log.contains("Starting vLLM server on http://127.0.0.1:"), "{log}");
     assert_eq!(w.calls().len(), 2, "venv + pip, once");
@@ -459,26 +412,19 @@ async fn first_up_bootstraps_the_engine_then_serves() {
 async fn start_up_progress_is_printed() {
     let broker = Mosquitto::start().await;
     let w = World::new();
-    let mut child = w
-        .command(&[
-            "up",
-            "--vllm-bin",
-            sim_bin().to_str().unwrap(),
-            "--model",
-            "m",
-            "--broker",
-            &broker.url(),
-            "--http",
-            "127.0.0.1:0",
-            "--no-engine-log",
-            "--engine-arg=--sim-startup-ms=600",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = Stdout::of(&mut child);
-    stdout.wait_for(|l| l.starts_with("engine ready at ")).await;
+    let sim = sim_bin();
+    let args = [
+        "--vllm-bin",
+        sim.to_str().unwrap(),
+        "--model",
+        "m",
+        "--no-engine-log",
+        "--engine-arg=--sim-startup-ms=600",
+    ];
+    let (child, mut stdout) = w.up(&broker, &args);
+    stdout
+        .wait_for("the engine's ready line", |l| l.starts_with("engine ready at "))
+        .await;
     let seen = &stdout.seen;
     let phases: Vec<&String> = seen.iter().filter(|l| l.starts_with("engine: ")).collect();
     assert!(!phases.is_empty(), "no progress lines: {seen:?}");

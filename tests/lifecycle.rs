@@ -5,14 +5,30 @@ mod support;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use support::sim::SimProcess;
-use support::{Mosquitto, MqttLlm, TestClient, children_of, eventually, group_members, sim_up_args};
+use support::{Mosquitto, MqttLlm, TestClient, children_of, eventually, group_members, sim_up_args, sim_up_args_with};
+
+/// `up` against a fresh broker with `--vllm-bin BIN` instead of the sim, started without waiting (it fails).
+async fn up_with_vllm_bin(bin: &str) -> (Mosquitto, MqttLlm) {
+    let broker = Mosquitto::start().await;
+    let mut args = sim_up_args(&broker.url());
+    let at = args
+        .iter()
+        .position(|a| a == "--vllm-bin")
+        .expect("sim_up_args names a --vllm-bin")
+        + 1;
+    args[at] = bin.to_owned();
+    let server = MqttLlm::spawn_raw(&args).await;
+    (broker, server)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_the_engine_while_it_starts() {
     let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    args.push("--engine-arg=--sim-startup-ms=1500".into());
-    let mut server = MqttLlm::spawn(&args).await;
+    let mut server = MqttLlm::spawn(&sim_up_args_with(
+        &broker.url(),
+        &["--engine-arg=--sim-startup-ms=1500"],
+    ))
+    .await;
     let (status, body) = server.get("/livez").await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = server.get("/readyz").await;
@@ -28,11 +44,7 @@ async fn readyz_names_the_engine_while_it_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_engine_binary_fails_with_a_reason() {
-    let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    let bin = args.iter().position(|a| a == "--vllm-bin").unwrap() + 1;
-    args[bin] = "/nonexistent/vllm".into();
-    let mut server = MqttLlm::spawn_raw(&args).await;
+    let (_broker, mut server) = up_with_vllm_bin("/nonexistent/vllm").await;
     assert_eq!(server.wait_exit().await, Some(1));
     let line = server.stderr.wait_for("error line", |l| l.starts_with("error: ")).await;
     assert!(line.contains("/nonexistent/vllm"), "{line}");
@@ -41,9 +53,7 @@ async fn missing_engine_binary_fails_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_that_exits_during_start_is_diagnosed_with_its_log() {
     let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    args.push("--engine-arg=--no-such-flag".into());
-    let mut server = MqttLlm::spawn(&args).await;
+    let mut server = MqttLlm::spawn(&sim_up_args_with(&broker.url(), &["--engine-arg=--no-such-flag"])).await;
     assert_eq!(server.wait_exit().await, Some(2), "a command line vLLM rejects exits 2");
     let line = server.stderr.wait_for("error line", |l| l.starts_with("error: ")).await;
     assert!(
@@ -100,19 +110,15 @@ async fn attach_mode_uses_a_running_server() {
     assert!(reply.text().ends_with("user=hi"), "{}", reply.text());
     drop(server);
     // Attach mode launches nothing, so stopping mqtt-llm leaves the server running.
-    support::wait_listening(([127, 0, 0, 1], sim.port.unwrap()).into()).await;
+    let still = tokio::net::TcpStream::connect(("127.0.0.1", sim.port.unwrap())).await;
+    assert!(still.is_ok(), "the attached server stopped: {still:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_stops_the_engine_group() {
     let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    args.extend([
-        "--engine-arg=--sim-itl-ms=30".into(),
-        "--stream-interval-ms".into(),
-        "0".into(),
-    ]);
-    let mut server = MqttLlm::start(&args).await;
+    let slow = ["--engine-arg=--sim-itl-ms=30", "--stream-interval-ms", "0"];
+    let mut server = MqttLlm::start(&sim_up_args_with(&broker.url(), &slow)).await;
     let engine_pid = children_of(server.pid())
         .into_iter()
         .find(|&p| group_members(p).contains(&p))
@@ -168,11 +174,7 @@ async fn real_vllm_without_a_gpu_driver_is_refused_with_an_explanation() {
     let dir = tempfile::tempdir().unwrap();
     let vllm = dir.path().join("vllm");
     std::os::unix::fs::symlink(support::sim_bin(), &vllm).unwrap();
-    let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    let bin = args.iter().position(|a| a == "--vllm-bin").unwrap() + 1;
-    args[bin] = vllm.display().to_string();
-    let mut server = MqttLlm::spawn_raw(&args).await;
+    let (_broker, mut server) = up_with_vllm_bin(&vllm.display().to_string()).await;
     assert_eq!(server.wait_exit().await, Some(1));
     let line = server.stderr.wait_for("error line", |l| l.starts_with("error: ")).await;
     assert!(

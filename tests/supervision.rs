@@ -5,13 +5,14 @@ mod support;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, Received, TestClient, children_of, eventually, group_members, sim_up_args};
+use support::{Mosquitto, MqttLlm, Received, TestClient, children_of, eventually, group_members, sim_up_args_with};
 
 async fn harness(extra: &[&str]) -> (Mosquitto, MqttLlm, TestClient) {
     let broker = Mosquitto::start().await;
-    let mut args = sim_up_args(&broker.url());
-    args.extend(["--engine-probe-interval".into(), "200ms".into()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = sim_up_args_with(
+        &broker.url(),
+        &[&["--engine-probe-interval", "200ms"][..], extra].concat(),
+    );
     let server = MqttLlm::start(&args).await;
     let mut client = TestClient::connect(broker.port).await;
     client.subscribe("general/assistant_response/#").await;

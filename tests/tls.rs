@@ -4,22 +4,15 @@
 mod support;
 
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, TestClient, sim_up_args, test_pki};
+use support::{MqttLlm, TestClient, TlsBroker, sim_up_args_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtts_broker_with_a_private_ca() {
-    let (ca, cert, key) = test_pki();
-    let (broker, tls_port) = Mosquitto::start_with_tls(&cert, &key).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).unwrap();
-
-    let mut args = sim_up_args(&format!("mqtts://localhost:{tls_port}"));
-    args.extend(["--mqtt-ca".to_owned(), ca_file.display().to_string()]);
-    let server = MqttLlm::start(&args).await;
+    let tls = TlsBroker::start(true).await;
+    let server = MqttLlm::start(&sim_up_args_with(&tls.url(), &["--mqtt-ca", &tls.ca_arg()])).await;
     assert_eq!(server.metric("mqtt_llm_mqtt_connected").await, 1.0);
 
-    let mut client = TestClient::connect(broker.port).await;
+    let mut client = TestClient::connect(tls.broker.port).await;
     client.subscribe("general/assistant_response/#").await;
     client
         .publish_json(
@@ -34,15 +27,8 @@ async fn mqtts_broker_with_a_private_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_broker_certificate_keeps_it_not_ready() {
-    let (_ca, cert, key) = test_pki();
-    let (_broker, tls_port) = Mosquitto::start_with_tls(&cert, &key).await;
-    let (other_ca, _, _) = test_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("other-ca.pem");
-    std::fs::write(&ca_file, other_ca).unwrap();
-    let mut args = sim_up_args(&format!("mqtts://localhost:{tls_port}"));
-    args.extend(["--mqtt-ca".to_owned(), ca_file.display().to_string()]);
-    let server = MqttLlm::spawn(&args).await;
+    let tls = TlsBroker::start(false).await;
+    let server = MqttLlm::spawn(&sim_up_args_with(&tls.url(), &["--mqtt-ca", &tls.ca_arg()])).await;
     server.wait_metric("mqtt_llm_mqtt_connection_errors_total", 1.0).await;
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, 503, "{body}");

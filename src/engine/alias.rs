@@ -19,63 +19,35 @@ pub struct KnownModel {
     pub trust_remote_code: bool,
 }
 
+/// A [`KnownModel`] row: (hf_id, modelscope_id, aliases, trust_remote_code).
+const fn known(
+    hf_id: &'static str,
+    modelscope_id: &'static str,
+    aliases: &'static [&'static str],
+    trust_remote_code: bool,
+) -> KnownModel {
+    KnownModel {
+        hf_id,
+        modelscope_id,
+        aliases,
+        trust_remote_code,
+    }
+}
+
 /// The original's table (seed protocol §5). An FP8 checkpoint carries its own quantization config, so no entry
 /// implies `--quantization`.
+// One row a model: the table reads as the original's.
+#[rustfmt::skip]
 pub const KNOWN_MODELS: &[KnownModel] = &[
-    KnownModel {
-        hf_id: "Qwen/QwQ-32B",
-        modelscope_id: "Qwen/QwQ-32B",
-        aliases: &["qwq-32b", "qwen-qwq-32b", "qwen_qwq_32b"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "Qwen/Qwen1.5-14B-Chat",
-        modelscope_id: "Qwen/Qwen1.5-14B-Chat",
-        aliases: &["qwen1.5-14b-chat", "qwen15-14b-chat", "qwen-1.5-14b-chat"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "Qwen/Qwen3-14B",
-        modelscope_id: "Qwen/Qwen3-14B",
-        aliases: &["qwen3-14b", "qwen-3-14b"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "Qwen/Qwen3-VL-4B-Instruct-FP8",
-        modelscope_id: "Qwen/Qwen3-VL-4B-Instruct-FP8",
-        aliases: &["qwen3-vl-4b-instruct-fp8", "qwen3-vl-4b-instruct", "qwen3-vl-4b"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "Qwen/Qwen3-30B-A3B-Instruct-2507",
-        modelscope_id: "Qwen/Qwen3-30B-A3B-Instruct-2507",
-        aliases: &["qwen3-30b-a3b-instruct-2507", "qwen3-30b-a3b", "qwen3-30b"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "Qwen/Qwen2-72B-Instruct",
-        modelscope_id: "Qwen/Qwen2-72B-Instruct",
-        aliases: &["qwen2-72b-instruct", "qwen2-72b", "qwen2_instruct"],
-        trust_remote_code: false,
-    },
-    KnownModel {
-        hf_id: "THUDM/chatglm3-6b",
-        modelscope_id: "ZhipuAI/chatglm3-6b",
-        aliases: &["chatglm3-6b", "chatglm3"],
-        trust_remote_code: true,
-    },
-    KnownModel {
-        hf_id: "internlm/internlm2-chat-7b",
-        modelscope_id: "Shanghai_AI_Laboratory/internlm2-chat-7b",
-        aliases: &["internlm2-chat-7b", "internlm2-7b", "internlm2"],
-        trust_remote_code: true,
-    },
-    KnownModel {
-        hf_id: "01-ai/Yi-34B-Chat",
-        modelscope_id: "01ai/Yi-34B-Chat",
-        aliases: &["yi-34b-chat", "yi34b"],
-        trust_remote_code: false,
-    },
+    known("Qwen/QwQ-32B", "Qwen/QwQ-32B", &["qwq-32b", "qwen-qwq-32b", "qwen_qwq_32b"], false),
+    known("Qwen/Qwen1.5-14B-Chat", "Qwen/Qwen1.5-14B-Chat", &["qwen1.5-14b-chat", "qwen15-14b-chat", "qwen-1.5-14b-chat"], false),
+    known("Qwen/Qwen3-14B", "Qwen/Qwen3-14B", &["qwen3-14b", "qwen-3-14b"], false),
+    known("Qwen/Qwen3-VL-4B-Instruct-FP8", "Qwen/Qwen3-VL-4B-Instruct-FP8", &["qwen3-vl-4b-instruct-fp8", "qwen3-vl-4b-instruct", "qwen3-vl-4b"], false),
+    known("Qwen/Qwen3-30B-A3B-Instruct-2507", "Qwen/Qwen3-30B-A3B-Instruct-2507", &["qwen3-30b-a3b-instruct-2507", "qwen3-30b-a3b", "qwen3-30b"], false),
+    known("Qwen/Qwen2-72B-Instruct", "Qwen/Qwen2-72B-Instruct", &["qwen2-72b-instruct", "qwen2-72b", "qwen2_instruct"], false),
+    known("THUDM/chatglm3-6b", "ZhipuAI/chatglm3-6b", &["chatglm3-6b", "chatglm3"], true),
+    known("internlm/internlm2-chat-7b", "Shanghai_AI_Laboratory/internlm2-chat-7b", &["internlm2-chat-7b", "internlm2-7b", "internlm2"], true),
+    known("01-ai/Yi-34B-Chat", "01ai/Yi-34B-Chat", &["yi-34b-chat", "yi34b"], false),
 ];
 
 /// Which hub the engine downloads from.

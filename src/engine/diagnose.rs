@@ -156,6 +156,70 @@ fn diagnosis(kind: DiagnosisKind, reason: impl Into<String>, hint: impl Into<Str
     }
 }
 
+/// A cause the engine's last lines show by any of `markers`; the reason quotes the line that showed it.
+struct QuotedRule {
+    kind: DiagnosisKind,
+    markers: &'static [&'static str],
+    reason: &'static str,
+    hint: &'static str,
+}
+
+/// Tried in this order, after the command line, the port and the KV cache rules.
+const QUOTED_RULES: &[QuotedRule] = &[
+    QuotedRule {
+        kind: DiagnosisKind::GpuBusy,
+        markers: &["is less than desired GPU memory utilization"],
+        reason: "another process holds GPU memory vLLM was to use",
+        hint: "free the GPU (see nvidia-smi), pick another with --gpus, or lower --gpu-memory-utilization to what is \
+               free",
+    },
+    QuotedRule {
+        kind: DiagnosisKind::OutOfMemory,
+        markers: &["CUDA out of memory", "OutOfMemoryError", "CUDA error: out of memory"],
+        reason: "the GPU ran out of memory while the engine started",
+        hint: "lower --gpu-memory-utilization (if other processes share the GPU) or --max-model-len / \
+               --max-num-seqs, or serve a smaller or quantized model",
+    },
+    QuotedRule {
+        kind: DiagnosisKind::NoGpu,
+        markers: &[
+            "No CUDA GPUs are available",
+            "Failed to infer device type",
+            "Found no NVIDIA driver",
+            "NVIDIA driver on your system is too old",
+            "CUDA driver initialization failed",
+            "no CUDA-capable device is detected",
+        ],
+        reason: "the engine found no usable GPU",
+        hint: "check that nvidia-smi lists the GPU and that --gpus (CUDA_VISIBLE_DEVICES) names ones it lists",
+    },
+    QuotedRule {
+        kind: DiagnosisKind::ModelAccessDenied,
+        markers: &[
+            "GatedRepoError",
+            "Cannot access gated repo",
+            "is restricted. You must have access",
+        ],
+        reason: "the model is gated or private",
+        hint: "accept its license on huggingface.co and export HF_TOKEN=<your token> before `mqtt-llm up`",
+    },
+    QuotedRule {
+        kind: DiagnosisKind::HubUnreachable,
+        markers: &[
+            "We couldn't connect to 'https://huggingface.co'",
+            "LocalEntryNotFoundError",
+            "outgoing traffic has been disabled",
+            "Max retries exceeded with url",
+            "Temporary failure in name resolution",
+            "ConnectTimeout",
+        ],
+        reason: "the model is not cached and the hub cannot be reached",
+        hint: "check the network or proxy (HTTPS_PROXY), or download it where there is network \
+               (`huggingface-cli download MODEL`) and serve the cached copy, with HF_HUB_OFFLINE=1 or as a local \
+               directory",
+    },
+];
+
 /// Explain a failed start from the engine's last lines and, when known, how it ended.
 pub fn diagnose(tail: &[String], exit: Option<EngineExit>) -> Diagnosis {
     use DiagnosisKind as K;
@@ -213,75 +277,10 @@ pub fn diagnose(tail: &[String], exit: Option<EngineExit>) -> Diagnosis {
              (--quantization fp8)",
         );
     }
-    if let Some(line) = find(tail, &["is less than desired GPU memory utilization"]) {
-        return diagnosis(
-            K::GpuBusy,
-            format!("another process holds GPU memory vLLM was to use ({})", quote(line)),
-            "free the GPU (see nvidia-smi), pick another with --gpus, or lower --gpu-memory-utilization to what is free",
-        );
-    }
-    if let Some(line) = find(
-        tail,
-        &["CUDA out of memory", "OutOfMemoryError", "CUDA error: out of memory"],
-    ) {
-        return diagnosis(
-            K::OutOfMemory,
-            format!("the GPU ran out of memory while the engine started ({})", quote(line)),
-            "lower --gpu-memory-utilization (if other processes share the GPU) or --max-model-len / --max-num-seqs, \
-             or serve a smaller or quantized model",
-        );
-    }
-    if let Some(line) = find(
-        tail,
-        &[
-            "No CUDA GPUs are available",
-            "Failed to infer device type",
-            "Found no NVIDIA driver",
-            "NVIDIA driver on your system is too old",
-            "CUDA driver initialization failed",
-            "no CUDA-capable device is detected",
-        ],
-    ) {
-        return diagnosis(
-            K::NoGpu,
-            format!("the engine found no usable GPU ({})", quote(line)),
-            "check that nvidia-smi lists the GPU and that --gpus (CUDA_VISIBLE_DEVICES) names ones it lists",
-        );
-    }
-    if let Some(line) = find(
-        tail,
-        &[
-            "GatedRepoError",
-            "Cannot access gated repo",
-            "is restricted. You must have access",
-        ],
-    ) {
-        return diagnosis(
-            K::ModelAccessDenied,
-            format!("the model is gated or private ({})", quote(line)),
-            "accept its license on huggingface.co and export HF_TOKEN=<your token> before `mqtt-llm up`",
-        );
-    }
-    if let Some(line) = find(
-        tail,
-        &[
-            "We couldn't connect to 'https://huggingface.co'",
-            "LocalEntryNotFoundError",
-            "outgoing traffic has been disabled",
-            "Max retries exceeded with url",
-            "Temporary failure in name resolution",
-            "ConnectTimeout",
-        ],
-    ) {
-        return diagnosis(
-            K::HubUnreachable,
-            format!(
-                "the model is not cached and the hub cannot be reached ({})",
-                quote(line)
-            ),
-            "check the network or proxy (HTTPS_PROXY), or download it where there is network \
-             (`huggingface-cli download MODEL`) and serve the cached copy, with HF_HUB_OFFLINE=1 or as a local directory",
-        );
+    for rule in QUOTED_RULES {
+        if let Some(line) = find(tail, rule.markers) {
+            return diagnosis(rule.kind, format!("{} ({})", rule.reason, quote(line)), rule.hint);
+        }
     }
     if let Some(line) = find(
         tail,

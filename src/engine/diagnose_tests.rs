@@ -59,6 +59,14 @@ fn port_in_use() {
     }
 }
 
+/// The diagnosis of an engine that exited 1 after printing `tail`, which must be `kind` with a hint naming `hint`.
+fn diagnosed(tail: &str, kind_: K, hint: &str) -> Diagnosis {
+    let d = kind(tail, Some(EngineExit::Code(1)));
+    assert_eq!(d.kind, kind_, "{tail}");
+    assert!(d.hint.contains(hint), "{}", d.hint);
+    d
+}
+
 #[test]
 fn kv_cache_too_small_suggests_the_length_that_fits() {
     let tail = format!(
@@ -70,12 +78,11 @@ fn kv_cache_too_small_suggests_the_length_that_fits() {
     let d = kind(&tail, Some(EngineExit::Code(1)));
     assert_eq!((d.kind, d.exit_code), (K::KvCacheTooSmall, 1));
     assert!(d.hint.contains("--max-model-len to 21440"), "{}", d.hint);
-    let d = kind(
+    diagnosed(
         "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.",
-        Some(EngineExit::Code(1)),
+        K::KvCacheTooSmall,
+        "--gpu-memory-utilization",
     );
-    assert_eq!(d.kind, K::KvCacheTooSmall);
-    assert!(d.hint.contains("--gpu-memory-utilization"));
 }
 
 #[test]
@@ -161,22 +168,20 @@ fn hub_unreachable_wins_over_the_invalid_id_it_causes() {
 
 #[test]
 fn gated_model() {
-    let d = kind(
+    diagnosed(
         "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated repo for url https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.\nAccess to model meta-llama/Llama-3.1-8B-Instruct is restricted. You must have access to it and be authenticated to access it. Please log in.",
-        Some(EngineExit::Code(1)),
+        K::ModelAccessDenied,
+        "HF_TOKEN",
     );
-    assert_eq!(d.kind, K::ModelAccessDenied);
-    assert!(d.hint.contains("HF_TOKEN"));
 }
 
 #[test]
 fn broken_install_but_not_for_a_warning() {
-    let d = kind(
+    diagnosed(
         "Traceback (most recent call last):\nModuleNotFoundError: No module named 'vllm'",
-        Some(EngineExit::Code(1)),
+        K::BrokenInstall,
+        "mqtt-llm setup --force",
     );
-    assert_eq!(d.kind, K::BrokenInstall);
-    assert!(d.hint.contains("mqtt-llm setup --force"));
     let d = kind(
         "WARNING 11-22 10:00:00 [_custom_ops.py:21] Failed to import from vllm._C with ModuleNotFoundError(\"No module named 'vllm._C'\")\nSegmentation fault (core dumped)",
         Some(EngineExit::Signal(11)),

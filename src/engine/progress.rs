@@ -158,107 +158,33 @@ mod tests {
     use StartupPhase as P;
 
     /// Real lines of a vLLM start (0.19-0.26 on an L40S and an H100, and the contract's §7), in order.
+    #[rustfmt::skip]
     const REAL_START: &[(&str, Option<StartupPhase>)] = &[
-        (
-            "INFO 11-22 10:00:00 [api_server.py:1] vLLM server version 0.26.0, serving model Qwen/Qwen3-VL-4B-Instruct-FP8",
-            Some(P::Initializing),
-        ),
-        (
-            "(APIServer pid=4106) INFO 04-07 02:43:24 [utils.py:233] non-default args: {'model_tag': 'Qwen/Qwen3.5-9B', 'port': 8001}",
-            Some(P::Initializing),
-        ),
-        (
-            "INFO 04-07 02:43:34 [model.py:549] Resolved architecture: Qwen3_5ForConditionalGeneration",
-            Some(P::Initializing),
-        ),
-        (
-            "INFO 04-07 02:43:34 [scheduler.py:238] Chunked prefill is enabled with max_num_batched_tokens=8192.",
-            None,
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:43:51 [core.py:105] Initializing a V1 LLM engine (v0.26.0) with config: model='Qwen/Qwen3.5-9B'",
-            Some(P::Initializing),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:43:58 [gpu_model_runner.py:4735] Starting to load model Qwen/Qwen3.5-9B...",
-            Some(P::LoadingWeights),
-        ),
-        (
-            "Loading safetensors checkpoint shards:  25% Completed | 1/4 [00:07<00:21,  7.16s/it]",
-            Some(P::LoadingWeights),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:26 [default_loader.py:384] Loading weights took 26.10 seconds",
-            Some(P::LoadingWeights),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:26 [gpu_model_runner.py:4820] Model loading took 17.66 GiB memory and 26.884630 seconds",
-            Some(P::LoadingWeights),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:32 [backends.py:1051] Using cache directory: /root/.cache/vllm/torch_compile_cache/1776bb5122/rank_0_0/backbone for vLLM's torch.compile",
-            Some(P::Compiling),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:32 [backends.py:1111] Dynamo bytecode transform time: 4.61 s",
-            Some(P::Compiling),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:58 [backends.py:390] Compiling a graph for compile range (1, 8192) takes 25.35 s",
-            Some(P::Compiling),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:44:59 [monitor.py:48] torch.compile took 31.11 s in total",
-            Some(P::Compiling),
-        ),
-        (
-            "INFO 07-23 10:22:50 [monitor.py:34] torch.compile takes 27.31 s in total",
-            Some(P::Compiling),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:12 [monitor.py:76] Initial profiling/warmup run took 73.16 s",
-            Some(P::AllocatingKvCache),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:21 [gpu_worker.py:436] Available KV cache memory: 20.27 GiB",
-            Some(P::AllocatingKvCache),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:21 [kv_cache_utils.py:1319] GPU KV cache size: 165,792 tokens",
-            Some(P::AllocatingKvCache),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:21 [kv_cache_utils.py:1324] Maximum concurrency for 262,144 tokens per request: 2.52x",
-            Some(P::AllocatingKvCache),
-        ),
-        (
-            "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|██████████| 51/51 [00:02<00:00, 21.18it/s]",
-            Some(P::CapturingCudaGraphs),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:27 [gpu_model_runner.py:6046] Graph capturing finished in 5 secs, took 0.65 GiB",
-            Some(P::CapturingCudaGraphs),
-        ),
-        (
-            "(EngineCore pid=1462) INFO 04-07 02:46:27 [core.py:283] init engine (profile, create kv cache, warmup model) took 120.47 seconds",
-            Some(P::AllocatingKvCache),
-        ),
-        (
-            "(APIServer pid=4106) INFO 04-07 02:46:28 [api_server.py:1634] Supported tasks: ['generate']",
-            Some(P::StartingApiServer),
-        ),
-        (
-            "(APIServer pid=4106) INFO 04-07 02:46:28 [api_server.py:1912] Starting vLLM server on http://127.0.0.1:8001",
-            Some(P::StartingApiServer),
-        ),
-        (
-            "(APIServer pid=4106) INFO 04-07 02:46:28 [launcher.py:34] Available routes are:",
-            Some(P::StartingApiServer),
-        ),
-        (
-            "(APIServer pid=4106) INFO 04-07 02:46:28 [launcher.py:42] Route: /health, Methods: GET",
-            None,
-        ),
+        ("INFO 11-22 10:00:00 [api_server.py:1] vLLM server version 0.26.0, serving model Qwen/Qwen3-VL-4B-Instruct-FP8", Some(P::Initializing)),
+        ("(APIServer pid=4106) INFO 04-07 02:43:24 [utils.py:233] non-default args: {'model_tag': 'Qwen/Qwen3.5-9B', 'port': 8001}", Some(P::Initializing)),
+        ("INFO 04-07 02:43:34 [model.py:549] Resolved architecture: Qwen3_5ForConditionalGeneration", Some(P::Initializing)),
+        ("INFO 04-07 02:43:34 [scheduler.py:238] Chunked prefill is enabled with max_num_batched_tokens=8192.", None),
+        ("(EngineCore pid=1462) INFO 04-07 02:43:51 [core.py:105] Initializing a V1 LLM engine (v0.26.0) with config: model='Qwen/Qwen3.5-9B'", Some(P::Initializing)),
+        ("(EngineCore pid=1462) INFO 04-07 02:43:58 [gpu_model_runner.py:4735] Starting to load model Qwen/Qwen3.5-9B...", Some(P::LoadingWeights)),
+        ("Loading safetensors checkpoint shards:  25% Completed | 1/4 [00:07<00:21,  7.16s/it]", Some(P::LoadingWeights)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:26 [default_loader.py:384] Loading weights took 26.10 seconds", Some(P::LoadingWeights)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:26 [gpu_model_runner.py:4820] Model loading took 17.66 GiB memory and 26.884630 seconds", Some(P::LoadingWeights)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:32 [backends.py:1051] Using cache directory: /root/.cache/vllm/torch_compile_cache/1776bb5122/rank_0_0/backbone for vLLM's torch.compile", Some(P::Compiling)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:32 [backends.py:1111] Dynamo bytecode transform time: 4.61 s", Some(P::Compiling)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:58 [backends.py:390] Compiling a graph for compile range (1, 8192) takes 25.35 s", Some(P::Compiling)),
+        ("(EngineCore pid=1462) INFO 04-07 02:44:59 [monitor.py:48] torch.compile took 31.11 s in total", Some(P::Compiling)),
+        ("INFO 07-23 10:22:50 [monitor.py:34] torch.compile takes 27.31 s in total", Some(P::Compiling)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:12 [monitor.py:76] Initial profiling/warmup run took 73.16 s", Some(P::AllocatingKvCache)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:21 [gpu_worker.py:436] Available KV cache memory: 20.27 GiB", Some(P::AllocatingKvCache)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:21 [kv_cache_utils.py:1319] GPU KV cache size: 165,792 tokens", Some(P::AllocatingKvCache)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:21 [kv_cache_utils.py:1324] Maximum concurrency for 262,144 tokens per request: 2.52x", Some(P::AllocatingKvCache)),
+        ("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|██████████| 51/51 [00:02<00:00, 21.18it/s]", Some(P::CapturingCudaGraphs)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:27 [gpu_model_runner.py:6046] Graph capturing finished in 5 secs, took 0.65 GiB", Some(P::CapturingCudaGraphs)),
+        ("(EngineCore pid=1462) INFO 04-07 02:46:27 [core.py:283] init engine (profile, create kv cache, warmup model) took 120.47 seconds", Some(P::AllocatingKvCache)),
+        ("(APIServer pid=4106) INFO 04-07 02:46:28 [api_server.py:1634] Supported tasks: ['generate']", Some(P::StartingApiServer)),
+        ("(APIServer pid=4106) INFO 04-07 02:46:28 [api_server.py:1912] Starting vLLM server on http://127.0.0.1:8001", Some(P::StartingApiServer)),
+        ("(APIServer pid=4106) INFO 04-07 02:46:28 [launcher.py:34] Available routes are:", Some(P::StartingApiServer)),
+        ("(APIServer pid=4106) INFO 04-07 02:46:28 [launcher.py:42] Route: /health, Methods: GET", None),
         ("INFO:     Started server process [4106]", Some(P::StartingApiServer)),
         ("INFO:     Waiting for application startup.", Some(P::StartingApiServer)),
         ("INFO:     Application startup complete.", Some(P::ApiServerUp)),

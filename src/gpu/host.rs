@@ -85,9 +85,23 @@ pub(crate) fn group_closure(table: &[ProcessRow], pgid: i32) -> HashSet<u32> {
     members
 }
 
+/// `sh -c SCRIPT` as the leader of a new process group, stdout piped, killed on drop: a stand-in for vLLM's
+/// API server in tests. Returns it and its pid.
+#[cfg(test)]
+pub(crate) fn spawn_test_group(script: &str) -> (tokio::process::Child, u32) {
+    let leader = tokio::process::Command::new("sh")
+        .args(["-c", script])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sh runs");
+    let pid = leader.id().expect("a running child has a pid");
+    (leader, pid)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::process::Stdio;
     use std::time::Duration;
 
     use super::*;
@@ -138,14 +152,7 @@ mod tests {
     /// EngineCore.
     #[tokio::test]
     async fn members_of_a_spawned_group_are_found() {
-        let mut leader = tokio::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & echo started; wait"])
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let leader_pid = leader.id().unwrap();
+        let (mut leader, leader_pid) = spawn_test_group("sleep 30 & sleep 30 & echo started; wait");
         // Readiness, not a sleep: the line comes after both children are forked.
         let mut stdout = leader.stdout.take().unwrap();
         let mut buf = [0u8; 8];

@@ -1,5 +1,3 @@
-use std::process::Stdio;
-
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::io::AsyncBufReadExt;
 
@@ -79,6 +77,11 @@ fn engine_memory_is_the_sum_over_group_members() {
     assert_eq!(readings[0].engine_bytes, None);
 }
 
+/// The sample line `name value` is in `text`.
+fn assert_sample(text: &str, name: &str, value: &str) {
+    assert_eq!(line(text, name), Some(format!("{name} {value}").as_str()));
+}
+
 fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(prefix))
 }
@@ -110,18 +113,9 @@ async fn sampler_records_metrics_and_warns_once() {
     assert_eq!((s.samples, s.gpus.len(), s.engine_pgid), (1, 2, None));
     assert_eq!(start.elapsed(), Duration::ZERO, "the first sample is immediate");
     let text = prometheus.render();
-    assert_eq!(
-        line(&text, "mqtt_llm_gpu_memory_free_bytes{gpu=\"1\"}"),
-        Some("mqtt_llm_gpu_memory_free_bytes{gpu=\"1\"} 10737418240")
-    );
-    assert_eq!(
-        line(&text, "mqtt_llm_gpu_memory_total_bytes{gpu=\"0\"}"),
-        Some("mqtt_llm_gpu_memory_total_bytes{gpu=\"0\"} 85899345920")
-    );
-    assert_eq!(
-        line(&text, "mqtt_llm_gpu_utilization_ratio{gpu=\"1\"}"),
-        Some("mqtt_llm_gpu_utilization_ratio{gpu=\"1\"} 0.37")
-    );
+    assert_sample(&text, "mqtt_llm_gpu_memory_free_bytes{gpu=\"1\"}", "10737418240");
+    assert_sample(&text, "mqtt_llm_gpu_memory_total_bytes{gpu=\"0\"}", "85899345920");
+    assert_sample(&text, "mqtt_llm_gpu_utilization_ratio{gpu=\"1\"}", "0.37");
     assert_eq!(line(&text, "mqtt_llm_gpu_utilization_ratio{gpu=\"0\"}"), None);
     assert_eq!(
         line(&text, "mqtt_llm_gpu_engine_memory_bytes"),
@@ -140,14 +134,8 @@ async fn sampler_records_metrics_and_warns_once() {
     }
     assert_eq!(start.elapsed(), Duration::from_secs(15));
     let text = prometheus.render();
-    assert_eq!(
-        line(&text, "mqtt_llm_gpu_low_free_warnings_total{gpu=\"1\"}"),
-        Some("mqtt_llm_gpu_low_free_warnings_total{gpu=\"1\"} 1")
-    );
-    assert_eq!(
-        line(&text, "mqtt_llm_gpu_memory_used_bytes{gpu=\"1\"}"),
-        Some("mqtt_llm_gpu_memory_used_bytes{gpu=\"1\"} 84825604096")
-    );
+    assert_sample(&text, "mqtt_llm_gpu_low_free_warnings_total{gpu=\"1\"}", "1");
+    assert_sample(&text, "mqtt_llm_gpu_memory_used_bytes{gpu=\"1\"}", "84825604096");
 
     // Recovers, then crosses again: a second warning.
     fake.set(Ok(vec![with_free(0, 100), with_free(1, 50)]));
@@ -200,14 +188,7 @@ async fn sampling_errors_are_counted_and_cleared() {
 /// the fake GPU listing both and this test process, which is not in the group.
 #[tokio::test]
 async fn engine_memory_maps_nvml_pids_onto_the_real_group() {
-    let mut leader = tokio::process::Command::new("sh")
-        .args(["-c", "sleep 30 & echo $!; wait"])
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let leader_pid = leader.id().unwrap();
+    let (mut leader, leader_pid) = crate::gpu::host::spawn_test_group("sleep 30 & echo $!; wait");
     let mut lines = tokio::io::BufReader::new(leader.stdout.take().unwrap()).lines();
     let child_pid: u32 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
 

@@ -1,5 +1,8 @@
 //! Fixtures for black-box tests: a real mosquitto on a free port, the real `mqtt-llm` and `vllm-sim` binaries,
-//! and an MQTT 5 test client. Every process is killed on drop; every wait is on readiness, never a fixed sleep.
+//! and an MQTT 5 test client. Every process is killed on drop; every wait is on a readiness signal (a log line,
+//! a ConnAck or SubAck, a `/readyz` answer), never a fixed sleep. Two waits poll, bounded by [`WAIT`], because
+//! nothing announces what they wait for: a metric's value ([`MqttLlm::wait_metric`]) and the state of processes
+//! that are not the test's children ([`eventually`], reading `/proc`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 /// The simulator's process fixture lives with the simulator's crate; these tests share it.
@@ -25,6 +28,8 @@ use tokio::task::JoinSet;
 /// Generous bound for anything a test waits on; a hang fails the test instead of blocking CI.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A port that was free a moment ago. Another process may take it before it is bound, so a caller that binds it
+/// later must retry on a clash (as [`Mosquitto`] does); whatever can bind port 0 itself should do that instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -41,24 +46,12 @@ pub fn mqtt_llm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mqtt-llm"))
 }
 
-/// Wait until something accepts TCP connections on `addr`.
-pub async fn wait_listening(addr: SocketAddr) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("nothing listens on {addr}"));
-}
-
-/// A real mosquitto broker on a free port.
+/// A real mosquitto broker: a plain listener on `port`, maybe a second one (TLS, WebSockets). Ready once it logs
+/// that it is running, which it does after every listener is bound.
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
+    log: Lines,
     conf: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -70,105 +63,102 @@ fn mosquitto_bin() -> &'static str {
         .expect("mosquitto is not installed (the README's test command installs it)")
 }
 
-fn spawn_mosquitto(conf: &std::path::Path) -> Child {
-    Command::new(mosquitto_bin())
-        .arg("-c")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+/// How a mosquitto start ended.
+enum Started {
+    Running,
+    PortTaken,
 }
+
+/// Mosquitto cannot bind port 0, so a start may lose a race for its ports: tries before giving up.
+const MOSQUITTO_TRIES: usize = 10;
 
 impl Mosquitto {
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = spawn_mosquitto(&conf);
-        wait_listening(([127, 0, 0, 1], port).into()).await;
-        Self {
-            port,
-            child,
-            conf,
-            _dir: dir,
-        }
+        Self::launch(tempfile::tempdir().unwrap(), None).await.0
     }
 
     /// A broker with a plain listener (`port`) and a TLS listener (the returned port) using `cert`/`key` (PEM).
     pub async fn start_with_tls(cert_pem: &str, key_pem: &str) -> (Self, u16) {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let tls_port = free_port();
         let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
         std::fs::write(&cert, cert_pem).unwrap();
         std::fs::write(&key, key_pem).unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "per_listener_settings false\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlistener {port} 127.0.0.1\n\
-                 listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        let child = spawn_mosquitto(&conf);
-        wait_listening(([127, 0, 0, 1], port).into()).await;
-        wait_listening(([127, 0, 0, 1], tls_port).into()).await;
-        (
-            Self {
-                port,
-                child,
-                conf,
-                _dir: dir,
-            },
-            tls_port,
-        )
+        let listener = format!("certfile {}\nkeyfile {}\n", cert.display(), key.display());
+        Self::launch(dir, Some(&listener)).await
     }
 
     /// A broker with a plain listener (`port`) and an MQTT-over-WebSockets listener (the returned port), for
     /// browser clients.
     pub async fn start_with_websockets() -> (Self, u16) {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let ws_port = free_port();
+        Self::launch(tempfile::tempdir().unwrap(), Some("protocol websockets\n")).await
+    }
+
+    /// Start on fresh ports until no other process took one first; with `second` (its settings), a second
+    /// listener, whose port is returned (0 without).
+    async fn launch(dir: tempfile::TempDir, second: Option<&str>) -> (Self, u16) {
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "per_listener_settings false\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nlistener {port} 127.0.0.1\n\
-                 listener {ws_port} 127.0.0.1\nprotocol websockets\n"
-            ),
-        )
-        .unwrap();
-        let child = spawn_mosquitto(&conf);
-        wait_listening(([127, 0, 0, 1], port).into()).await;
-        wait_listening(([127, 0, 0, 1], ws_port).into()).await;
-        (
-            Self {
-                port,
-                child,
-                conf,
-                _dir: dir,
-            },
-            ws_port,
-        )
+        for _ in 0..MOSQUITTO_TRIES {
+            let port = free_port();
+            let mut text = format!(
+                "per_listener_settings false\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n\
+                 listener {port} 127.0.0.1\n"
+            );
+            let second_port = match second {
+                Some(settings) => {
+                    let p = free_port();
+                    text.push_str(&format!("listener {p} 127.0.0.1\n{settings}"));
+                    p
+                }
+                None => 0,
+            };
+            std::fs::write(&conf, text).unwrap();
+            let (child, log, started) = Self::spawn(&conf).await;
+            if let Started::Running = started {
+                let this = Self {
+                    port,
+                    child,
+                    log,
+                    conf,
+                    _dir: dir,
+                };
+                return (this, second_port);
+            }
+        }
+        panic!("mosquitto found no free port in {MOSQUITTO_TRIES} tries");
+    }
+
+    /// Run mosquitto with `conf` and wait until it runs or gives up on a port another process holds.
+    async fn spawn(conf: &std::path::Path) -> (Child, Lines, Started) {
+        let mut child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut log = Lines::read(child.stderr.take().unwrap());
+        let end = log
+            .find(|l| l.ends_with(" running") || l.contains("Address already in use"))
+            .await;
+        match end {
+            Some(line) if line.ends_with(" running") => (child, log, Started::Running),
+            Some(_) => (child, log, Started::PortTaken),
+            None => panic!("mosquitto stopped before it ran:\n{}", log.seen.join("\n")),
+        }
     }
 
     /// Kill the broker (every client is disconnected, every subscription forgotten) and start a new one on the
     /// same port.
     pub async fn restart(&mut self) {
         self.child.kill().await.unwrap();
-        self.child = spawn_mosquitto(&self.conf);
-        wait_listening(([127, 0, 0, 1], self.port).into()).await;
+        let (child, log, started) = Self::spawn(&self.conf).await;
+        assert!(
+            matches!(started, Started::Running),
+            "the port was taken while mosquitto restarted:\n{}",
+            log.seen.join("\n")
+        );
+        (self.child, self.log) = (child, log);
     }
 
     pub fn url(&self) -> String {
@@ -176,16 +166,18 @@ impl Mosquitto {
     }
 }
 
-/// Lines a child process prints, read by a background task.
+/// Lines a child process prints, read by a background task that ends with this value.
 pub struct Lines {
     rx: mpsc::UnboundedReceiver<String>,
     pub seen: Vec<String>,
+    _task: JoinSet<()>,
 }
 
 impl Lines {
-    pub fn spawn(tasks: &mut JoinSet<()>, reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+    pub fn read(reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tasks.spawn(async move {
+        let mut task = JoinSet::new();
+        task.spawn(async move {
             let mut lines = BufReader::new(reader).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if tx.send(line).is_err() {
@@ -193,11 +185,15 @@ impl Lines {
                 }
             }
         });
-        Self { rx, seen: Vec::new() }
+        Self {
+            rx,
+            seen: Vec::new(),
+            _task: task,
+        }
     }
 
-    /// Wait for a line matching `pred`; returns it.
-    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    /// The next line matching `pred`, or `None` once the output ended without one (or after [`WAIT`]).
+    pub async fn find(&mut self, pred: impl Fn(&str) -> bool) -> Option<String> {
         let found = tokio::time::timeout(WAIT, async {
             while let Some(line) = self.rx.recv().await {
                 self.seen.push(line.clone());
@@ -208,9 +204,14 @@ impl Lines {
             None
         })
         .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!("never saw {what}; lines so far:\n{}", self.seen.join("\n")),
+        found.ok().flatten()
+    }
+
+    /// Wait for a line matching `pred`; returns it.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        match self.find(pred).await {
+            Some(line) => line,
+            None => panic!("never saw {what}; lines so far:\n{}", self.seen.join("\n")),
         }
     }
 }
@@ -221,7 +222,13 @@ pub struct MqttLlm {
     pub http: SocketAddr,
     pub stdout: Lines,
     pub stderr: Lines,
-    _tasks: JoinSet<()>,
+}
+
+/// [`sim_up_args`] and then `extra`.
+pub fn sim_up_args_with(broker: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = sim_up_args(broker);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// Arguments of `mqtt-llm up` launching vllm-sim, in echo mode, against `broker`.
@@ -277,15 +284,13 @@ impl MqttLlm {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut tasks = JoinSet::new();
-        let stdout = Lines::spawn(&mut tasks, child.stdout.take().unwrap());
-        let stderr = Lines::spawn(&mut tasks, child.stderr.take().unwrap());
+        let stdout = Lines::read(child.stdout.take().unwrap());
+        let stderr = Lines::read(child.stderr.take().unwrap());
         Self {
             child,
             http: ([127, 0, 0, 1], 0).into(),
             stdout,
             stderr,
-            _tasks: tasks,
         }
     }
 
@@ -317,7 +322,8 @@ impl MqttLlm {
             .code()
     }
 
-    /// Wait until the metric (as [`Self::metric`] reads it) reaches at least `value`.
+    /// Wait until the metric (as [`Self::metric`] reads it) reaches at least `value`. Polls `/metrics` (no push
+    /// signal exists for a counter), at most [`WAIT`].
     pub async fn wait_metric(&self, prefix: &str, value: f64) {
         let ok = tokio::time::timeout(WAIT, async {
             while self.metric(prefix).await < value {
@@ -489,20 +495,16 @@ impl TestClient {
 
 /// Process ids whose parent is `pid` (from /proc).
 pub fn children_of(pid: i32) -> Vec<i32> {
-    proc_stats()
-        .into_iter()
-        .filter(|s| s.ppid == pid)
-        .map(|s| s.pid)
-        .collect()
+    pids_where(|s| s.ppid == pid)
 }
 
 /// Process ids (zombies included) in process group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    proc_stats()
-        .into_iter()
-        .filter(|s| s.pgrp == pgid)
-        .map(|s| s.pid)
-        .collect()
+    pids_where(|s| s.pgrp == pgid)
+}
+
+fn pids_where(pred: impl Fn(&ProcStat) -> bool) -> Vec<i32> {
+    proc_stats().into_iter().filter(pred).map(|s| s.pid).collect()
 }
 
 pub struct ProcStat {
@@ -542,7 +544,8 @@ pub fn proc_stats() -> Vec<ProcStat> {
     out
 }
 
-/// Wait until `pred` holds, checking every 20 ms, for at most [`WAIT`].
+/// Wait until `pred` holds, checking every 20 ms, for at most [`WAIT`]: for what only polling can see, such as
+/// `/proc` entries of processes that are not the test's children.
 pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
     let ok = tokio::time::timeout(WAIT, async {
         while !pred() {
@@ -568,6 +571,41 @@ pub fn test_pki() -> (String, String, String) {
     let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A broker with a TLS listener, and a CA certificate on disk that clients are told to trust: the one that
+/// signed the broker's certificate, or an unrelated one.
+pub struct TlsBroker {
+    pub broker: Mosquitto,
+    pub tls_port: u16,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    pub async fn start(trust_its_ca: bool) -> Self {
+        let (ca, cert, key) = test_pki();
+        let (broker, tls_port) = Mosquitto::start_with_tls(&cert, &key).await;
+        let ca = if trust_its_ca { ca } else { test_pki().0 };
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca).unwrap();
+        Self {
+            broker,
+            tls_port,
+            ca_file,
+            _dir: dir,
+        }
+    }
+
+    /// The TLS listener's `mqtts://` URL.
+    pub fn url(&self) -> String {
+        format!("mqtts://localhost:{}", self.tls_port)
+    }
+
+    pub fn ca_arg(&self) -> String {
+        self.ca_file.display().to_string()
+    }
 }
 
 /// A TCP forwarder from a free port to `127.0.0.1:target` that a test can cut (every connection closed, new ones

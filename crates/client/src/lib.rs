@@ -71,8 +71,15 @@ pub enum ClientError {
     SubscribeRefused { project: String, reason: String },
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// Boxed: rumqttc's error carries a whole request and would make every `Result` of this crate large.
     #[error("MQTT client: {0}")]
-    Mqtt(#[from] rumqttc::v5::ClientError),
+    Mqtt(#[source] Box<rumqttc::v5::ClientError>),
+}
+
+impl From<rumqttc::v5::ClientError> for ClientError {
+    fn from(e: rumqttc::v5::ClientError) -> Self {
+        Self::Mqtt(Box::new(e))
+    }
 }
 
 fn last_error_note(error: &Option<String>) -> String {
@@ -325,7 +332,7 @@ impl Session {
             .await
         {
             inner.registry.abandon(&request_id);
-            return Err(ClientError::Mqtt(e));
+            return Err(e.into());
         }
         let mut error_frame = None;
         loop {

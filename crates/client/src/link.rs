@@ -255,6 +255,17 @@ mod tests {
         link
     }
 
+    /// Connected, each of `projects` wanted and its SUBSCRIBE queued on its own, none written yet.
+    fn queued_one_by_one(projects: &[&str]) -> Link {
+        let mut link = Link::default();
+        link.on_connack();
+        for p in projects {
+            link.want(p);
+            link.queued(link.to_subscribe());
+        }
+        link
+    }
+
     #[test]
     fn a_project_is_subscribed_once_and_shared() {
         let mut link = Link::default();
@@ -280,12 +291,7 @@ mod tests {
 
     #[test]
     fn subacks_are_matched_by_packet_id() {
-        let mut link = Link::default();
-        link.on_connack();
-        link.want("a");
-        link.queued(link.to_subscribe());
-        link.want("b");
-        link.queued(link.to_subscribe());
+        let mut link = queued_one_by_one(&["a", "b"]);
         assert!(link.on_subscribe_written(1));
         assert!(link.on_subscribe_written(2));
         assert!(link.on_suback(2, &OK));
@@ -360,10 +366,7 @@ mod tests {
 
     #[test]
     fn events_of_a_lost_connection_are_ignored() {
-        let mut link = Link::default();
-        link.on_connack();
-        link.want("p");
-        link.queued(link.to_subscribe());
+        let mut link = queued_one_by_one(&["p"]);
         link.on_error(error("reset"));
         // rumqttc delivers events buffered before the failure ahead of the next ConnAck.
         assert!(!link.on_subscribe_written(4));

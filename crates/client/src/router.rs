@@ -236,18 +236,19 @@ mod tests {
         assert_eq!(classify("p/assistant_response/s/c/r1/x", "c"), TopicKind::Foreign);
     }
 
+    /// Route a delta frame of `request_id` on `topic` to client `c`.
+    fn route_delta(reg: &Registry, topic: &str, request_id: &str, seq: u64) {
+        let frame = format!(r#"{{"requestId":"{request_id}","seq":{seq},"delta":"x"}}"#);
+        reg.route(topic, frame.as_bytes(), "c", Instant::now());
+    }
+
     #[test]
     fn messages_of_two_sessions_go_to_their_own_requests() {
         let reg = Registry::default();
         let mut a = reg.register("r1", "p", "s1");
         let mut b = reg.register("r2", "p", "s2");
         let now = Instant::now();
-        reg.route(
-            "p/assistant_stream/s2/c",
-            br#"{"requestId":"r2","seq":0,"delta":"x"}"#,
-            "c",
-            now,
-        );
+        route_delta(&reg, "p/assistant_stream/s2/c", "r2", 0);
         reg.route("p/assistant_response/s1/c/r1", b"one", "c", now);
         reg.route("p/assistant_response/s2/c/r2", b"two", "c", now);
         assert!(matches!(a.try_recv(), Ok(Incoming::Reply { text, .. }) if text == "one"));
@@ -255,12 +256,7 @@ mod tests {
         assert!(matches!(b.try_recv(), Ok(Incoming::Reply { text, .. }) if text == "two"));
         // A request id of this client under the wrong session is not that request's.
         reg.route("p/assistant_response/s2/c/r1", b"x", "c", now);
-        reg.route(
-            "p/assistant_stream/s1/c",
-            br#"{"requestId":"r2","seq":1,"delta":"x"}"#,
-            "c",
-            now,
-        );
+        route_delta(&reg, "p/assistant_stream/s1/c", "r2", 1);
         let v = reg.violations();
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v.iter().all(|v| matches!(v, Violation::ForeignTopic { .. })));
@@ -275,12 +271,7 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Incoming::Reply { .. })));
         reg.route("p/assistant_response/s/c/r1", b"hi", "c", now);
         reg.route("p/assistant_response/s/c/r2", b"hi", "c", now);
-        reg.route(
-            "p/assistant_stream/s/c",
-            br#"{"requestId":"r1","seq":0,"delta":"x"}"#,
-            "c",
-            now,
-        );
+        route_delta(&reg, "p/assistant_stream/s/c", "r1", 0);
         reg.route("elsewhere", b"x", "c", now);
         let v = reg.violations();
         assert_eq!(v.len(), 4, "{v:?}");

@@ -160,17 +160,7 @@ pub async fn run_phase(
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open a conversation");
                     for turn in 0..turns {
-                        let r = Record {
-                            turn,
-                            outcome: stats::RecordOutcome::Error("client".into()),
-                            ttft: None,
-                            e2e: None,
-                            itl: Vec::new(),
-                            completion_tokens: 0,
-                            prompt_tokens: 0,
-                            cached_tokens: None,
-                            violations: 0,
-                        };
+                        let r = Record::failed(turn, stats::RecordOutcome::Error("client".into()));
                         on_record(&r);
                         records.push(r);
                     }

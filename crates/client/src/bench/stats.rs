@@ -44,6 +44,23 @@ pub struct Record {
     pub violations: usize,
 }
 
+impl Record {
+    /// A request of turn `turn` that ended as `outcome` before anything was measured.
+    pub fn failed(turn: u32, outcome: RecordOutcome) -> Self {
+        Self {
+            turn,
+            outcome,
+            ttft: None,
+            e2e: None,
+            itl: Vec::new(),
+            completion_tokens: 0,
+            prompt_tokens: 0,
+            cached_tokens: None,
+            violations: 0,
+        }
+    }
+}
+
 /// p50/p90/p99/max in milliseconds (nearest rank); all 0 when there is no sample.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -126,10 +143,9 @@ impl PhaseStats {
 /// What going through MQTT adds to talking to the engine directly.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Overhead {
-    pub ttft_p50_ms: f64,
-    pub ttft_p99_ms: f64,
-    pub e2e_p50_ms: f64,
-    pub e2e_p99_ms: f64,
+    /// MQTT's latency minus direct latency (flattened: the report keeps one flat object).
+    #[serde(flatten)]
+    pub latency: Added,
     /// MQTT tokens/s over direct tokens/s (1.0 = no loss).
     pub throughput_ratio: f64,
 }
@@ -137,10 +153,7 @@ pub struct Overhead {
 impl Overhead {
     pub fn between(mqtt: &PhaseStats, direct: &PhaseStats) -> Self {
         Self {
-            ttft_p50_ms: mqtt.ttft_ms.p50 - direct.ttft_ms.p50,
-            ttft_p99_ms: mqtt.ttft_ms.p99 - direct.ttft_ms.p99,
-            e2e_p50_ms: mqtt.e2e_ms.p50 - direct.e2e_ms.p50,
-            e2e_p99_ms: mqtt.e2e_ms.p99 - direct.e2e_ms.p99,
+            latency: Added::between(mqtt, direct),
             throughput_ratio: if direct.tokens_per_s > 0.0 {
                 mqtt.tokens_per_s / direct.tokens_per_s
             } else {
@@ -150,7 +163,8 @@ impl Overhead {
     }
 }
 
-/// What flooding a neighbouring session adds to the measured requests' latency (flooded minus idle).
+/// What one phase adds to another's latency: flooding a neighbouring session (flooded minus idle), or going
+/// through MQTT (the [`Overhead`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Added {
     pub ttft_p50_ms: f64,
@@ -160,12 +174,21 @@ pub struct Added {
 }
 
 impl Added {
-    pub fn between(flooded: &PhaseStats, idle: &PhaseStats) -> Self {
+    /// The four differences as the text table prints them.
+    pub fn describe(&self) -> String {
+        format!(
+            "ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms",
+            self.ttft_p50_ms, self.ttft_p99_ms, self.e2e_p50_ms, self.e2e_p99_ms
+        )
+    }
+
+    /// `with` minus `without`.
+    pub fn between(with: &PhaseStats, without: &PhaseStats) -> Self {
         Self {
-            ttft_p50_ms: flooded.ttft_ms.p50 - idle.ttft_ms.p50,
-            ttft_p99_ms: flooded.ttft_ms.p99 - idle.ttft_ms.p99,
-            e2e_p50_ms: flooded.e2e_ms.p50 - idle.e2e_ms.p50,
-            e2e_p99_ms: flooded.e2e_ms.p99 - idle.e2e_ms.p99,
+            ttft_p50_ms: with.ttft_ms.p50 - without.ttft_ms.p50,
+            ttft_p99_ms: with.ttft_ms.p99 - without.ttft_ms.p99,
+            e2e_p50_ms: with.e2e_ms.p50 - without.e2e_ms.p50,
+            e2e_p99_ms: with.e2e_ms.p99 - without.e2e_ms.p99,
         }
     }
 }
@@ -290,7 +313,7 @@ mod tests {
         assert_eq!(turns[1].ttft_p50_ms, 20.0);
         assert_eq!(turns[0].cached_tokens_mean, 16.0);
         let o = Overhead::between(&s, &PhaseStats::from_records(&records[..1], Duration::from_secs(1), 0));
-        assert_eq!(o.ttft_p50_ms, 0.0);
+        assert_eq!(o.latency.ttft_p50_ms, 0.0);
         assert_eq!(o.throughput_ratio, 1.0);
     }
 

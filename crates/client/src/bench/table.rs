@@ -21,8 +21,9 @@ pub fn render(report: &Report) -> String {
     if let Some(o) = &report.overhead {
         let _ = writeln!(
             out,
-            "overhead: ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms; throughput ratio {:.3}",
-            o.ttft_p50_ms, o.ttft_p99_ms, o.e2e_p50_ms, o.e2e_p99_ms, o.throughput_ratio
+            "overhead: {}; throughput ratio {:.3}",
+            o.latency.describe(),
+            o.throughput_ratio
         );
     }
     if let Some(turns) = &report.per_turn {
@@ -45,13 +46,8 @@ pub fn render(report: &Report) -> String {
 fn phase_table(out: &mut String, name: &str, s: &PhaseStats) {
     let _ = writeln!(
         out,
-        "{name}: {} requests, {} completed, {} violations, {:.1} s",
-        s.requests, s.completed, s.violations, s.wall_s
-    );
-    let _ = writeln!(
-        out,
-        "  {:<10} {:>9} {:>9} {:>9} {:>9}",
-        "ms", "p50", "p90", "p99", "max"
+        "{name}: {} requests, {} completed, {} violations, {:.1} s\n  {:<10} {:>9} {:>9} {:>9} {:>9}",
+        s.requests, s.completed, s.violations, s.wall_s, "ms", "p50", "p90", "p99", "max"
     );
     for (label, p) in [("ttft", &s.ttft_ms), ("e2e", &s.e2e_ms), ("itl", &s.itl_ms)] {
         let _ = writeln!(
@@ -83,10 +79,5 @@ fn isolation_table(out: &mut String, i: &Isolation) {
         i.flood.violations,
         outcomes.join(", ")
     );
-    let a = &i.added;
-    let _ = writeln!(
-        out,
-        "added by the flood: ttft p50 {:+.1} ms, p99 {:+.1} ms; e2e p50 {:+.1} ms, p99 {:+.1} ms",
-        a.ttft_p50_ms, a.ttft_p99_ms, a.e2e_p50_ms, a.e2e_p99_ms
-    );
+    let _ = writeln!(out, "added by the flood: {}", i.added.describe());
 }

@@ -126,20 +126,6 @@ impl Conversation {
     }
 }
 
-fn failed(turn: u32, outcome: RecordOutcome) -> Record {
-    Record {
-        turn,
-        outcome,
-        ttft: None,
-        e2e: None,
-        itl: Vec::new(),
-        completion_tokens: 0,
-        prompt_tokens: 0,
-        cached_tokens: None,
-        violations: 0,
-    }
-}
-
 /// One request of an MQTT session, followed to its reply or timeout.
 pub async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &TurnParams) -> Record {
     let spec = RequestSpec {
@@ -151,7 +137,7 @@ pub async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &Tur
     };
     let ex = match session.request(&spec, params.timeout, |_| {}).await {
         Ok(ex) => ex,
-        Err(e) => return failed(turn, RecordOutcome::Error(format!("client: {e}"))),
+        Err(e) => return Record::failed(turn, RecordOutcome::Error(format!("client: {e}"))),
     };
     let outcome = match &ex.outcome {
         Outcome::Ok => RecordOutcome::Ok,
@@ -187,12 +173,12 @@ async fn direct_turn(
     let mut on_delta = || deltas.push(start.elapsed());
     let result = tokio::time::timeout(params.timeout, engine.complete(messages, params, &mut on_delta)).await;
     match result {
-        Err(_) => failed(turn, RecordOutcome::Timeout),
-        Ok(Err(code)) => failed(turn, RecordOutcome::Error(code.to_owned())),
+        Err(_) => Record::failed(turn, RecordOutcome::Timeout),
+        Ok(Err(code)) => Record::failed(turn, RecordOutcome::Error(code.to_owned())),
         Ok(Ok(reply)) => {
             let e2e = start.elapsed();
             if reply.text.is_empty() {
-                return failed(turn, RecordOutcome::Error("empty_reply".into()));
+                return Record::failed(turn, RecordOutcome::Error("empty_reply".into()));
             }
             history.push(DirectMessage::user(message));
             history.push(DirectMessage {

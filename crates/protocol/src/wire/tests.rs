@@ -837,68 +837,41 @@ fn session_id_table() {
     }
 }
 
+fn overrides_temperature(t: f32) -> SamplingOverrides {
+    SamplingOverrides {
+        temperature: Some(t),
+        ..Default::default()
+    }
+}
+
+fn overrides_top_p(p: f32) -> SamplingOverrides {
+    SamplingOverrides {
+        top_p: Some(p),
+        ..Default::default()
+    }
+}
+
+fn overrides_max_tokens(n: u32) -> SamplingOverrides {
+    SamplingOverrides {
+        max_tokens: Some(n),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn sampling_boundaries_are_accepted() {
     let cases: Vec<(Value, SamplingOverrides)> = vec![
         // temperature 0 is honoured (the original's `x or 0.6` made it impossible).
-        (
-            json!({"temperature": 0}),
-            SamplingOverrides {
-                temperature: Some(0.0),
-                ..Default::default()
-            },
-        ),
-        (
-            json!({"temperature": 0.0}),
-            SamplingOverrides {
-                temperature: Some(0.0),
-                ..Default::default()
-            },
-        ),
-        (
-            json!({"temperature": 2}),
-            SamplingOverrides {
-                temperature: Some(2.0),
-                ..Default::default()
-            },
-        ),
+        (json!({"temperature": 0}), overrides_temperature(0.0)),
+        (json!({"temperature": 0.0}), overrides_temperature(0.0)),
+        (json!({"temperature": 2}), overrides_temperature(2.0)),
         (json!({"temperature": null}), SamplingOverrides::default()),
-        (
-            json!({"topP": 1}),
-            SamplingOverrides {
-                top_p: Some(1.0),
-                ..Default::default()
-            },
-        ),
-        (
-            json!({"topP": 0.01}),
-            SamplingOverrides {
-                top_p: Some(0.01),
-                ..Default::default()
-            },
-        ),
+        (json!({"topP": 1}), overrides_top_p(1.0)),
+        (json!({"topP": 0.01}), overrides_top_p(0.01)),
         (json!({"topP": null}), SamplingOverrides::default()),
-        (
-            json!({"maxTokens": 1}),
-            SamplingOverrides {
-                max_tokens: Some(1),
-                ..Default::default()
-            },
-        ),
-        (
-            json!({"maxTokens": 32768}),
-            SamplingOverrides {
-                max_tokens: Some(32768),
-                ..Default::default()
-            },
-        ),
-        (
-            json!({"maxTokens": 512.0}),
-            SamplingOverrides {
-                max_tokens: Some(512),
-                ..Default::default()
-            },
-        ),
+        (json!({"maxTokens": 1}), overrides_max_tokens(1)),
+        (json!({"maxTokens": 32768}), overrides_max_tokens(32768)),
+        (json!({"maxTokens": 512.0}), overrides_max_tokens(512)),
         (json!({"maxTokens": null}), SamplingOverrides::default()),
     ];
     for (params, want) in cases {
@@ -1008,6 +981,8 @@ fn client_id_table() {
 
 #[test]
 fn stream_topic_rules() {
+    // A stream topic that is refused: the default stream topic is used.
+    let falls_back = |t: &str| (json!(true), Some(json!(t)), Some("general/assistant_stream/s1"));
     let cases: Vec<(Value, Option<Value>, Option<&str>)> = vec![
         (Value::Null, None, None),
         (json!(false), None, None),
@@ -1024,26 +999,10 @@ fn stream_topic_rules() {
             Some("general/assistant_stream/other"),
         ),
         // Invalid stream topics fall back to the default stream topic.
-        (
-            json!(true),
-            Some(json!("general/assistant_response/s1")),
-            Some("general/assistant_stream/s1"),
-        ),
-        (
-            json!(true),
-            Some(json!("maze/assistant_stream/s1")),
-            Some("general/assistant_stream/s1"),
-        ),
-        (
-            json!(true),
-            Some(json!("general/assistant_stream/#")),
-            Some("general/assistant_stream/s1"),
-        ),
-        (
-            json!(true),
-            Some(json!("general/assistant_stream/")),
-            Some("general/assistant_stream/s1"),
-        ),
+        falls_back("general/assistant_response/s1"),
+        falls_back("maze/assistant_stream/s1"),
+        falls_back("general/assistant_stream/#"),
+        falls_back("general/assistant_stream/"),
         (json!(true), Some(json!(5)), Some("general/assistant_stream/s1")),
         (json!(true), Some(Value::Null), Some("general/assistant_stream/s1")),
     ];
