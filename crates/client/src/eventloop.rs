@@ -120,12 +120,12 @@ impl EventLoopTask {
                     });
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let refusals: Vec<Option<String>> = ack
+                    let refusals: Vec<Option<SubscribeReasonCode>> = ack
                         .return_codes
                         .iter()
                         .map(|c| match c {
                             SubscribeReasonCode::Success(_) => None,
-                            refused => Some(format!("{refused:?}")),
+                            refused => Some(*refused),
                         })
                         .collect();
                     self.link.send_if_modified(|link| link.on_suback(ack.pkid, &refusals));

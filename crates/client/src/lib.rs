@@ -60,15 +60,18 @@ pub enum ClientError {
     /// The first connection failed in a way retrying cannot fix (TLS, CONNECT refused); the link's own words.
     #[error("could not connect to the broker: {}", .0.message)]
     Connect(LinkError),
-    #[error("could not connect to the broker within {after:?}{}", last_error_note(last_error))]
+    #[error("could not connect to the broker within {after:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     ConnectTimeout {
         after: Duration,
-        last_error: Option<String>,
+        last_error: Option<LinkError>,
     },
     #[error("the broker did not acknowledge the subscription within {0:?}")]
     SubscribeTimeout(Duration),
-    #[error("the broker refused the subscriptions of project {project}: {reason}")]
-    SubscribeRefused { project: String, reason: String },
+    #[error("the broker refused the subscriptions of project {project}: {reason:?}")]
+    SubscribeRefused {
+        project: String,
+        reason: rumqttc::v5::mqttbytes::v5::SubscribeReasonCode,
+    },
     #[error(transparent)]
     Topic(#[from] TopicError),
     /// Boxed: rumqttc's error carries a whole request and would make every `Result` of this crate large.
@@ -80,13 +83,6 @@ impl From<rumqttc::v5::ClientError> for ClientError {
     fn from(e: rumqttc::v5::ClientError) -> Self {
         Self::Mqtt(Box::new(e))
     }
-}
-
-fn last_error_note(error: &Option<String>) -> String {
-    error
-        .as_ref()
-        .map(|e| format!(" (last error: {e})"))
-        .unwrap_or_default()
 }
 
 /// Connection settings.
@@ -169,7 +165,7 @@ impl Client {
             Ok(Some((false, error))) => Some(ClientError::Connect(error.unwrap_or_else(LinkError::unknown))),
             Ok(None) | Err(_) => Some(ClientError::ConnectTimeout {
                 after: CONNECT_TIMEOUT,
-                last_error: link_rx.borrow().last_error().map(|e| e.message.clone()),
+                last_error: link_rx.borrow().last_error().cloned(),
             }),
         };
         if let Some(e) = failure {

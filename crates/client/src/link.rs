@@ -11,10 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
+
 use super::router::FILTERS_PER_PROJECT;
 
-/// Why the connection (or an attempt at one) failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the connection (or an attempt at one) failed. It travels in the [`Link`] through a `watch` channel, so it keeps
+/// rumqttc's error as its text (`ConnectionError` is not `Clone`) and the one decision taken on it, `fatal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct LinkError {
     pub message: String,
     /// Retrying cannot help (a TLS failure, the broker refused the CONNECT): the first connect gives up at once.
@@ -41,7 +45,7 @@ enum Subscription {
     Acked,
     /// The broker refused a filter (an ACL, say); `reason` is its reason code.
     Refused {
-        reason: String,
+        reason: SubscribeReasonCode,
     },
 }
 
@@ -53,7 +57,7 @@ pub enum Readiness {
     /// Not connected, or the SubAck has not come yet.
     Pending,
     Refused {
-        reason: String,
+        reason: SubscribeReasonCode,
     },
 }
 
@@ -173,7 +177,7 @@ impl Link {
     }
 
     /// SubAck for packet `pkid`: `refusals` has one entry per filter, `Some(reason)` when it was not granted.
-    pub fn on_suback(&mut self, pkid: u16, refusals: &[Option<String>]) -> bool {
+    pub fn on_suback(&mut self, pkid: u16, refusals: &[Option<SubscribeReasonCode>]) -> bool {
         if !self.connected {
             return false;
         }
@@ -188,7 +192,7 @@ impl Link {
                 .find_map(Option::as_ref);
             if let Some(s) = self.projects.get_mut(p) {
                 *s = match refused {
-                    Some(reason) => Subscription::Refused { reason: reason.clone() },
+                    Some(reason) => Subscription::Refused { reason: *reason },
                     None => Subscription::Acked,
                 };
             }
@@ -199,7 +203,7 @@ impl Link {
     pub fn readiness(&self, project: &str) -> Readiness {
         match self.projects.get(project) {
             Some(Subscription::Acked) if self.connected => Readiness::Ready,
-            Some(Subscription::Refused { reason }) if self.connected => Readiness::Refused { reason: reason.clone() },
+            Some(Subscription::Refused { reason }) if self.connected => Readiness::Refused { reason: *reason },
             _ => Readiness::Pending,
         }
     }
@@ -231,7 +235,7 @@ impl Link {
 mod tests {
     use super::*;
 
-    const OK: [Option<String>; 2] = [None, None];
+    const OK: [Option<SubscribeReasonCode>; 2] = [None, None];
 
     fn error(message: &str) -> LinkError {
         LinkError {
@@ -250,7 +254,7 @@ mod tests {
         let batch = link.to_subscribe();
         link.queued(batch);
         assert!(link.on_subscribe_written(pkid));
-        let refusals: Vec<Option<String>> = projects.iter().flat_map(|_| OK).collect();
+        let refusals: Vec<Option<SubscribeReasonCode>> = projects.iter().flat_map(|_| OK).collect();
         assert!(link.on_suback(pkid, &refusals));
         link
     }
@@ -311,12 +315,12 @@ mod tests {
         link.queued(link.to_subscribe());
         link.on_subscribe_written(3);
         // Filters in project order: a's reply and stream filters, then b's.
-        link.on_suback(3, &[None, None, None, Some("NotAuthorized".into())]);
+        link.on_suback(3, &[None, None, None, Some(SubscribeReasonCode::NotAuthorized)]);
         assert_eq!(link.readiness("a"), Readiness::Ready);
         assert_eq!(
             link.readiness("b"),
             Readiness::Refused {
-                reason: "NotAuthorized".into()
+                reason: SubscribeReasonCode::NotAuthorized
             }
         );
         assert_eq!(link.status(), LinkStatus::Up { connection: 1 });
