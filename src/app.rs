@@ -13,8 +13,8 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::bridge::{Bridge, intake};
-use crate::config::{Config, EngineMode};
-use crate::engine::{EngineError, EngineHandle, EngineState, spawn_engine};
+use crate::config::Config;
+use crate::engine::{EngineError, EngineHandle, EngineMode, EngineState, spawn_engine};
 use crate::http::{self, HttpState};
 use crate::llm::LlmClient;
 use crate::metrics;

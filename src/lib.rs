@@ -22,8 +22,6 @@
 pub mod admission;
 pub mod app;
 pub mod bridge;
-pub mod cli;
-pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod gpu;

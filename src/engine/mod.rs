@@ -10,6 +10,8 @@
 //! - [`diagnose`]: why a start failed and what to do, from the last lines (pure);
 //! - [`guard`]: the process between mqtt-llm and the engine that takes the engine down if mqtt-llm dies;
 //! - [`restart`]: the restart back-off and give-up policy;
+//! - [`settings`]: what the engine runs with (launch or attach, the command line's inputs, GPUs, timings, where
+//!   vLLM is installed), built by `config`;
 //! - [`activity`]: the requests' progress, reported by the bridge, for hang detection.
 
 pub mod activity;
@@ -21,10 +23,12 @@ pub mod locate;
 pub mod logs;
 pub mod progress;
 pub mod restart;
+pub mod settings;
 pub mod state;
 pub mod task;
 
 pub use activity::Activity;
 pub use restart::RestartPolicy;
+pub use settings::{EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings};
 pub use state::EngineState;
 pub use task::{EngineError, EngineHandle, spawn_engine};

@@ -38,8 +38,8 @@ use super::command::{EngineCommand, build_command};
 use super::guard;
 use super::logs::{LogTail, forward_lines};
 use super::restart::{RestartDecision, RestartTracker};
+use super::settings::{EngineMode, EngineSettings};
 use super::state::{EngineEvent, EngineState, transition};
-use crate::config::{EngineConfig, EngineMode};
 use crate::llm::LlmClient;
 use crate::metrics;
 
@@ -212,7 +212,7 @@ pub fn check_executable(program: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Launch (or attach to) the engine and return a handle; the actor runs on `tracker`.
-pub fn spawn_engine(cfg: &EngineConfig, tracker: &TaskTracker) -> Result<EngineHandle, EngineError> {
+pub fn spawn_engine(cfg: &EngineSettings, tracker: &TaskTracker) -> Result<EngineHandle, EngineError> {
     let (state_tx, state_rx) = watch::channel(EngineState::Starting);
     let (control_tx, control_rx) = mpsc::channel(4);
     let (pgid_tx, pgid_rx) = watch::channel(None);
@@ -294,7 +294,7 @@ enum Ending {
 }
 
 struct Actor {
-    cfg: EngineConfig,
+    cfg: EngineSettings,
     state: watch::Sender<EngineState>,
     control: mpsc::Receiver<Control>,
     probe: LlmClient,
