@@ -256,7 +256,7 @@ fn gpu_preflight(config: &Config) -> Result<Option<Arc<dyn crate::gpu::GpuSource
         return Ok(None);
     };
     // A missing engine is the first thing to say, before anything about GPUs.
-    crate::engine::task::check_executable(&launch.vllm_bin).map_err(|source| {
+    crate::engine::check_executable(&launch.vllm_bin).map_err(|source| {
         AppError::Engine(crate::engine::EngineError::Spawn {
             program: launch.vllm_bin.display().to_string(),
             source,

@@ -84,10 +84,10 @@ pub struct GpusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
-    #[arg(id = "broker", long = "broker", env = "MQTT_LLM_BROKER", default_value = DEFAULT_BROKER)]
+    #[arg(id = "broker", long = "broker", value_name = "BROKER", env = "MQTT_LLM_BROKER", default_value = DEFAULT_BROKER)]
     pub url: String,
     /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
-    #[arg(id = "mqtt_ca", long = "mqtt-ca", env = "MQTT_LLM_MQTT_CA")]
+    #[arg(id = "mqtt_ca", long = "mqtt-ca", value_name = "MQTT_CA", env = "MQTT_LLM_MQTT_CA")]
     pub ca: Option<PathBuf>,
 }
 
