@@ -24,34 +24,22 @@ fn default_raw_settings_build_with_a_model() {
     assert!(matches!(err, ConfigError::Invalid { flag: "--model", .. }), "{err}");
 }
 
+/// The flag `Config::from_raw` refuses `edit`'s settings for, and the problem.
+fn refused(edit: impl FnOnce(&mut RawSettings)) -> (&'static str, Problem) {
+    let mut r = raw("m");
+    edit(&mut r);
+    match Config::from_raw(r) {
+        Err(ConfigError::Invalid { flag, problem }) => (flag, problem),
+        other => panic!("not refused for a flag: {other:?}"),
+    }
+}
+
 #[test]
 fn zero_history_tokens_and_bad_versions_are_refused() {
-    let mut r = raw("m");
-    r.max_history_tokens = 0;
-    let err = Config::from_raw(r).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConfigError::Invalid {
-                flag: "--max-history-tokens",
-                problem: Problem::Zero
-            }
-        ),
-        "{err}"
-    );
-    let mut r = raw("m");
-    r.mqtt_version = 4;
-    let err = Config::from_raw(r).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConfigError::Invalid {
-                flag: "--mqtt-version",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let (flag, problem) = refused(|r| r.max_history_tokens = 0);
+    assert_eq!(flag, "--max-history-tokens");
+    assert!(matches!(problem, Problem::Zero), "{problem}");
+    assert_eq!(refused(|r| r.mqtt_version = 4).0, "--mqtt-version");
 }
 
 #[test]
