@@ -105,7 +105,7 @@ fn stream_benches(c: &mut Criterion) {
 }
 
 fn history_benches(c: &mut Criterion) {
-    let store = SessionStore::new(1_000_000);
+    let store = SessionStore::new(std::num::NonZeroU32::new(1_000_000).unwrap());
     let key = SessionKey {
         project: ProjectName::try_new("general").unwrap(),
         session: SessionId::try_new("kitchen-speaker-42").unwrap(),

@@ -13,8 +13,8 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::bridge::{Bridge, intake};
-use crate::config::{Config, EngineMode};
-use crate::engine::{EngineError, EngineHandle, EngineState, spawn_engine};
+use crate::config::Config;
+use crate::engine::{EngineError, EngineHandle, EngineMode, EngineState, spawn_engine};
 use crate::http::{self, HttpState};
 use crate::llm::LlmClient;
 use crate::metrics;
@@ -256,7 +256,7 @@ fn gpu_preflight(config: &Config) -> Result<Option<Arc<dyn crate::gpu::GpuSource
         return Ok(None);
     };
     // A missing engine is the first thing to say, before anything about GPUs.
-    crate::engine::task::check_executable(&launch.vllm_bin).map_err(|source| {
+    crate::engine::check_executable(&launch.vllm_bin).map_err(|source| {
         AppError::Engine(crate::engine::EngineError::Spawn {
             program: launch.vllm_bin.display().to_string(),
             source,

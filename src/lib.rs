@@ -1,29 +1,32 @@
-//! mqtt-llm: serve a local LLM (vLLM) to many devices over MQTT.
+//! mqtt-llm: serve a local LLM (vLLM) to many devices over MQTT. This library is the service; the `mqtt-llm`
+//! binary (`src/main.rs`, with its `cli` clap definitions and one `cmd` module per subcommand) parses the command
+//! line and drives it. The library cannot see the binary's modules.
 //!
 //! # Layout
-//! - [`cli`]: clap definitions only, no logic.
-//! - [`cmd`]: one module per subcommand; `cmd::output` is the only place that prints for humans.
-//! - [`config`]: raw (serde/clap) configuration parsed into the typed [`config::Config`].
+//! - [`config`]: the raw settings ([`config::RawSettings`], the defaults) validated by
+//!   [`config::Config::from_raw`] into each subsystem's own settings type; errors name the flag.
 //! - [`app`]: the composition root: builds every component, runs until shutdown, drains.
-//! - [`engine`]: the engine actor that owns the `vllm serve` child process (or attaches to a URL).
+//! - [`engine`]: the engine actor that owns the `vllm serve` child process (or attaches to a URL), and its
+//!   settings ([`engine::EngineSettings`]).
 //! - [`gpu`]: the GPUs through NVML (run-time loaded), the pre-launch memory check, and the sampler into metrics.
-//! - [`mqtt`]: the MQTT event-loop actor, pure topic rules, wire payload types and the publisher.
+//! - [`mqtt`]: the MQTT event-loop actor, the publisher, and the connection's settings ([`mqtt::MqttSettings`]).
 //! - [`llm`]: the OpenAI-compatible streaming client (HTTP SSE to typed events).
-//! - [`session`]: conversation history per `(project, sessionId)` and its trimming.
+//! - [`session`]: conversation history per `(project, sessionId)` and its trimming ([`session::SessionSettings`]).
 //! - [`admission`]: per-session lanes (ordering, bounded queues) and global capacity permits.
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
-//! - [`tls`]: the one rustls crypto provider (ring) used by every TLS client, and the `mqtts://` client settings.
-//! - [`client`]: a client of the wire protocol (sessions, requests, frames, timings, protocol checks) for `chat`
-//!   and `bench`.
-//! - [`bench`]: the load generator's workloads, statistics, JSON report and plot.
+//!
+//! The wire protocol (topics, payloads, broker URLs) is the `mqtt-llm-protocol` crate; the protocol client, the
+//! bench's workloads and the TLS client settings are `mqtt-llm-client`.
+//!
+//! Dependencies point one way: `app` → `bridge` → `admission`, `session`, `mqtt`, `engine`, `llm`, `metrics`;
+//! `config` → the subsystems whose settings it builds (`engine`, `mqtt`, `session`, `gpu`); no subsystem imports
+//! `config` for its own settings.
 
 pub mod admission;
 pub mod app;
 pub mod bridge;
-pub mod cli;
-pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod gpu;

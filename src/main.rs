@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+mod cli;
+mod cmd;
+
 use clap::Parser;
-use mqtt_llm::cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat, filter: &str) {
@@ -34,11 +37,11 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match &cli.command {
-            Command::Up(args) => mqtt_llm::cmd::up::run(args).await,
-            Command::Setup(args) => mqtt_llm::cmd::setup::run(args).await,
-            Command::Gpus(args) => mqtt_llm::cmd::gpus::run(args).await,
-            Command::Chat(args) => mqtt_llm::cmd::chat::run(args).await,
-            Command::Bench(args) => mqtt_llm::cmd::bench::run(args).await,
+            Command::Up(args) => cmd::up::run(args).await,
+            Command::Setup(args) => cmd::setup::run(args).await,
+            Command::Gpus(args) => cmd::gpus::run(args).await,
+            Command::Chat(args) => cmd::chat::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     })
 }

@@ -3,99 +3,21 @@
 //! progress bar to stderr; exits 1 when the server broke the protocol.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::direct::DirectLlm;
-use crate::llm::LlmClient;
+use mqtt_llm::llm::LlmClient;
 use mqtt_llm_client::bench::flood::run_isolation;
 use mqtt_llm_client::bench::stats::{self, PhaseStats, Record};
 use mqtt_llm_client::bench::target::Target;
 use mqtt_llm_client::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase, table};
-use mqtt_llm_client::{Client, ClientConfig, Violation};
+use mqtt_llm_client::{Client, Violation};
 
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
-    #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    pub broker: String,
-    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
-    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
-    /// Projects the conversations are spread over (comma separated).
-    #[arg(long, default_value = "general", value_delimiter = ',')]
-    pub projects: Vec<String>,
-    /// Closed loop: conversations running at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-    pub sessions: u32,
-    /// Closed loop: turns per conversation (each waits for the previous reply).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-    pub turns: u32,
-    /// Closed loop: pause between a reply and the next turn, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub think_ms: u64,
-    /// Open loop: start this many single-turn requests per second, whether or not earlier ones finished.
-    #[arg(long, requires = "duration")]
-    pub rate: Option<f64>,
-    /// Open loop: how long to keep starting requests.
-    #[arg(long, value_parser = humantime::parse_duration, requires = "rate")]
-    pub duration: Option<Duration>,
-    /// Size of each user message, in words (about one token each).
-    #[arg(long, default_value_t = 32)]
-    pub prompt_tokens: u32,
-    /// Size of a system prompt sent with every request (0: the server's project prompt).
-    #[arg(long, default_value_t = 0)]
-    pub system_prompt_tokens: u32,
-    /// maxTokens of each request [default: the server's].
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature [default: the server's].
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Ask for stream frames (TTFT and inter-token gaps need them; the default).
-    #[arg(long, overrides_with = "no_stream")]
-    pub stream: bool,
-    /// Plain replies only: TTFT is then the time to the reply, and tokens are not counted.
-    #[arg(long, overrides_with = "stream")]
-    pub no_stream: bool,
-    /// Per-request limit; a request without a reply by then counts as `timeout`.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-    /// Run the workload straight against this OpenAI-compatible endpoint (http://host:port) instead of MQTT.
-    #[arg(long, conflicts_with = "compare")]
-    pub direct: Option<String>,
-    /// Run MQTT and direct phases against this endpoint, interleaved (A B A B ...), and report the overhead.
-    #[arg(long)]
-    pub compare: Option<String>,
-    /// Flood mode: run the workload idle, then while a second client floods one session of its own (in the first
-    /// project) with this many requests per second, open loop (idle flooded idle flooded ...); report what the
-    /// flood adds.
-    #[arg(long, conflicts_with_all = ["direct", "compare"], value_parser = positive_rate)]
-    pub flood_rate: Option<f64>,
-    /// maxTokens of each flood request [default: --max-tokens].
-    #[arg(long, requires = "flood_rate")]
-    pub flood_max_tokens: Option<u32>,
-    /// Phase pairs: MQTT/direct with --compare, idle/flooded with --flood-rate.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rounds: u32,
-    /// Model name for direct requests [default: the first model the endpoint lists].
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Report TTFT (and prefix-cache hits) by turn index.
-    #[arg(long)]
-    pub per_turn: bool,
-    /// Write every figure and the full configuration as JSON to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Draw the latency CDF (and, with --per-turn, TTFT by turn) into this SVG file.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
-}
+use crate::cli::BenchArgs;
 
 impl BenchArgs {
     fn config(&self) -> BenchConfig {
@@ -111,7 +33,7 @@ impl BenchArgs {
             },
         };
         BenchConfig {
-            broker: self.broker.clone(),
+            broker: self.broker.url.clone(),
             projects: self.projects.clone(),
             workload,
             prompt_tokens: self.prompt_tokens,
@@ -131,14 +53,6 @@ impl BenchArgs {
             },
             per_turn: self.per_turn,
         }
-    }
-}
-
-/// A request rate: a finite number above 0.
-fn positive_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("{s:?} is no rate above 0 (requests per second)")),
     }
 }
 
@@ -167,8 +81,7 @@ async fn direct_client(url: &str, model: Option<&str>) -> anyhow::Result<Target>
 
 /// Connect a protocol client of the bench (`prefix-<8 hex>` as client id).
 async fn connect(args: &BenchArgs, prefix: &str) -> anyhow::Result<Client> {
-    let config = ClientConfig::new(&args.broker, prefix).with_ca_file(args.mqtt_ca.clone());
-    Ok(Client::connect(&config).await?)
+    Ok(Client::connect(&args.broker.client_config(prefix)).await?)
 }
 
 /// What a run measured: the report, each phase's records for the plot, and the protocol breaches seen.

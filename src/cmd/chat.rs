@@ -2,54 +2,15 @@
 //! Replies go to stdout (streamed deltas as they arrive); the per-turn summary and errors go to stderr.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use mqtt_llm_client::link::LinkStatus;
-use mqtt_llm_client::{Client, ClientConfig, Exchange, LinkWatch, Outcome, RequestSpec, Session};
+use mqtt_llm_client::{Client, Exchange, LinkWatch, Outcome, RequestSpec, Session};
 use mqtt_llm_protocol::topics::SessionId;
 use mqtt_llm_protocol::wire::StreamFrame;
 
-#[derive(Debug, Clone, Args)]
-pub struct ChatArgs {
-    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
-    #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    pub broker: String,
-    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
-    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
-    /// The project whose `{project}/user_input` requests go to.
-    #[arg(long, default_value = "general")]
-    pub project: String,
-    /// Session id to start with [default: chat-<8 hex>].
-    #[arg(long)]
-    pub session: Option<String>,
-    /// System prompt sent with every request (replaces the project's).
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Ask for stream frames and print deltas as they arrive (the default).
-    #[arg(long, overrides_with = "no_stream")]
-    pub stream: bool,
-    /// Wait for the single final reply instead.
-    #[arg(long, overrides_with = "stream")]
-    pub no_stream: bool,
-    /// Sampling temperature (0-2) [default: the server's].
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Largest number of tokens in a reply [default: the server's].
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
-    /// How long to wait for a reply before giving up (exit status 1).
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-    /// Exit with status 1 at the first `Error:` reply.
-    #[arg(long)]
-    pub fail_on_error: bool,
-}
+use crate::cli::ChatArgs;
 
 /// What one input line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +44,7 @@ fn new_session_id() -> String {
 }
 
 pub async fn run(args: &ChatArgs) -> ExitCode {
-    let config = ClientConfig::new(&args.broker, "mqtt-llm-chat").with_ca_file(args.mqtt_ca.clone());
+    let config = args.broker.client_config("mqtt-llm-chat");
     let client = match Client::connect(&config).await {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),

@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use mqtt_llm_client::bench::target::{DirectEngine, DirectFuture, DirectMessage, DirectReply, DirectRole, TurnParams};
 
-use crate::llm::{ChatEvent, ChatMessage, ChatRequest, LlmClient, Role, clean_reply};
+use mqtt_llm::llm::{ChatEvent, ChatMessage, ChatRequest, LlmClient, Role, clean_reply};
 
 /// An engine reached over HTTP SSE, without mqtt-llm in between.
 #[derive(Debug)]

@@ -6,18 +6,11 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Args;
 use serde::Serialize;
 
 use super::output;
-use crate::gpu::{GpuInfo, GpuSource, NvmlSource, explain_unavailable, gib, host_memory, mib};
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct GpusArgs {
-    /// Print one JSON object (`gpus`, `host`) instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::GpusArgs;
+use mqtt_llm::gpu::{GpuInfo, GpuSource, NvmlSource, explain_unavailable, gib, host_memory, mib};
 
 /// Host memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,8 +98,8 @@ pub fn render_json(gpus: &[GpuInfo], host: HostMemory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::GpuProcess;
-    use crate::gpu::fake::{gpu, process};
+    use mqtt_llm::gpu::GpuProcess;
+    use mqtt_llm::gpu::fake::{gpu, process};
 
     const HOST: HostMemory = HostMemory {
         total_bytes: 24 << 30,

@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::app::AppEvent;
-use crate::engine::command::EngineCommand;
-use crate::engine::diagnose::Diagnosis;
-use crate::engine::locate::EngineSource;
+use mqtt_llm::app::AppEvent;
+use mqtt_llm::engine::command::EngineCommand;
+use mqtt_llm::engine::diagnose::Diagnosis;
+use mqtt_llm::engine::locate::EngineSource;
 
 fn stdout_line(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -124,7 +124,7 @@ pub fn dry_run(command: &EngineCommand, engine: &DryRunEngine<'_>, model_note: O
         command
             .args
             .iter()
-            .map(|a| crate::engine::command::shell_quote(a))
+            .map(|a| mqtt_llm::engine::command::shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ")
     );

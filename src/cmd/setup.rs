@@ -12,8 +12,8 @@ use tokio::process::Command;
 
 use super::output;
 use crate::cli::SetupArgs;
-use crate::config::InstallConfig;
-use crate::engine::locate::venv_vllm;
+use mqtt_llm::engine::InstallSettings;
+use mqtt_llm::engine::locate::venv_vllm;
 
 /// `python-req.txt` of this release.
 pub const PINNED_REQUIREMENTS: &str = include_str!("../../python-req.txt");
@@ -161,7 +161,7 @@ async fn run_step(step: Step, program: &Path, args: &[&std::ffi::OsStr]) -> Resu
 }
 
 /// Install (or confirm) vLLM in the virtualenv; returns its `vllm`. `force` rebuilds the virtualenv.
-pub async fn install(cfg: &InstallConfig, force: bool) -> Result<PathBuf, SetupError> {
+pub async fn install(cfg: &InstallSettings, force: bool) -> Result<PathBuf, SetupError> {
     let venv = cfg.venv.as_deref().ok_or(SetupError::NoVenv)?;
     let requirements = match &cfg.requirements {
         Some(path) => std::fs::read_to_string(path).map_err(|source| SetupError::Requirements {
@@ -239,7 +239,13 @@ pub async fn install(cfg: &InstallConfig, force: bool) -> Result<PathBuf, SetupE
 
 /// `mqtt-llm setup`.
 pub async fn run(args: &SetupArgs) -> ExitCode {
-    let cfg = InstallConfig::from_args(&args.install, None);
+    let given = &args.install;
+    let cfg = InstallSettings::new(
+        given.venv.clone(),
+        given.python.clone(),
+        given.requirements.clone(),
+        None,
+    );
     match install(&cfg, args.force).await {
         Ok(vllm) => {
             output::setup_done(&vllm);

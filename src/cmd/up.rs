@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 
 use super::output::{self, DryRunEngine};
 use super::setup;
-use crate::app::{self, AppError};
 use crate::cli::UpArgs;
-use crate::config::{Config, EngineMode, InstallConfig, LaunchConfig};
-use crate::engine::EngineError;
-use crate::engine::command::build_command;
-use crate::engine::diagnose::{DiagnosisKind, EngineExit, diagnose, diagnose_spawn};
-use crate::engine::locate::{self, venv_vllm};
+use mqtt_llm::app::{self, AppError};
+use mqtt_llm::config::Config;
+use mqtt_llm::engine::command::build_command;
+use mqtt_llm::engine::diagnose::{DiagnosisKind, EngineExit, diagnose, diagnose_spawn};
+use mqtt_llm::engine::locate::{self, venv_vllm};
+use mqtt_llm::engine::{EngineError, EngineMode, InstallSettings, LaunchSettings};
 
 /// Resolves on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
@@ -41,8 +41,8 @@ pub fn not_installed_message(venv: Option<&std::path::Path>) -> String {
 /// Point `launch.vllm_bin` at the engine: found, or installed now (unless `--no-bootstrap` or `--dry-run`).
 /// `Err` is the exit code to end with.
 async fn prepare_engine(
-    launch: &mut LaunchConfig,
-    install: &InstallConfig,
+    launch: &mut LaunchSettings,
+    install: &InstallSettings,
     args: &UpArgs,
 ) -> Result<DryRunEngineOwned, ExitCode> {
     let path_var = std::env::var_os("PATH");
@@ -116,7 +116,7 @@ fn print_dry_run(config: &Config, args: &UpArgs, engine: &DryRunEngineOwned) {
 }
 
 pub async fn run(args: &UpArgs) -> ExitCode {
-    let mut config = match Config::from_up_args(args) {
+    let mut config = match Config::from_raw(args.raw_settings()) {
         Ok(c) => c,
         Err(e) => {
             output::failure(&e.to_string(), &[]);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::{ConfigError, Problem};
 
 /// The project whose prompt applies to any project without one of its own.
 pub const GENERAL: &str = "general";
@@ -89,18 +89,19 @@ impl ProjectCatalog {
 
     /// The built-in prompts, overridden and extended by a TOML document (see `deploy/mqtt-llm.toml`).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|source| ConfigError::File {
+        let raw: RawFile = toml::from_str(text).map_err(|source| ConfigError::FileSyntax {
             path: origin.to_owned(),
-            message: source.to_string(),
+            source: Box::new(source),
         })?;
         let mut catalog = Self::builtin();
         for (name, project) in raw.projects {
             if let Some(prompt) = project.system_prompt {
                 let prompt = prompt.trim();
                 if prompt.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        field: format!("projects.{name}.system_prompt"),
-                        message: "must not be empty".into(),
+                    return Err(ConfigError::Project {
+                        project: name,
+                        key: "system_prompt",
+                        problem: Problem::Empty,
                     });
                 }
                 catalog.prompts.insert(name.clone(), prompt.to_owned());
@@ -114,9 +115,9 @@ impl ProjectCatalog {
 
     /// Load [`Self::from_toml`] from a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileRead {
             path: path.to_owned(),
-            message: source.to_string(),
+            source,
         })?;
         Self::from_toml(&text, path)
     }

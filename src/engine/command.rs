@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::alias::Hub;
-use crate::config::LaunchConfig;
+use super::settings::LaunchSettings;
 
 /// A program, its arguments and extra environment: everything needed to spawn the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +63,7 @@ pub const DEFAULT_VISION_LIMIT_MM: &str = r#"{"image":4,"video":0}"#;
 ///
 /// The pass-through arguments come last: vLLM's argparse lets a later flag override an earlier one, so an
 /// operator's `--engine-arg` or `-- ARGS` always wins.
-pub fn build_command(cfg: &LaunchConfig, port: u16, served_model_name: &str) -> EngineCommand {
+pub fn build_command(cfg: &LaunchSettings, port: u16, served_model_name: &str) -> EngineCommand {
     let mut args: Vec<String> = vec![
         "serve".into(),
         cfg.model.clone(),
@@ -149,10 +149,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::GpuPlacement;
+    use crate::engine::GpuPlacement;
 
-    fn cfg() -> LaunchConfig {
-        LaunchConfig {
+    fn cfg() -> LaunchSettings {
+        LaunchSettings {
             vllm_bin: "/opt/vllm/bin/vllm".into(),
             model: "Qwen/Qwen3-14B".into(),
             hub: Hub::HuggingFace,
@@ -182,7 +182,7 @@ mod tests {
     /// Each case: what changes in the configuration → the flags between the base and the tail.
     #[test]
     fn golden_argv() {
-        type Edit = fn(&mut LaunchConfig);
+        type Edit = fn(&mut LaunchSettings);
         let cases: &[(&str, Edit, &str)] = &[
             (
                 "defaults",
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn golden_env() {
-        let env_of = |c: &LaunchConfig| -> Vec<String> {
+        let env_of = |c: &LaunchSettings| -> Vec<String> {
             build_command(c, 1, "m")
                 .env
                 .iter()

@@ -5,7 +5,8 @@
 //! - [`fake`]: [`FakeSource`], a scripted source for tests;
 //! - [`mod@preflight`]: the check before launching vLLM: each chosen GPU must have `utilization × total` free;
 //! - [`host`]: host memory and the engine's process group (sysinfo and `getpgid`);
-//! - [`sampler`]: the task that samples the GPUs into metrics and warns when free memory runs low.
+//! - [`sampler`]: the task that samples the GPUs into metrics and warns when free memory runs low;
+//! - [`settings`]: [`GpuSettings`], the pre-flight and sampling settings of a launch, built by `config`.
 //!
 //! Everything here reads; nothing changes a GPU's settings.
 
@@ -14,6 +15,7 @@ pub mod host;
 pub mod nvml;
 pub mod preflight;
 pub mod sampler;
+pub mod settings;
 
 pub use fake::FakeSource;
 pub use host::{host_memory, process_group_members};
@@ -22,6 +24,7 @@ pub use preflight::{
     DEFAULT_GPU_MEMORY_UTILIZATION, LaunchGpuCheck, LaunchGpuRequest, PreflightError, check_launch, preflight,
 };
 pub use sampler::{GpuMonitor, GpuReading, GpuStatus, SamplerConfig, spawn_sampler};
+pub use settings::GpuSettings;
 
 use serde::Serialize;
 

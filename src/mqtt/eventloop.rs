@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{MqttClient, MqttError};
-use crate::config::{MqttConfig, MqttVersion};
+use super::settings::{MqttSettings, MqttVersion};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
 use mqtt_llm_protocol::wire::V5Props;
@@ -74,7 +74,7 @@ impl MqttHandle {
 /// Connect (in the background) and run the event loop on `tracker` until [`MqttHandle::shutdown`] or `cancel`.
 /// `ready` is set while connected and subscribed.
 pub fn spawn_mqtt(
-    cfg: &MqttConfig,
+    cfg: &MqttSettings,
     inbound: mpsc::Sender<Inbound>,
     overflow: Overflow,
     ready: watch::Sender<bool>,

@@ -5,8 +5,10 @@
 //! engine, commit the turn" cannot interleave within a session.
 
 pub mod history;
+pub mod settings;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use crate::llm::{ChatMessage, Role};
 use mqtt_llm_protocol::topics::{ProjectName, SessionId};
 
 pub use history::{History, Turn};
+pub use settings::SessionSettings;
 
 /// Identifies a conversation. Two projects may use the same session id without sharing history.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,11 +48,11 @@ impl Default for Session {
 #[derive(Debug, Clone)]
 pub struct SessionStore {
     inner: Arc<Mutex<HashMap<SessionKey, Session>>>,
-    max_history_tokens: u32,
+    max_history_tokens: NonZeroU32,
 }
 
 impl SessionStore {
-    pub fn new(max_history_tokens: u32) -> Self {
+    pub fn new(max_history_tokens: NonZeroU32) -> Self {
         Self {
             inner: Arc::default(),
             max_history_tokens,
@@ -107,7 +110,7 @@ impl SessionStore {
         let mut sessions = self.lock();
         let session = sessions.entry(key.clone()).or_default();
         session.history.push(user, assistant, context_tokens);
-        let dropped = session.history.trim_to(self.max_history_tokens);
+        let dropped = session.history.trim_to(self.max_history_tokens.get());
         if dropped > 0 {
             tracing::debug!(
                 project = key.project.as_str(),
@@ -169,7 +172,7 @@ mod tests {
 
     #[test]
     fn history_and_system_prompt_precedence() {
-        let store = SessionStore::new(3000);
+        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
         let k = key("general", "s1");
         let m = store.prepare(&k, None, "project prompt", "hi");
         assert_eq!(roles(&m), [Role::System, Role::User]);
@@ -187,7 +190,7 @@ mod tests {
 
     #[test]
     fn projects_do_not_share_sessions() {
-        let store = SessionStore::new(3000);
+        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
         store.commit(&key("a", "s"), "u".into(), "a".into(), Some(5));
         assert_eq!(store.prepare(&key("b", "s"), None, "p", "x").len(), 2);
         assert_eq!(store.len(), 2);
@@ -195,7 +198,7 @@ mod tests {
 
     #[test]
     fn sweep_expires_idle_then_evicts_least_recently_used() {
-        let store = SessionStore::new(3000);
+        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
         for s in ["a", "b", "c", "d"] {
             store.prepare(&key("p", s), None, "", "x");
         }
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn commit_trims_to_budget() {
-        let store = SessionStore::new(100);
+        let store = SessionStore::new(NonZeroU32::new(100).unwrap());
         let k = key("general", "s");
         for (i, total) in [40, 80, 120, 160].into_iter().enumerate() {
             store.commit(&k, format!("u{i}"), format!("a{i}"), Some(total));

@@ -1,67 +1,13 @@
-//! Command-line definitions (clap derive only; no logic). Every flag of `up` is documented in the README.
+//! `mqtt-llm up`'s arguments, and their mapping to [`RawSettings`] (validation is the library's).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
+use mqtt_llm::config::*;
 
-/// Serve a local LLM (vLLM) to many devices over MQTT.
-#[derive(Debug, Parser)]
-#[command(name = "mqtt-llm", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Log output format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MQTT_LLM_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info,engine=warn`.
-    #[arg(long, global = true, default_value = "info", env = "MQTT_LLM_LOG")]
-    pub log: String,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Launch (or attach to) the engine and bridge MQTT requests to it until SIGINT/SIGTERM.
-    Up(Box<UpArgs>),
-    /// Install the pinned vLLM into a virtualenv (what `up` does on first run).
-    Setup(SetupArgs),
-    /// List the GPUs (NVML): memory, utilization and the processes holding memory.
-    Gpus(crate::cmd::gpus::GpusArgs),
-    /// Chat with a running mqtt-llm over MQTT (interactive, or one message per stdin line).
-    Chat(crate::cmd::chat::ChatArgs),
-    /// Load-test a running mqtt-llm over the wire protocol (optionally against the engine directly).
-    Bench(Box<crate::cmd::bench::BenchArgs>),
-}
-
-/// Where the engine is installed, shared by `setup` and `up`.
-#[derive(Debug, Clone, Args)]
-pub struct InstallArgs {
-    /// The virtualenv vLLM is installed into and found in [default: $XDG_DATA_HOME/mqtt-llm/venv, else
-    /// ~/.local/share/mqtt-llm/venv].
-    #[arg(long, env = "MQTT_LLM_VENV")]
-    pub venv: Option<PathBuf>,
-    /// The Python that creates the virtualenv (`PYTHON -m venv`).
-    #[arg(long, env = "MQTT_LLM_PYTHON", default_value = "python3")]
-    pub python: PathBuf,
-    /// A pip requirements file to install instead of the built-in pins (python-req.txt of this release).
-    #[arg(long, env = "MQTT_LLM_REQUIREMENTS")]
-    pub requirements: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct SetupArgs {
-    #[command(flatten)]
-    pub install: InstallArgs,
-    /// Reinstall even when the virtualenv already has the pinned vLLM.
-    #[arg(long)]
-    pub force: bool,
-}
+use super::{BrokerArgs, InstallArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MqttVersionArg {
@@ -69,6 +15,20 @@ pub enum MqttVersionArg {
     V3,
     #[value(name = "5")]
     V5,
+}
+
+impl MqttVersionArg {
+    const DEFAULT: Self = match DEFAULT_MQTT_VERSION {
+        3 => Self::V3,
+        _ => Self::V5,
+    };
+
+    fn number(self) -> u8 {
+        match self {
+            Self::V3 => 3,
+            Self::V5 => 5,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +67,7 @@ pub struct UpArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub tensor_parallel_size: Option<u32>,
     /// Passed to vLLM as `--gpu-memory-utilization`: the share of each GPU's memory vLLM may take.
-    #[arg(long, default_value_t = 0.85)]
+    #[arg(long, default_value_t = DEFAULT_GPU_MEMORY_UTILIZATION)]
     pub gpu_memory_utilization: f32,
     /// Passed to vLLM as `--quantization`, e.g. `fp8` (an FP8 checkpoint needs none).
     #[arg(long)]
@@ -147,52 +107,48 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_engine_log: bool,
     /// How long the engine may take to become healthy.
-    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
-    pub engine_start_timeout: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_ENGINE_START_TIMEOUT.text, value_parser = humantime::parse_duration)]
+    pub engine_start_timeout: Duration,
     /// After SIGTERM to the engine's process group, how long to wait before SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub engine_grace: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_ENGINE_GRACE.text, value_parser = humantime::parse_duration)]
+    pub engine_grace: Duration,
     /// How often a ready engine's /health is probed (and hangs are checked).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub engine_probe_interval: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_ENGINE_PROBE_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub engine_probe_interval: Duration,
     /// Requests running with no token for this long, while the engine's metrics show no progress, mean the
     /// engine hangs: it is restarted.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub engine_stall_timeout: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_ENGINE_STALL_TIMEOUT.text, value_parser = humantime::parse_duration)]
+    pub engine_stall_timeout: Duration,
     /// How long accepted requests wait for a (re)starting engine before they get the overload reply.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub engine_wait: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_ENGINE_WAIT.text, value_parser = humantime::parse_duration)]
+    pub engine_wait: Duration,
     /// Engine restarts allowed within --restart-window; one more failure and `up` exits non-zero.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_MAX_RESTARTS)]
     pub max_restarts: u32,
     /// The sliding window of --max-restarts.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub restart_window: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_RESTART_WINDOW.text, value_parser = humantime::parse_duration)]
+    pub restart_window: Duration,
 
     // ---- MQTT ----
-    /// Broker URL: mqtt://host:port or mqtts://host:port.
-    #[arg(long, env = "MQTT_LLM_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    pub broker: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// MQTT username.
     #[arg(long, env = "MQTT_LLM_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
     /// MQTT password (prefer the environment variable).
     #[arg(long, env = "MQTT_LLM_MQTT_PASSWORD", hide_env_values = true)]
     pub mqtt_password: Option<String>,
-    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
-    #[arg(long, env = "MQTT_LLM_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
     /// MQTT protocol version.
-    #[arg(long, value_enum, default_value = "5")]
+    #[arg(long, value_enum, default_value_t = MqttVersionArg::DEFAULT)]
     pub mqtt_version: MqttVersionArg,
     /// MQTT client id (default: mqtt-llm-<8 hex>).
     #[arg(long, env = "MQTT_LLM_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
     /// Maximum MQTT packet size in bytes, both directions.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKET_SIZE)]
     pub max_packet_size: u32,
     /// Projects to serve: `{project}/user_input` is subscribed for each (comma or space separated).
-    #[arg(long, env = "MQTT_LLM_PROJECTS", default_value = "general")]
+    #[arg(long, env = "MQTT_LLM_PROJECTS", default_value = DEFAULT_PROJECTS)]
     pub projects: String,
     /// TOML file with per-project settings (system prompts); see deploy/mqtt-llm.toml.
     #[arg(long, env = "MQTT_LLM_CONFIG")]
@@ -200,56 +156,56 @@ pub struct UpArgs {
 
     // ---- requests ----
     /// Engine requests in flight at once, across all sessions.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_MAX_INFLIGHT)]
     pub max_inflight: usize,
     /// Requests a single session may have waiting behind its running one.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_SESSION_QUEUE)]
     pub session_queue: usize,
     /// Accepted requests (running or waiting) across all sessions before new ones are refused as overloaded.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUED)]
     pub max_queued: usize,
     /// Coalescing interval of streamed deltas, in milliseconds (0 = one frame per engine chunk).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_STREAM_INTERVAL_MS)]
     pub stream_interval_ms: u64,
     /// Default sampling temperature when a request gives none.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE)]
     pub temperature: f32,
     /// Default top_p when a request gives none.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = DEFAULT_TOP_P)]
     pub top_p: f32,
     /// Default max_tokens when a request gives none.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
     pub max_tokens: u32,
     /// Largest maxTokens a request may ask for.
-    #[arg(long, default_value_t = 32768)]
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS_LIMIT)]
     pub max_tokens_limit: u32,
     /// Ask the chat template not to think and remove any <think>...</think> block from replies.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = DEFAULT_SKIP_THINKING, action = clap::ArgAction::Set)]
     pub skip_thinking: bool,
     /// Token budget of a session's history (system prompt + turns); oldest whole turns are dropped beyond it.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = DEFAULT_MAX_HISTORY_TOKENS)]
     pub max_history_tokens: u32,
     /// Forget a conversation after this long without requests.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub session_idle_timeout: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_SESSION_IDLE_TIMEOUT.text, value_parser = humantime::parse_duration)]
+    pub session_idle_timeout: Duration,
     /// Conversations kept in memory; beyond it the least recently used are forgotten (checked every minute).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
     /// Upper bound on one engine request, from sending it to the last token.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub request_timeout: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_REQUEST_TIMEOUT.text, value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
     /// Largest request payload accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
 
     // ---- operations ----
     /// Address of the HTTP server for /livez, /readyz and /metrics (port 0 picks a free port).
-    #[arg(long, env = "MQTT_LLM_HTTP", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "MQTT_LLM_HTTP", default_value_t = DEFAULT_HTTP)]
     pub http: SocketAddr,
     /// On shutdown, how long in-flight and queued requests may take to finish (also the engine's
     /// `--shutdown-timeout`).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_DRAIN_TIMEOUT.text, value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 
     // ---- GPUs ----
     /// Launch even if the chosen GPUs lack the free memory `--gpu-memory-utilization` asks for (or NVML is
@@ -257,10 +213,10 @@ pub struct UpArgs {
     #[arg(long, env = "MQTT_LLM_SKIP_GPU_CHECK")]
     pub skip_gpu_check: bool,
     /// How often GPU memory and utilization are sampled into the metrics.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub gpu_sample_interval: std::time::Duration,
+    #[arg(long, default_value = DEFAULT_GPU_SAMPLE_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub gpu_sample_interval: Duration,
     /// Warn when a GPU's free memory falls below this many MiB (0 = never).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULT_GPU_LOW_FREE_MIB)]
     pub gpu_low_free_mib: u64,
 
     /// Arguments after a literal `--` go to `vllm serve` verbatim, after everything else.
@@ -268,85 +224,66 @@ pub struct UpArgs {
     pub vllm_args: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    fn up(args: &[&str]) -> UpArgs {
-        let argv = ["mqtt-llm", "up"].iter().chain(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Up(a) => *a,
-            _ => panic!("not up"),
+impl UpArgs {
+    /// The settings as given, for [`mqtt_llm::config::Config::from_raw`] to validate.
+    pub fn raw_settings(&self) -> RawSettings {
+        RawSettings {
+            model: self.model.clone(),
+            engine_url: self.engine_url.clone(),
+            vllm_bin: self.vllm_bin.clone(),
+            venv: self.install.venv.clone(),
+            python: self.install.python.clone(),
+            requirements: self.install.requirements.clone(),
+            served_model_name: self.served_model_name.clone(),
+            engine_port: self.engine_port,
+            gpus: self.gpus.clone(),
+            tensor_parallel_size: self.tensor_parallel_size,
+            gpu_memory_utilization: self.gpu_memory_utilization,
+            quantization: self.quantization.clone(),
+            kv_cache_dtype: self.kv_cache_dtype.clone(),
+            max_model_len: self.max_model_len,
+            max_num_seqs: self.max_num_seqs,
+            prefix_caching: !self.disable_prefix_caching,
+            prompt_tokens_details: !self.disable_prompt_tokens_details,
+            limit_mm_per_prompt: self.limit_mm_per_prompt.clone(),
+            engine_args: self.engine_args.iter().chain(&self.vllm_args).cloned().collect(),
+            engine_log: self.engine_log.clone(),
+            no_engine_log: self.no_engine_log,
+            engine_start_timeout: self.engine_start_timeout,
+            engine_grace: self.engine_grace,
+            engine_probe_interval: self.engine_probe_interval,
+            engine_stall_timeout: self.engine_stall_timeout,
+            engine_wait: self.engine_wait,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            broker: self.broker.url.clone(),
+            mqtt_username: self.mqtt_username.clone(),
+            mqtt_password: self.mqtt_password.clone(),
+            mqtt_ca: self.broker.ca.clone(),
+            mqtt_version: self.mqtt_version.number(),
+            mqtt_client_id: self.mqtt_client_id.clone(),
+            max_packet_size: self.max_packet_size,
+            projects: self.projects.clone(),
+            config: self.config.clone(),
+            max_inflight: self.max_inflight,
+            session_queue: self.session_queue,
+            max_queued: self.max_queued,
+            stream_interval_ms: self.stream_interval_ms,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+            max_tokens_limit: self.max_tokens_limit,
+            skip_thinking: self.skip_thinking,
+            max_history_tokens: self.max_history_tokens,
+            session_idle_timeout: self.session_idle_timeout,
+            max_sessions: self.max_sessions,
+            request_timeout: self.request_timeout,
+            max_payload_bytes: self.max_payload_bytes,
+            http: self.http,
+            drain_timeout: self.drain_timeout,
+            skip_gpu_check: self.skip_gpu_check,
+            gpu_sample_interval: self.gpu_sample_interval,
+            gpu_low_free_mib: self.gpu_low_free_mib,
         }
-    }
-
-    #[test]
-    fn everything_after_a_double_dash_is_for_vllm() {
-        let a = up(&[
-            "--model",
-            "m",
-            "--engine-arg=--enforce-eager",
-            "--engine-arg",
-            "--max-num-batched-tokens=8k",
-            "--",
-            "--model",
-            "other",
-            "-tp",
-            "2",
-            "--",
-        ]);
-        assert_eq!(a.model.as_deref(), Some("m"));
-        assert_eq!(a.engine_args, ["--enforce-eager", "--max-num-batched-tokens=8k"]);
-        assert_eq!(a.vllm_args, ["--model", "other", "-tp", "2", "--"]);
-        assert!(up(&["--model", "m"]).vllm_args.is_empty());
-    }
-
-    #[test]
-    fn enable_and_disable_flags_override_each_other() {
-        let a = up(&["--model", "m", "--disable-prefix-caching", "--enable-prefix-caching"]);
-        assert!(!a.disable_prefix_caching);
-        let a = up(&["--model", "m", "--enable-prefix-caching", "--disable-prefix-caching"]);
-        assert!(a.disable_prefix_caching);
-    }
-
-    #[test]
-    fn engine_flags_parse() {
-        let a = up(&[
-            "--model",
-            "qwen3-vl-4b",
-            "--gpus",
-            "0,1",
-            "--tensor-parallel-size",
-            "2",
-            "--quantization",
-            "fp8",
-            "--kv-cache-dtype",
-            "fp8",
-            "--no-bootstrap",
-            "--dry-run",
-            "--venv",
-            "/tmp/v",
-            "--python",
-            "/usr/bin/python3.12",
-        ]);
-        assert_eq!(a.gpus.as_deref(), Some("0,1"));
-        assert_eq!(a.tensor_parallel_size, Some(2));
-        assert!(a.no_bootstrap && a.dry_run);
-        assert_eq!(a.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
-        assert_eq!(a.gpu_memory_utilization, 0.85);
-        assert!(Cli::try_parse_from(["mqtt-llm", "up", "--model", "m", "--tensor-parallel-size", "0"]).is_err());
-    }
-
-    #[test]
-    fn setup_parses() {
-        let cli = Cli::try_parse_from(["mqtt-llm", "setup", "--venv", "/tmp/v", "--force"]).unwrap();
-        let Command::Setup(s) = cli.command else {
-            panic!("not setup")
-        };
-        assert!(s.force);
-        assert_eq!(s.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
-        assert_eq!(s.install.python, std::path::Path::new("python3"));
     }
 }

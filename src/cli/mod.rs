@@ -1,0 +1,117 @@
+//! Command-line definitions (clap derive): every subcommand's arguments, and the one mapping of `up`'s arguments
+//! to the library's raw settings. No behaviour; `cmd` runs what these parse to. Every flag of `up` is documented
+//! in the README, and its defaults are the library's (`mqtt_llm::config::defaults`).
+
+mod client;
+mod up;
+#[cfg(test)]
+mod up_tests;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mqtt_llm::config::{DEFAULT_BROKER, DEFAULT_PYTHON};
+
+pub use client::{BenchArgs, ChatArgs};
+pub use up::UpArgs;
+
+/// Serve a local LLM (vLLM) to many devices over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "mqtt-llm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MQTT_LLM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info,engine=warn`.
+    #[arg(long, global = true, default_value = "info", env = "MQTT_LLM_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Launch (or attach to) the engine and bridge MQTT requests to it until SIGINT/SIGTERM.
+    Up(Box<UpArgs>),
+    /// Install the pinned vLLM into a virtualenv (what `up` does on first run).
+    Setup(SetupArgs),
+    /// List the GPUs (NVML): memory, utilization and the processes holding memory.
+    Gpus(GpusArgs),
+    /// Chat with a running mqtt-llm over MQTT (interactive, or one message per stdin line).
+    Chat(ChatArgs),
+    /// Load-test a running mqtt-llm over the wire protocol (optionally against the engine directly).
+    Bench(Box<BenchArgs>),
+}
+
+/// Where the engine is installed, shared by `setup` and `up`.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// The virtualenv vLLM is installed into and found in [default: $XDG_DATA_HOME/mqtt-llm/venv, else
+    /// ~/.local/share/mqtt-llm/venv].
+    #[arg(long, env = "MQTT_LLM_VENV")]
+    pub venv: Option<PathBuf>,
+    /// The Python that creates the virtualenv (`PYTHON -m venv`).
+    #[arg(long, env = "MQTT_LLM_PYTHON", default_value = DEFAULT_PYTHON)]
+    pub python: PathBuf,
+    /// A pip requirements file to install instead of the built-in pins (python-req.txt of this release).
+    #[arg(long, env = "MQTT_LLM_REQUIREMENTS")]
+    pub requirements: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub install: InstallArgs,
+    /// Reinstall even when the virtualenv already has the pinned vLLM.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct GpusArgs {
+    /// Print one JSON object (`gpus`, `host`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The broker a command connects to: `up`, `chat` and `bench` share these flags.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
+    #[arg(id = "broker", long = "broker", value_name = "BROKER", env = "MQTT_LLM_BROKER", default_value = DEFAULT_BROKER)]
+    pub url: String,
+    /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
+    #[arg(id = "mqtt_ca", long = "mqtt-ca", value_name = "MQTT_CA", env = "MQTT_LLM_MQTT_CA")]
+    pub ca: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// A protocol client's settings for this broker (`prefix-<8 hex>` as client id).
+    pub fn client_config(&self, prefix: &str) -> mqtt_llm_client::ClientConfig {
+        mqtt_llm_client::ClientConfig::new(&self.url, prefix).with_ca_file(self.ca.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn setup_parses() {
+        let cli = Cli::try_parse_from(["mqtt-llm", "setup", "--venv", "/tmp/v", "--force"]).unwrap();
+        let Command::Setup(s) = cli.command else {
+            panic!("not setup")
+        };
+        assert!(s.force);
+        assert_eq!(s.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
+        assert_eq!(s.install.python, std::path::Path::new("python3"));
+    }
+}

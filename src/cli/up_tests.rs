@@ -1,0 +1,265 @@
+//! `up`'s command line through to the typed configuration: clap parsing, the mapping to raw settings, and
+//! `Config::from_raw`'s validation as a user meets it.
+
+use std::time::Duration;
+
+use clap::Parser;
+use mqtt_llm::config::{Config, ConfigError, SamplingDefaults, parse_gpus};
+use mqtt_llm::engine::{EngineMode, LaunchSettings};
+use mqtt_llm::mqtt::MqttVersion;
+
+use super::{Cli, Command, UpArgs};
+
+fn args(args: &[&str]) -> UpArgs {
+    let argv = ["mqtt-llm", "up"].iter().chain(args);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Up(a) => *a,
+        _ => panic!("not up"),
+    }
+}
+
+fn up(argv: &[&str]) -> Result<Config, ConfigError> {
+    Config::from_raw(args(argv).raw_settings())
+}
+
+fn launch(c: &Config) -> &LaunchSettings {
+    match &c.engine.mode {
+        EngineMode::Launch(l) => l,
+        EngineMode::Attach { .. } => panic!("attach mode"),
+    }
+}
+
+#[test]
+fn everything_after_a_double_dash_is_for_vllm() {
+    let a = args(&[
+        "--model",
+        "m",
+        "--engine-arg=--enforce-eager",
+        "--engine-arg",
+        "--max-num-batched-tokens=8k",
+        "--",
+        "--model",
+        "other",
+        "-tp",
+        "2",
+        "--",
+    ]);
+    assert_eq!(a.model.as_deref(), Some("m"));
+    assert_eq!(a.engine_args, ["--enforce-eager", "--max-num-batched-tokens=8k"]);
+    assert_eq!(a.vllm_args, ["--model", "other", "-tp", "2", "--"]);
+    assert!(args(&["--model", "m"]).vllm_args.is_empty());
+}
+
+#[test]
+fn enable_and_disable_flags_override_each_other() {
+    let a = args(&["--model", "m", "--disable-prefix-caching", "--enable-prefix-caching"]);
+    assert!(!a.disable_prefix_caching);
+    let a = args(&["--model", "m", "--enable-prefix-caching", "--disable-prefix-caching"]);
+    assert!(a.disable_prefix_caching);
+}
+
+#[test]
+fn engine_flags_parse() {
+    let a = args(&[
+        "--model",
+        "qwen3-vl-4b",
+        "--gpus",
+        "0,1",
+        "--tensor-parallel-size",
+        "2",
+        "--quantization",
+        "fp8",
+        "--kv-cache-dtype",
+        "fp8",
+        "--no-bootstrap",
+        "--dry-run",
+        "--venv",
+        "/tmp/v",
+        "--python",
+        "/usr/bin/python3.12",
+    ]);
+    assert_eq!(a.gpus.as_deref(), Some("0,1"));
+    assert_eq!(a.tensor_parallel_size, Some(2));
+    assert!(a.no_bootstrap && a.dry_run);
+    assert_eq!(a.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
+    assert_eq!(a.gpu_memory_utilization, 0.85);
+    assert!(Cli::try_parse_from(["mqtt-llm", "up", "--model", "m", "--tensor-parallel-size", "0"]).is_err());
+}
+
+#[test]
+fn defaults() {
+    let c = up(&["--model", "m"]).unwrap();
+    assert_eq!(c.mqtt.host, "127.0.0.1");
+    assert_eq!(c.mqtt.port, 1883);
+    assert_eq!(c.mqtt.version, MqttVersion::V5);
+    assert_eq!(c.mqtt.max_packet_size, 1024 * 1024);
+    assert_eq!(c.mqtt.projects.len(), 1);
+    assert_eq!(c.bridge.max_inflight.get(), 64);
+    assert_eq!(c.bridge.session_queue.get(), 8);
+    assert_eq!(
+        c.bridge.defaults,
+        SamplingDefaults {
+            temperature: 0.6,
+            top_p: 0.9,
+            max_tokens: 512
+        }
+    );
+    assert!(c.bridge.skip_thinking);
+    assert_eq!(c.bridge.max_history_tokens.get(), 3000);
+    assert_eq!(c.engine.start_timeout, Duration::from_secs(1200));
+    assert_eq!(c.engine.grace, Duration::from_secs(10));
+    assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.engine.served_model_name.as_deref(), Some("m"));
+    let l = launch(&c);
+    assert_eq!(l.vllm_bin, std::path::Path::new("vllm"));
+    assert_eq!(l.gpu.memory_utilization, 0.85);
+    assert_eq!(l.gpu.tensor_parallel_size(), None);
+    assert!(l.prefix_caching && l.prompt_tokens_details && !l.priority_scheduling);
+    assert_eq!(l.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(l.limit_mm_per_prompt, None);
+    assert_eq!(c.install.vllm_bin, None);
+    assert_eq!(c.install.python, std::path::Path::new("python3"));
+}
+
+#[test]
+fn aliases_resolve_and_name_the_served_model() {
+    let c = up(&["--model", "Qwen3-VL-4B"]).unwrap();
+    let l = launch(&c);
+    assert_eq!(l.model, "Qwen/Qwen3-VL-4B-Instruct-FP8");
+    assert_eq!(l.quantization, None, "an FP8 checkpoint implies no --quantization");
+    assert_eq!(c.engine.served_model_name.as_deref(), Some("qwen3-vl-4b"));
+    assert_eq!(l.limit_mm_per_prompt.as_deref(), Some(r#"{"image":4,"video":0}"#));
+    let c = up(&["--model", "qwen3-vl-4b", "--served-model-name", "vl"]).unwrap();
+    assert_eq!(c.engine.served_model_name.as_deref(), Some("vl"));
+    let c = up(&["--model", "/models/qwen3-tiny"]).unwrap();
+    assert_eq!(launch(&c).model, "/models/qwen3-tiny");
+    assert_eq!(c.engine.served_model_name.as_deref(), Some("/models/qwen3-tiny"));
+}
+
+#[test]
+fn engine_flags_reach_the_launch_config() {
+    let c = up(&[
+        "--model",
+        "m",
+        "--gpus",
+        "0, 1",
+        "--gpu-memory-utilization",
+        "0.5",
+        "--quantization",
+        "fp8",
+        "--kv-cache-dtype",
+        "fp8_e4m3",
+        "--max-model-len",
+        "8192",
+        "--max-num-seqs",
+        "64",
+        "--disable-prefix-caching",
+        "--disable-prompt-tokens-details",
+        "--limit-mm-per-prompt",
+        r#"{"image":1}"#,
+        "--no-engine-log",
+        "--drain-timeout",
+        "5s",
+        "--engine-arg=--enforce-eager",
+        "--",
+        "--dtype",
+        "half",
+    ])
+    .unwrap();
+    let l = launch(&c);
+    assert_eq!(l.gpu.devices, Some(vec!["0".to_owned(), "1".to_owned()]));
+    assert_eq!(l.gpu.tensor_parallel_size(), Some(2));
+    assert_eq!(l.gpu.memory_utilization, 0.5);
+    assert_eq!(l.quantization.as_deref(), Some("fp8"));
+    assert_eq!(l.kv_cache_dtype.as_deref(), Some("fp8_e4m3"));
+    assert_eq!((l.max_model_len, l.max_num_seqs), (Some(8192), Some(64)));
+    assert!(!l.prefix_caching && !l.prompt_tokens_details);
+    assert_eq!(l.limit_mm_per_prompt.as_deref(), Some(r#"{"image":1}"#));
+    assert_eq!(l.engine_log, None);
+    assert_eq!(l.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(l.extra_args, ["--enforce-eager", "--dtype", "half"]);
+    let c = up(&["--model", "m", "--gpus", "2,3", "--tensor-parallel-size", "1"]).unwrap();
+    assert_eq!(launch(&c).gpu.tensor_parallel_size(), Some(1));
+    let c = up(&["--model", "m", "--engine-log", "/tmp/e.log"]).unwrap();
+    assert_eq!(
+        launch(&c).engine_log.as_deref(),
+        Some(std::path::Path::new("/tmp/e.log"))
+    );
+}
+
+#[test]
+fn a_project_priority_turns_on_priority_scheduling() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, "[projects.maze]\npriority = -1\n").unwrap();
+    let c = up(&["--model", "m", "--config", path.to_str().unwrap()]).unwrap();
+    assert!(launch(&c).priority_scheduling);
+    assert_eq!(c.projects.priority("maze"), Some(-1));
+}
+
+#[test]
+fn gpu_lists() {
+    assert_eq!(parse_gpus("0").unwrap(), ["0"]);
+    assert_eq!(parse_gpus("GPU-8a1b,MIG-x").unwrap(), ["GPU-8a1b", "MIG-x"]);
+    for bad in ["", "0,", "a", "0,0", "-1", "GPU-"] {
+        assert!(parse_gpus(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn attach_mode_and_broker_forms() {
+    let c = up(&[
+        "--engine-url",
+        "http://127.0.0.1:8080",
+        "--broker",
+        "mqtts://b.example:9999",
+    ])
+    .unwrap();
+    assert!(matches!(c.engine.mode, EngineMode::Attach { .. }));
+    assert_eq!(c.engine.served_model_name, None);
+    assert_eq!(
+        (c.mqtt.host.as_str(), c.mqtt.port, c.mqtt.tls),
+        ("b.example", 9999, true)
+    );
+}
+
+#[test]
+fn errors_name_the_flag() {
+    for (args, flag) in [
+        (vec!["--model", "m", "--temperature", "3"], "--temperature"),
+        (vec!["--model", "m", "--top-p", "0"], "--top-p"),
+        (vec!["--model", "m", "--max-inflight", "0"], "--max-inflight"),
+        (vec!["--model", "m", "--projects", " , "], "--projects"),
+        (vec!["--model", "m", "--broker", "ftp://x"], "--broker"),
+        (vec!["--engine-url", "nope"], "--engine-url"),
+        (
+            vec!["--model", "m", "--gpu-memory-utilization", "1.5"],
+            "--gpu-memory-utilization",
+        ),
+        (vec!["--model", "m", "--gpus", "0,x"], "--gpus"),
+        (
+            vec!["--model", "m", "--gpus", "0", "--tensor-parallel-size", "2"],
+            "--tensor-parallel-size",
+        ),
+        (
+            vec!["--model", "m", "--limit-mm-per-prompt", "image=4"],
+            "--limit-mm-per-prompt",
+        ),
+        (vec!["--model", "m", "--quantization", " "], "--quantization"),
+    ] {
+        let err = up(&args).unwrap_err().to_string();
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn temperature_zero_is_a_valid_default() {
+    assert_eq!(
+        up(&["--model", "m", "--temperature", "0"])
+            .unwrap()
+            .bridge
+            .defaults
+            .temperature,
+        0.0
+    );
+}

@@ -1,0 +1,163 @@
+//! The engine's settings from the raw ones: launch (an alias resolved, the GPUs, the `vllm serve` inputs) or
+//! attach, the supervision timings and the restart policy.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use url::Url;
+
+use super::error::{ConfigError, Problem, invalid};
+use super::raw::RawSettings;
+use crate::engine::alias::{self, ResolvedModel};
+use crate::engine::command::DEFAULT_VISION_LIMIT_MM;
+use crate::engine::settings::{DEFAULT_CONNECT_TIMEOUT, default_engine_log, hub_from_env};
+use crate::engine::{EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, RestartPolicy};
+
+/// The engine's settings; `priority_scheduling` when some project has a priority.
+pub(super) fn engine_settings(raw: &RawSettings, priority_scheduling: bool) -> Result<EngineSettings, ConfigError> {
+    let (mode, served_model_name) = match (&raw.engine_url, &raw.model) {
+        (Some(url), _) => {
+            let parsed = Url::parse(url).map_err(|source| {
+                invalid(
+                    "--engine-url",
+                    Problem::Url {
+                        given: url.clone(),
+                        source,
+                    },
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("--engine-url", "must be an http:// or https:// URL"));
+            }
+            (EngineMode::Attach { url: parsed }, raw.served_model_name.clone())
+        }
+        (None, Some(model)) if !model.trim().is_empty() => {
+            let resolved = alias::resolve(model, hub_from_env());
+            let launch = launch_settings(raw, &resolved, priority_scheduling)?;
+            let served = raw
+                .served_model_name
+                .clone()
+                .or_else(|| resolved.alias.clone())
+                .unwrap_or_else(|| resolved.id.clone());
+            (EngineMode::Launch(launch), Some(served))
+        }
+        _ => return Err(invalid("--model", "give a model to launch, or --engine-url to attach")),
+    };
+    Ok(EngineSettings {
+        mode,
+        served_model_name,
+        start_timeout: raw.engine_start_timeout,
+        grace: raw.engine_grace,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        probe_interval: raw.engine_probe_interval,
+        stall_timeout: raw.engine_stall_timeout,
+        restart: RestartPolicy {
+            max_restarts: raw.max_restarts,
+            window: raw.restart_window,
+            ..Default::default()
+        },
+    })
+}
+
+/// Where vLLM is found or installed.
+pub(super) fn install_settings(raw: &RawSettings) -> InstallSettings {
+    InstallSettings::new(
+        raw.venv.clone(),
+        raw.python.clone(),
+        raw.requirements.clone(),
+        raw.vllm_bin.clone(),
+    )
+}
+
+fn launch_settings(
+    raw: &RawSettings,
+    model: &ResolvedModel,
+    priority_scheduling: bool,
+) -> Result<LaunchSettings, ConfigError> {
+    let u = raw.gpu_memory_utilization;
+    if !(u > 0.0 && u <= 1.0) {
+        return Err(invalid("--gpu-memory-utilization", "must be in (0, 1]"));
+    }
+    let devices = raw.gpus.as_deref().map(parse_gpus).transpose()?;
+    let tensor_parallel_size = optional_non_zero("--tensor-parallel-size", raw.tensor_parallel_size)?;
+    if let (Some(shards), Some(devices)) = (tensor_parallel_size, &devices)
+        && shards.get() as usize > devices.len()
+    {
+        let gpus = devices.len();
+        return Err(invalid("--tensor-parallel-size", Problem::TooFewGpus { shards, gpus }));
+    }
+    let limit_mm_per_prompt = match &raw.limit_mm_per_prompt {
+        Some(s) => Some(parse_limit_mm(s)?),
+        None => alias::is_vision_model(&model.id).then(|| DEFAULT_VISION_LIMIT_MM.to_owned()),
+    };
+    let engine_log = match &raw.engine_log {
+        _ if raw.no_engine_log => None,
+        Some(p) => Some(p.clone()),
+        None => default_engine_log(),
+    };
+    Ok(LaunchSettings {
+        vllm_bin: raw.vllm_bin.clone().unwrap_or_else(|| PathBuf::from("vllm")),
+        model: model.id.clone(),
+        hub: model.hub,
+        trust_remote_code: model.trust_remote_code,
+        port: raw.engine_port,
+        gpu: GpuPlacement {
+            devices,
+            tensor_parallel_size,
+            memory_utilization: u,
+        },
+        max_model_len: optional_non_zero("--max-model-len", raw.max_model_len)?.map(NonZeroU32::get),
+        max_num_seqs: optional_non_zero("--max-num-seqs", raw.max_num_seqs)?.map(NonZeroU32::get),
+        quantization: non_empty("--quantization", &raw.quantization)?,
+        kv_cache_dtype: non_empty("--kv-cache-dtype", &raw.kv_cache_dtype)?,
+        prefix_caching: raw.prefix_caching,
+        prompt_tokens_details: raw.prompt_tokens_details,
+        priority_scheduling,
+        shutdown_timeout: raw.drain_timeout,
+        limit_mm_per_prompt,
+        engine_log,
+        extra_args: raw.engine_args.clone(),
+    })
+}
+
+/// `--gpus 0,1` (or GPU-/MIG- UUIDs): the `CUDA_VISIBLE_DEVICES` entries, each once.
+pub fn parse_gpus(s: &str) -> Result<Vec<String>, ConfigError> {
+    let mut devices: Vec<String> = Vec::new();
+    for entry in s.split(',').map(str::trim) {
+        let valid = (!entry.is_empty() && entry.chars().all(|c| c.is_ascii_digit()))
+            || ((entry.starts_with("GPU-") || entry.starts_with("MIG-")) && entry.len() > 4);
+        let entry = entry.to_owned();
+        if !valid {
+            return Err(invalid("--gpus", Problem::NotAGpu { entry }));
+        }
+        if devices.contains(&entry) {
+            return Err(invalid("--gpus", Problem::GpuTwice { entry }));
+        }
+        devices.push(entry);
+    }
+    Ok(devices)
+}
+
+/// `--limit-mm-per-prompt`: a JSON object such as `{"image":4,"video":0}`, passed on as given.
+fn parse_limit_mm(s: &str) -> Result<String, ConfigError> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(_)) => Ok(s.trim().to_owned()),
+        _ => Err(invalid(
+            "--limit-mm-per-prompt",
+            r#"must be a JSON object, e.g. '{"image":4,"video":0}'"#,
+        )),
+    }
+}
+
+fn non_empty(flag: &'static str, value: &Option<String>) -> Result<Option<String>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some("") => Err(invalid(flag, Problem::Empty)),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+fn optional_non_zero(flag: &'static str, value: Option<u32>) -> Result<Option<NonZeroU32>, ConfigError> {
+    value
+        .map(|v| NonZeroU32::new(v).ok_or_else(|| invalid(flag, Problem::Zero)))
+        .transpose()
+}

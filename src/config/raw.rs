@@ -1,0 +1,170 @@
+//! The raw settings layer: every setting of `mqtt-llm up` as given, before validation. The command line (and
+//! its `MQTT_LLM_*` variables) fills one; tests and embedders start from [`RawSettings::default`] and assign
+//! fields. [`super::Config::from_raw`] turns it into typed settings or says which flag is wrong.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::defaults::*;
+
+/// `mqtt-llm up`'s settings as given: one field per flag, named as the flag (minus the dashes).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSettings {
+    // ---- engine ----
+    pub model: Option<String>,
+    pub engine_url: Option<String>,
+    pub vllm_bin: Option<PathBuf>,
+    pub venv: Option<PathBuf>,
+    pub python: PathBuf,
+    pub requirements: Option<PathBuf>,
+    pub served_model_name: Option<String>,
+    pub engine_port: Option<u16>,
+    pub gpus: Option<String>,
+    pub tensor_parallel_size: Option<u32>,
+    pub gpu_memory_utilization: f32,
+    pub quantization: Option<String>,
+    pub kv_cache_dtype: Option<String>,
+    pub max_model_len: Option<u32>,
+    pub max_num_seqs: Option<u32>,
+    pub prefix_caching: bool,
+    pub prompt_tokens_details: bool,
+    pub limit_mm_per_prompt: Option<String>,
+    /// `--engine-arg`s, then the arguments after `--`.
+    pub engine_args: Vec<String>,
+    pub engine_log: Option<PathBuf>,
+    pub no_engine_log: bool,
+    #[serde(with = "text_duration")]
+    pub engine_start_timeout: Duration,
+    #[serde(with = "text_duration")]
+    pub engine_grace: Duration,
+    #[serde(with = "text_duration")]
+    pub engine_probe_interval: Duration,
+    #[serde(with = "text_duration")]
+    pub engine_stall_timeout: Duration,
+    #[serde(with = "text_duration")]
+    pub engine_wait: Duration,
+    pub max_restarts: u32,
+    #[serde(with = "text_duration")]
+    pub restart_window: Duration,
+
+    // ---- MQTT ----
+    pub broker: String,
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+    pub mqtt_ca: Option<PathBuf>,
+    /// 3 (3.1.1) or 5.
+    pub mqtt_version: u8,
+    pub mqtt_client_id: Option<String>,
+    pub max_packet_size: u32,
+    pub projects: String,
+    /// The TOML file with per-project settings.
+    pub config: Option<PathBuf>,
+
+    // ---- requests ----
+    pub max_inflight: usize,
+    pub session_queue: usize,
+    pub max_queued: usize,
+    pub stream_interval_ms: u64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: u32,
+    pub max_tokens_limit: u32,
+    pub skip_thinking: bool,
+    pub max_history_tokens: u32,
+    #[serde(with = "text_duration")]
+    pub session_idle_timeout: Duration,
+    pub max_sessions: usize,
+    #[serde(with = "text_duration")]
+    pub request_timeout: Duration,
+    pub max_payload_bytes: usize,
+
+    // ---- operations ----
+    pub http: SocketAddr,
+    #[serde(with = "text_duration")]
+    pub drain_timeout: Duration,
+
+    // ---- GPUs ----
+    pub skip_gpu_check: bool,
+    #[serde(with = "text_duration")]
+    pub gpu_sample_interval: Duration,
+    pub gpu_low_free_mib: u64,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            engine_url: None,
+            vllm_bin: None,
+            venv: None,
+            python: PathBuf::from(DEFAULT_PYTHON),
+            requirements: None,
+            served_model_name: None,
+            engine_port: None,
+            gpus: None,
+            tensor_parallel_size: None,
+            gpu_memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
+            quantization: None,
+            kv_cache_dtype: None,
+            max_model_len: None,
+            max_num_seqs: None,
+            prefix_caching: true,
+            prompt_tokens_details: true,
+            limit_mm_per_prompt: None,
+            engine_args: Vec::new(),
+            engine_log: None,
+            no_engine_log: false,
+            engine_start_timeout: DEFAULT_ENGINE_START_TIMEOUT.value,
+            engine_grace: DEFAULT_ENGINE_GRACE.value,
+            engine_probe_interval: DEFAULT_ENGINE_PROBE_INTERVAL.value,
+            engine_stall_timeout: DEFAULT_ENGINE_STALL_TIMEOUT.value,
+            engine_wait: DEFAULT_ENGINE_WAIT.value,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_window: DEFAULT_RESTART_WINDOW.value,
+            broker: DEFAULT_BROKER.to_owned(),
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_ca: None,
+            mqtt_version: DEFAULT_MQTT_VERSION,
+            mqtt_client_id: None,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            projects: DEFAULT_PROJECTS.to_owned(),
+            config: None,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            session_queue: DEFAULT_SESSION_QUEUE,
+            max_queued: DEFAULT_MAX_QUEUED,
+            stream_interval_ms: DEFAULT_STREAM_INTERVAL_MS,
+            temperature: DEFAULT_TEMPERATURE,
+            top_p: DEFAULT_TOP_P,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_tokens_limit: DEFAULT_MAX_TOKENS_LIMIT,
+            skip_thinking: DEFAULT_SKIP_THINKING,
+            max_history_tokens: DEFAULT_MAX_HISTORY_TOKENS,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT.value,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT.value,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            http: DEFAULT_HTTP,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT.value,
+            skip_gpu_check: false,
+            gpu_sample_interval: DEFAULT_GPU_SAMPLE_INTERVAL.value,
+            gpu_low_free_mib: DEFAULT_GPU_LOW_FREE_MIB,
+        }
+    }
+}
+
+/// Durations as humantime text (`30s`, `5m`, `1h 30m`) in serialized settings.
+mod text_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,110 @@
+//! The settings of the service's other subsystems from the raw ones: MQTT, the request path (bridge), the
+//! session store and the GPU monitoring.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use mqtt_llm_protocol::broker::BrokerUrl;
+use mqtt_llm_protocol::topics::parse_project_list;
+use mqtt_llm_protocol::wire::WireLimits;
+
+use super::error::{ConfigError, Problem, invalid};
+use super::raw::RawSettings;
+use super::{BridgeConfig, SamplingDefaults};
+use crate::gpu::GpuSettings;
+use crate::mqtt::settings::{DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
+use crate::mqtt::{MqttSettings, MqttVersion};
+use crate::session::SessionSettings;
+
+pub(super) fn mqtt_settings(raw: &RawSettings) -> Result<MqttSettings, ConfigError> {
+    let BrokerUrl { host, port, tls } =
+        BrokerUrl::parse(&raw.broker).map_err(|e| invalid("--broker", Problem::Broker(e)))?;
+    if raw.mqtt_ca.is_some() && !tls {
+        return Err(invalid("--mqtt-ca", "only applies to an mqtts:// broker"));
+    }
+    let projects = parse_project_list(&raw.projects).map_err(|e| invalid("--projects", Problem::Topic(e)))?;
+    if raw.max_packet_size < 1024 {
+        return Err(invalid("--max-packet-size", "must be at least 1024 bytes"));
+    }
+    let version = match raw.mqtt_version {
+        3 => MqttVersion::V311,
+        5 => MqttVersion::V5,
+        _ => return Err(invalid("--mqtt-version", "must be 3 or 5")),
+    };
+    let client_id = raw
+        .mqtt_client_id
+        .clone()
+        .unwrap_or_else(|| format!("mqtt-llm-{:08x}", rand::random::<u32>()));
+    Ok(MqttSettings {
+        host,
+        port,
+        tls,
+        ca_file: raw.mqtt_ca.clone(),
+        username: raw.mqtt_username.clone(),
+        password: raw.mqtt_password.clone(),
+        version,
+        client_id,
+        keep_alive: DEFAULT_KEEP_ALIVE,
+        max_packet_size: raw.max_packet_size,
+        projects,
+        reconnect_min: DEFAULT_RECONNECT_MIN,
+        reconnect_max: DEFAULT_RECONNECT_MAX,
+    })
+}
+
+pub(super) fn session_settings(raw: &RawSettings) -> Result<SessionSettings, ConfigError> {
+    Ok(SessionSettings {
+        max_history_tokens: NonZeroU32::new(raw.max_history_tokens)
+            .ok_or_else(|| invalid("--max-history-tokens", Problem::Zero))?,
+        idle_timeout: raw.session_idle_timeout,
+        max_sessions: non_zero("--max-sessions", raw.max_sessions)?,
+    })
+}
+
+pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Result<BridgeConfig, ConfigError> {
+    if !(0.0..=2.0).contains(&raw.temperature) {
+        return Err(invalid("--temperature", "must be between 0 and 2"));
+    }
+    if !(raw.top_p > 0.0 && raw.top_p <= 1.0) {
+        return Err(invalid("--top-p", "must be greater than 0 and at most 1"));
+    }
+    if raw.max_tokens == 0 || raw.max_tokens > raw.max_tokens_limit {
+        return Err(invalid("--max-tokens", "must be between 1 and --max-tokens-limit"));
+    }
+    if raw.max_payload_bytes as u64 > u64::from(raw.max_packet_size) {
+        return Err(invalid("--max-payload-bytes", "must not exceed --max-packet-size"));
+    }
+    Ok(BridgeConfig {
+        max_inflight: non_zero("--max-inflight", raw.max_inflight)?,
+        session_queue: non_zero("--session-queue", raw.session_queue)?,
+        max_queued: non_zero("--max-queued", raw.max_queued)?,
+        stream_interval: Duration::from_millis(raw.stream_interval_ms),
+        defaults: SamplingDefaults {
+            temperature: raw.temperature,
+            top_p: raw.top_p,
+            max_tokens: raw.max_tokens,
+        },
+        skip_thinking: raw.skip_thinking,
+        max_history_tokens: session.max_history_tokens,
+        session_idle_timeout: session.idle_timeout,
+        max_sessions: session.max_sessions,
+        request_timeout: raw.request_timeout,
+        engine_wait: raw.engine_wait,
+        limits: WireLimits {
+            max_payload_bytes: raw.max_payload_bytes,
+            max_tokens_limit: raw.max_tokens_limit,
+        },
+    })
+}
+
+pub(super) fn gpu_settings(raw: &RawSettings) -> GpuSettings {
+    GpuSettings {
+        skip_check: raw.skip_gpu_check,
+        sample_interval: raw.gpu_sample_interval,
+        low_free_bytes: raw.gpu_low_free_mib.saturating_mul(1024 * 1024),
+    }
+}
+
+fn non_zero(flag: &'static str, v: usize) -> Result<NonZeroUsize, ConfigError> {
+    NonZeroUsize::new(v).ok_or_else(|| invalid(flag, Problem::Zero))
+}

@@ -1,0 +1,76 @@
+//! The engine's health: `/health` probes, hang detection from the requests' progress and the engine's token
+//! counter, and attach mode (which only probes).
+
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::actor::Actor;
+use super::state::{EngineEvent, EngineState};
+
+/// Health poll period while the engine starts.
+pub const START_POLL: Duration = Duration::from_millis(250);
+/// Consecutive failed probes of a ready engine that count as a hang.
+pub const HEALTH_FAILURES_TO_RESTART: u32 = 3;
+
+impl Actor {
+    pub(super) async fn probe_health(&self) -> Result<(), String> {
+        match tokio::time::timeout(crate::llm::PROBE_TIMEOUT, self.probe.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.user_message()),
+            Err(_) => Err(format!("no answer within {}s", crate::llm::PROBE_TIMEOUT.as_secs())),
+        }
+    }
+
+    /// A hang: requests running with no token for `stall_timeout`, and the engine's generated-token counter did
+    /// not move since the last check (or cannot be read).
+    pub(super) async fn check_stall(&self, last_generated: &mut Option<f64>) -> Option<String> {
+        let stalled = self.activity.stalled_for()?;
+        let generated = self.probe.generation_tokens_total().await.ok();
+        let previous = std::mem::replace(last_generated, generated);
+        if stalled < self.cfg.stall_timeout {
+            return None;
+        }
+        if generated.is_some() && generated != previous {
+            return None;
+        }
+        Some(format!(
+            "engine hung: {} requests without a token for {}s",
+            self.activity.inflight(),
+            stalled.as_secs()
+        ))
+    }
+
+    /// Attach mode: probe only; the server is somebody else's to restart.
+    pub(super) async fn run_attached(&mut self) {
+        let start_deadline = Instant::now() + self.cfg.start_timeout;
+        let mut probe = tokio::time::interval(START_POLL);
+        probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ready_cadence = false;
+        loop {
+            let starting = self.current() == EngineState::Starting;
+            tokio::select! {
+                _ = tokio::time::sleep_until(start_deadline), if starting => {
+                    self.apply(EngineEvent::StartTimedOut);
+                    return;
+                }
+                msg = self.control.recv() => {
+                    self.stopped_without_engine(msg);
+                    return;
+                }
+                _ = probe.tick() => {
+                    match self.probe_health().await {
+                        Ok(()) => self.apply(EngineEvent::HealthOk),
+                        Err(reason) => self.apply(EngineEvent::HealthFailed { reason }),
+                    }
+                    if !ready_cadence && self.current().is_ready() {
+                        ready_cadence = true;
+                        let every = self.cfg.probe_interval;
+                        probe = tokio::time::interval_at(Instant::now() + every, every);
+                        probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The engine's own settings: launch or attach, what goes on the `vllm serve` command line, which GPUs it gets,
+//! the supervision timings, and where vLLM is found or installed. `config` builds (and validates) them; the
+//! engine only reads them.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::alias::Hub;
+use super::locate;
+use super::restart::RestartPolicy;
+
+/// How long a connection to the engine's HTTP API may take to open.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the engine actor runs with.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub mode: EngineMode,
+    /// The model name requests carry; `None` in attach mode means "ask the server".
+    pub served_model_name: Option<String>,
+    pub start_timeout: Duration,
+    /// SIGTERM → SIGKILL grace for the engine's process group.
+    pub grace: Duration,
+    pub connect_timeout: Duration,
+    /// How often a ready engine's `/health` is probed.
+    pub probe_interval: Duration,
+    /// Requests running with no token for this long (and no engine progress) mean a hung engine.
+    pub stall_timeout: Duration,
+    /// When to restart a failed engine and when to give up.
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineMode {
+    /// mqtt-llm launches and supervises `vllm serve`.
+    Launch(LaunchSettings),
+    /// An OpenAI-compatible server somebody else runs.
+    Attach { url: Url },
+}
+
+/// What goes on the `vllm serve` command line (see [`super::command::build_command`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSettings {
+    /// The executable: `--vllm-bin` as given, else `vllm` until `up` has located (or installed) the engine.
+    pub vllm_bin: PathBuf,
+    /// The resolved model id (an alias already replaced), or a local directory.
+    pub model: String,
+    /// Hub the engine downloads from; ModelScope sets `VLLM_USE_MODELSCOPE`.
+    pub hub: Hub,
+    /// A known model whose checkpoint needs its own code (`--trust-remote-code`).
+    pub trust_remote_code: bool,
+    /// `None`: pick a free port on 127.0.0.1 at launch.
+    pub port: Option<u16>,
+    pub gpu: GpuPlacement,
+    pub max_model_len: Option<u32>,
+    pub max_num_seqs: Option<u32>,
+    pub quantization: Option<String>,
+    pub kv_cache_dtype: Option<String>,
+    pub prefix_caching: bool,
+    pub prompt_tokens_details: bool,
+    /// Some project has a priority: vLLM must schedule by it (`--scheduling-policy priority`).
+    pub priority_scheduling: bool,
+    /// vLLM's own drain on SIGTERM (`--shutdown-timeout`), equal to our `--drain-timeout`.
+    pub shutdown_timeout: Duration,
+    /// `--limit-mm-per-prompt` JSON: given, or the default for a vision model.
+    pub limit_mm_per_prompt: Option<String>,
+    /// Where the engine's output is kept (rotated); `None`: nowhere but our log.
+    pub engine_log: Option<PathBuf>,
+    /// `--engine-arg`s then the arguments after `--`, passed through verbatim after our own flags.
+    pub extra_args: Vec<String>,
+}
+
+/// Which GPUs the engine uses and how much of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuPlacement {
+    /// `--gpus`: the `CUDA_VISIBLE_DEVICES` entries; `None` leaves the variable alone.
+    pub devices: Option<Vec<String>>,
+    /// `--tensor-parallel-size` as given.
+    pub tensor_parallel_size: Option<NonZeroU32>,
+    pub memory_utilization: f32,
+}
+
+impl GpuPlacement {
+    /// The tensor-parallel size to pass: the explicit one, else one shard per selected GPU, else vLLM's default.
+    pub fn tensor_parallel_size(&self) -> Option<u32> {
+        match (self.tensor_parallel_size, &self.devices) {
+            (Some(n), _) => Some(n.get()),
+            (None, Some(devices)) => u32::try_from(devices.len()).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Where vLLM is looked for and, on first run, installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallSettings {
+    /// `--vllm-bin`: wins over everything.
+    pub vllm_bin: Option<PathBuf>,
+    /// The virtualenv; `None` when neither `--venv`, `$XDG_DATA_HOME` nor `$HOME` gives one.
+    pub venv: Option<PathBuf>,
+    /// The Python that creates the virtualenv.
+    pub python: PathBuf,
+    /// `--requirements`; `None`: the pins built into the binary.
+    pub requirements: Option<PathBuf>,
+}
+
+impl InstallSettings {
+    /// The given virtualenv, else the default one under `$XDG_DATA_HOME` (or `$HOME`) of this process.
+    pub fn new(
+        venv: Option<PathBuf>,
+        python: PathBuf,
+        requirements: Option<PathBuf>,
+        vllm_bin: Option<PathBuf>,
+    ) -> Self {
+        let env = |name: &str| std::env::var_os(name);
+        Self {
+            vllm_bin,
+            venv: venv.or_else(|| locate::default_venv(env("XDG_DATA_HOME").as_deref(), env("HOME").as_deref())),
+            python,
+            requirements,
+        }
+    }
+}
+
+/// The default engine log of this process: under `$XDG_STATE_HOME` (or `$HOME`).
+pub fn default_engine_log() -> Option<PathBuf> {
+    let env = |name: &str| std::env::var_os(name);
+    super::logs::default_engine_log(env("XDG_STATE_HOME").as_deref(), env("HOME").as_deref())
+}
+
+/// The hub named by `VLLM_USE_MODELSCOPE` in this process's environment.
+pub fn hub_from_env() -> Hub {
+    super::alias::modelscope_from_env(std::env::var("VLLM_USE_MODELSCOPE").ok().as_deref())
+}

@@ -1,0 +1,37 @@
+//! The MQTT connection's settings: broker, credentials, protocol version, client id, packet size, the projects
+//! subscribed, keep-alive and reconnect back-off. `config` builds them; the event loop reads them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mqtt_llm_protocol::topics::ProjectName;
+
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// CA certificates (PEM) for TLS; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub version: MqttVersion,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    /// Largest packet we send or accept.
+    pub max_packet_size: u32,
+    pub projects: Vec<ProjectName>,
+    /// Reconnect back-off bounds.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
