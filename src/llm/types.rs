@@ -26,7 +26,7 @@ pub struct ChatMessage {
 /// One chat completion call. Sampling fields left `None` are omitted, so the engine's defaults apply (for vLLM:
 /// the model's `generation_config.json`).
 #[derive(Debug, Clone, Default)]
-pub struct ChatRequest {
+pub struct CompletionRequest {
     pub messages: Vec<ChatMessage>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
@@ -97,7 +97,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
-/// The body of `POST /v1/chat/completions`, borrowed from the [`ChatRequest`].
+/// The body of `POST /v1/chat/completions`, borrowed from the [`CompletionRequest`].
 #[derive(Debug, Serialize)]
 pub(crate) struct WireRequest<'a> {
     pub model: &'a str,
@@ -118,7 +118,7 @@ pub(crate) struct WireRequest<'a> {
 }
 
 impl<'a> WireRequest<'a> {
-    pub(crate) fn new(model: &'a str, req: &'a ChatRequest) -> Self {
+    pub(crate) fn new(model: &'a str, req: &'a CompletionRequest) -> Self {
         Self {
             model,
             messages: &req.messages,
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn request_body_omits_unset_fields() {
-        let req = ChatRequest {
+        let req = CompletionRequest {
             messages: vec![ChatMessage {
                 role: Role::User,
                 content: "Hi".into(),
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn request_body_carries_sampling_and_template_kwargs() {
-        let req = ChatRequest {
+        let req = CompletionRequest {
             messages: vec![
                 ChatMessage {
                     role: Role::System,

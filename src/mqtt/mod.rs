@@ -4,4 +4,6 @@
 //! - [`client`]: the publishing handle over MQTT 3.1.1 or 5.
 
 pub mod client;
+mod connection;
 pub mod eventloop;
+pub mod publisher;
