@@ -59,7 +59,9 @@ pub enum EngineError {
         source: std::io::Error,
     },
     #[error("engine client: {0}")]
-    Client(String),
+    Client(#[source] Box<crate::llm::LlmError>),
+    #[error("engine client: {0}")]
+    Url(#[from] url::ParseError),
     /// The engine did not become ready; `tail` holds its last output lines.
     #[error("{reason}")]
     StartFailed { reason: String, tail: Vec<String> },
@@ -234,13 +236,12 @@ pub fn spawn_engine(cfg: &EngineConfig, tracker: &TaskTracker) -> Result<EngineH
                 Some(exe) => guard::guarded(&command, exe, cfg.grace),
                 None => command.clone(),
             };
-            let url =
-                Url::parse(&format!("http://127.0.0.1:{port}/")).map_err(|e| EngineError::Client(e.to_string()))?;
+            let url = Url::parse(&format!("http://127.0.0.1:{port}/"))?;
             (url, Some(run), Some(command))
         }
     };
     let probe = LlmClient::new(base_url.clone(), String::new(), cfg.connect_timeout)
-        .map_err(|e| EngineError::Client(e.to_string()))?;
+        .map_err(|e| EngineError::Client(Box::new(e)))?;
     let activity = Arc::new(Activity::default());
     let incarnation = Arc::new(AtomicU64::new(0));
     let mut actor = Actor {
