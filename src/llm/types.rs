@@ -74,7 +74,6 @@ pub struct ApiError {
     #[serde(default, deserialize_with = "lenient_string")]
     pub param: Option<String>,
     /// A number in vLLM and llama.cpp, a string elsewhere.
-    #[serde(default)]
     pub code: Option<serde_json::Value>,
 }
 
@@ -83,7 +82,6 @@ pub struct ApiError {
 pub struct ModelInfo {
     pub id: String,
     /// The effective context length; vLLM reports it, llama.cpp and Ollama do not.
-    #[serde(default)]
     pub max_model_len: Option<u32>,
 }
 
@@ -141,42 +139,32 @@ pub(crate) struct WireStreamOptions {
 /// One `data:` payload of the stream: a chunk, a usage chunk (`choices: []`) or an error.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireChunk {
-    #[serde(default)]
     pub choices: Option<Vec<WireChoice>>,
-    #[serde(default)]
     pub usage: Option<WireUsage>,
-    #[serde(default)]
     pub error: Option<WireError>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireChoice {
-    #[serde(default)]
     pub delta: Option<WireDelta>,
-    #[serde(default)]
     pub finish_reason: Option<String>,
 }
 
 /// Only the content: `role`, `reasoning`, `tool_calls` and the rest are skipped without being decoded.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireDelta {
-    #[serde(default)]
     pub content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireUsage {
-    #[serde(default)]
     pub prompt_tokens: Option<u32>,
-    #[serde(default)]
     pub completion_tokens: Option<u32>,
-    #[serde(default)]
     pub prompt_tokens_details: Option<WirePromptTokensDetails>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WirePromptTokensDetails {
-    #[serde(default)]
     pub cached_tokens: Option<u32>,
 }
 
@@ -226,7 +214,6 @@ pub(crate) fn parse_api_error(body: &str) -> Option<ApiError> {
 /// `GET /v1/models`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireModelList {
-    #[serde(default)]
     pub data: Option<Vec<ModelInfo>>,
 }
 

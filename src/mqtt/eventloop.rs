@@ -9,8 +9,8 @@
 //! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again.
 //!
 //! Received publishes on a request topic go to the bridge over a bounded channel. When that channel is full the
-//! message is handed to an `overflow` callback (which answers "overloaded" with a non-blocking publish), so the
-//! loop never waits on the bridge either.
+//! message is handed to an `overflow` callback together with the loop's [`Publisher`] (the callback answers
+//! "overloaded" with [`Publisher::try_reply`], which never waits), so the loop never waits on the bridge either.
 
 use std::sync::Arc;
 use std::time::Duration;
