@@ -6,8 +6,8 @@
 //! [`Admission::engine_slot`] for a ready engine (up to `--engine-wait`) and an in-flight slot (`--max-inflight`).
 //! Every refusal is a typed [`Refusal`], whose metric label and reply text come from one table.
 //!
-//! - [`lanes`]: per-session FIFO lanes with bounded queues;
-//! - [`capacity`]: the semaphores behind the RAII permits; capacity comes back when a ticket or slot is dropped;
+//! - `lanes`: per-session FIFO lanes with bounded queues;
+//! - `capacity`: the semaphores behind the RAII permits; capacity comes back when a ticket or slot is dropped;
 //! - [`refusal`]: the refusal table.
 
 mod capacity;

@@ -3,7 +3,7 @@
 //! For each [`Ticket`] it waits at admission for an engine slot, builds the prompt from the session's history,
 //! streams the engine's answer (stream frames through a [`StreamSink`] when asked), then publishes exactly one
 //! final reply through the [`Publisher`]: the cleaned text, or `Error: ...`. Only a successful reply becomes a
-//! turn of the history. [`Worker`] is everything a lane needs, and nothing else.
+//! turn of the history. `Worker` is everything a lane needs, and nothing else.
 
 use std::sync::Arc;
 
