@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::bridge::{Bridge, intake};
+use crate::bridge::{Bridge, overflow_handler};
 use crate::config::Config;
 use crate::engine::{EngineError, EngineHandle, EngineMode, EngineState, spawn_engine};
 use crate::http::{self, HttpState};
-use crate::llm::LlmClient;
+use crate::llm::{LlmClient, LlmError};
 use crate::metrics;
-use crate::mqtt::client::MqttClient;
-use crate::mqtt::eventloop::{Inbound, Overflow, spawn_mqtt};
+use crate::mqtt::client::MqttError;
+use crate::mqtt::eventloop::{Inbound, spawn_mqtt};
 
 /// Messages from the event loop waiting for the intake.
 const INBOUND_QUEUE: usize = 4096;
@@ -57,10 +57,12 @@ pub enum AppError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot learn the engine's model name: {}", .0.user_message())]
+    Model(#[source] LlmError),
     #[error("cannot learn the engine's model name: {0}")]
-    Model(String),
+    LlmSetup(#[source] LlmError),
     #[error("MQTT: {0}")]
-    Mqtt(String),
+    Mqtt(#[from] MqttError),
     #[error("{0}")]
     Gpu(#[from] crate::gpu::PreflightError),
     #[error("the engine failed while serving: {reason}")]
@@ -159,30 +161,21 @@ async fn run_inner(
             Ok(m) => m,
             Err(e) => {
                 engine.shutdown().await;
-                return Err(AppError::Model(e.user_message()));
+                return Err(AppError::Model(e));
             }
         },
     };
     let llm = LlmClient::new(engine.base_url().clone(), model.clone(), config.engine.connect_timeout)
-        .map_err(|e| AppError::Model(e.to_string()))?;
+        .map_err(AppError::LlmSetup)?;
     let _ = events.send(AppEvent::EngineReady {
         url: engine.base_url().clone(),
         model,
     });
 
-    // MQTT and the bridge. The overflow callback needs the client, which exists only once MQTT is spawned.
+    // MQTT, its publisher, and the bridge.
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-    let overflow_client: Arc<OnceLock<MqttClient>> = Arc::default();
-    let overflow: Overflow = {
-        let client = Arc::clone(&overflow_client);
-        let projects = config.mqtt.projects.clone();
-        let limits = config.bridge.limits.clone();
-        Arc::new(move |msg: Inbound| match client.get() {
-            Some(c) => intake::overflow(c, &projects, &limits, msg),
-            None => tracing::warn!("message before the MQTT client existed; dropped"),
-        })
-    };
-    let mqtt = match spawn_mqtt(
+    let overflow = overflow_handler(config.mqtt.projects.clone(), config.bridge.limits.clone());
+    let (mqtt, publisher) = match spawn_mqtt(
         &config.mqtt,
         inbound_tx,
         overflow,
@@ -193,25 +186,20 @@ async fn run_inner(
         Ok(m) => m,
         Err(e) => {
             engine.shutdown().await;
-            return Err(AppError::Mqtt(e.to_string()));
+            return Err(e.into());
         }
     };
-    let _ = overflow_client.set(mqtt.client.clone());
-    let bridge = Bridge::new(
-        config.bridge.clone(),
+    let (bridge, intake) = Bridge::new(
+        &config.bridge,
         config.mqtt.projects.clone(),
         config.projects.clone(),
         llm,
         engine.clone(),
-        mqtt.client.clone(),
+        publisher,
     );
     bridge.spawn_session_sweeper(tracker, root.child_token());
     let intake_cancel = root.child_token();
-    tracker.spawn(intake::run(
-        Arc::clone(&bridge.shared),
-        inbound_rx,
-        intake_cancel.clone(),
-    ));
+    intake.spawn(inbound_rx, tracker, intake_cancel.clone());
     {
         let mut ready = mqtt_ready_rx.clone();
         let events = events.clone();

@@ -7,6 +7,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use Group::{Gpu, Service};
+use Kind::{Counter, Gauge, Histogram};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -60,50 +62,64 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Every metric: group, kind, name, help.
+#[rustfmt::skip]
+const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
+    (Service, Counter, REQUESTS_RECEIVED, "Messages received on {project}/user_input."),
+    (Service, Counter, REQUESTS_REJECTED, "Requests refused before reaching the engine, by reason."),
+    (Service, Counter, REPLIES, "Final replies published, by outcome (ok or error)."),
+    (Service, Counter, REQUEST_ERRORS, "Accepted requests answered with an error, by error code."),
+    (Service, Counter, REPLY_TOPIC_FALLBACKS, "Client reply/stream topics not used (default used), by reason."),
+    (Service, Histogram, REQUEST_DURATION, "From accepting a request to publishing its reply."),
+    (Service, Histogram, TTFT, "From accepting a request to the engine's first token."),
+    (Service, Counter, TOKENS, "Engine tokens by kind (prompt, completion, cached)."),
+    (Service, Counter, STREAM_FRAMES, "Stream frames published."),
+    (Service, Gauge, REQUESTS_QUEUED, "Accepted requests not yet answered (waiting or running)."),
+    (Service, Gauge, REQUESTS_INFLIGHT, "Requests the engine is working on."),
+    (Service, Gauge, SESSIONS, "Conversations held in memory."),
+    (Service, Counter, HISTORY_TRIMMED, "Oldest turns dropped to keep histories within the token budget."),
+    (Service, Gauge, MQTT_CONNECTED, "1 while connected to the broker."),
+    (Service, Counter, MQTT_CONNECTIONS, "Successful broker connections (ConnAck)."),
+    (Service, Counter, MQTT_CONNECTION_ERRORS, "Broker connection errors (each followed by a reconnect attempt)."),
+    (Service, Counter, MQTT_PUBLISH_ERRORS, "Publishes that could not be handed to the MQTT client."),
+    (Service, Gauge, ENGINE_READY, "1 while the engine is ready."),
+    (Service, Counter, ENGINE_RESTARTS, "Engine restarts, by cause (crash, hang, start_timeout)."),
+    (Gpu, Gauge, GPU_MEMORY_USED, "GPU memory in use, by any process, per GPU."),
+    (Gpu, Gauge, GPU_MEMORY_FREE, "GPU memory free per GPU, as CUDA (and vLLM's start-up check) sees it."),
+    (Gpu, Gauge, GPU_MEMORY_TOTAL, "GPU memory installed per GPU."),
+    (Gpu, Gauge, GPU_UTILIZATION, "Share of the last sample period a kernel ran, per GPU (0 to 1)."),
+    (Gpu, Gauge, GPU_ENGINE_MEMORY, "GPU memory held by the launched engine's process group (EngineCore and workers), per GPU."),
+    (Gpu, Counter, GPU_LOW_FREE_WARNINGS, "Times a GPU's free memory fell under the warning threshold."),
+    (Gpu, Counter, GPU_SAMPLE_ERRORS, "GPU samples that failed (NVML errors)."),
+];
+
 fn describe() {
-    describe_counter!(REQUESTS_RECEIVED, "Messages received on {project}/user_input.");
-    describe_counter!(
-        REQUESTS_REJECTED,
-        "Requests refused before reaching the engine, by reason."
-    );
-    describe_counter!(REPLIES, "Final replies published, by outcome (ok or error).");
-    describe_counter!(
-        REQUEST_ERRORS,
-        "Accepted requests answered with an error, by error code."
-    );
-    describe_counter!(
-        REPLY_TOPIC_FALLBACKS,
-        "Client reply/stream topics not used (default used), by reason."
-    );
-    describe_histogram!(REQUEST_DURATION, "From accepting a request to publishing its reply.");
-    describe_histogram!(TTFT, "From accepting a request to the engine's first token.");
-    describe_counter!(TOKENS, "Engine tokens by kind (prompt, completion, cached).");
-    describe_counter!(STREAM_FRAMES, "Stream frames published.");
-    describe_gauge!(
-        REQUESTS_QUEUED,
-        "Accepted requests not yet answered (waiting or running)."
-    );
-    describe_gauge!(REQUESTS_INFLIGHT, "Requests the engine is working on.");
-    describe_gauge!(SESSIONS, "Conversations held in memory.");
-    describe_counter!(
-        HISTORY_TRIMMED,
-        "Oldest turns dropped to keep histories within the token budget."
-    );
-    describe_gauge!(MQTT_CONNECTED, "1 while connected to the broker.");
-    describe_counter!(MQTT_CONNECTIONS, "Successful broker connections (ConnAck).");
-    describe_counter!(
-        MQTT_CONNECTION_ERRORS,
-        "Broker connection errors (each followed by a reconnect attempt)."
-    );
-    describe_counter!(
-        MQTT_PUBLISH_ERRORS,
-        "Publishes that could not be handed to the MQTT client."
-    );
-    describe_gauge!(ENGINE_READY, "1 while the engine is ready.");
-    describe_counter!(
-        ENGINE_RESTARTS,
-        "Engine restarts, by cause (crash, hang, start_timeout)."
-    );
+    describe_group(Service);
+}
+
+/// Metrics described together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Group {
+    Service,
+    /// Described when the GPU sampler starts.
+    Gpu,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn describe_group(group: Group) {
+    for &(_, kind, name, help) in DESCRIPTIONS.iter().filter(|row| row.0 == group) {
+        match kind {
+            Kind::Counter => describe_counter!(name, help),
+            Kind::Gauge => describe_gauge!(name, help),
+            Kind::Histogram => describe_histogram!(name, help),
+        }
+    }
 }
 
 /// A gauge that goes up on creation and down on drop.
@@ -209,25 +225,7 @@ pub const GPU_SAMPLE_ERRORS: &str = "mqtt_llm_gpu_sample_errors_total";
 
 /// Describe the GPU metrics. Called when the sampler starts (after [`install`]); describing twice is harmless.
 pub fn describe_gpu() {
-    describe_gauge!(GPU_MEMORY_USED, "GPU memory in use, by any process, per GPU.");
-    describe_gauge!(
-        GPU_MEMORY_FREE,
-        "GPU memory free per GPU, as CUDA (and vLLM's start-up check) sees it."
-    );
-    describe_gauge!(GPU_MEMORY_TOTAL, "GPU memory installed per GPU.");
-    describe_gauge!(
-        GPU_UTILIZATION,
-        "Share of the last sample period a kernel ran, per GPU (0 to 1)."
-    );
-    describe_gauge!(
-        GPU_ENGINE_MEMORY,
-        "GPU memory held by the launched engine's process group (EngineCore and workers), per GPU."
-    );
-    describe_counter!(
-        GPU_LOW_FREE_WARNINGS,
-        "Times a GPU's free memory fell under the warning threshold."
-    );
-    describe_counter!(GPU_SAMPLE_ERRORS, "GPU samples that failed (NVML errors).");
+    describe_group(Gpu);
 }
 
 fn gpu_label(index: u32) -> String {

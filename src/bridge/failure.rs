@@ -1,69 +1,29 @@
-//! Why a request was refused or failed, mapped in one place to wire codes and reply texts.
+//! [`Failure`]: why an accepted request got no answer, mapped in one place to wire codes and reply texts.
 
 use std::time::Duration;
 
-use crate::llm::LlmError;
-use mqtt_llm_protocol::wire::RequestError;
-
-/// The text of the overload refusal; clients of the original server test for "Server is overloaded".
-pub const OVERLOADED_TEXT: &str = "Error: Server is overloaded. Please try again in a moment.";
-
-/// A request refused before it reached a session lane.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
-    /// The payload was not a valid request.
-    Invalid(RequestError),
-    /// Too many accepted requests across all sessions (or the intake could not keep up).
-    Overloaded,
-    /// The session already has `--session-queue` requests waiting.
-    SessionQueueFull,
-    /// Shutdown has started.
-    ShuttingDown,
-}
-
-impl Refusal {
-    /// Stable code for metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Invalid(e) => e.code(),
-            Self::Overloaded => "overloaded",
-            Self::SessionQueueFull => "session_queue_full",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-
-    /// The reply payload.
-    pub fn reply_text(&self) -> String {
-        match self {
-            Self::Invalid(e) => e.reply_text(),
-            Self::Overloaded => OVERLOADED_TEXT.to_owned(),
-            Self::SessionQueueFull => {
-                "Error: too many requests waiting for this session; wait for the previous replies".to_owned()
-            }
-            Self::ShuttingDown => "Error: server is shutting down, please retry".to_owned(),
-        }
-    }
-}
+use crate::admission::Refusal;
+use crate::llm::{LlmError, LlmErrorKind};
 
 /// An accepted request that got no answer from the engine.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    Engine(LlmError),
+    #[error(transparent)]
+    Engine(#[from] LlmError),
+    #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// The drain timeout passed before the request finished.
+    #[error("shutting down")]
     ShuttingDown,
     /// The engine finished without any visible text.
+    #[error("empty reply")]
     EmptyReply,
     /// The engine crashed or hung and is being restarted; the request may be sent again.
+    #[error("engine restarted")]
     EngineRestarted,
-    /// The engine was not ready within `--engine-wait` (it is starting or restarting).
-    EngineNotReady,
-}
-
-impl From<LlmError> for Failure {
-    fn from(e: LlmError) -> Self {
-        Self::Engine(e)
-    }
+    /// Admission turned the request away when its turn came (the engine was not ready within `--engine-wait`).
+    #[error(transparent)]
+    Refused(Refusal),
 }
 
 impl Failure {
@@ -74,7 +34,7 @@ impl Failure {
             Self::ShuttingDown => "shutting_down",
             Self::EmptyReply => "empty_reply",
             Self::EngineRestarted => "engine_restarting",
-            Self::EngineNotReady => "engine_not_ready",
+            Self::Refused(r) => r.code(),
         }
     }
 
@@ -86,7 +46,7 @@ impl Failure {
             Self::ShuttingDown => "server is shutting down, please retry".to_owned(),
             Self::EmptyReply => "No response generated".to_owned(),
             Self::EngineRestarted => "engine restarted, please retry".to_owned(),
-            Self::EngineNotReady => OVERLOADED_TEXT.trim_start_matches("Error: ").to_owned(),
+            Self::Refused(r) => r.user_message(),
         }
     }
 
@@ -96,9 +56,17 @@ impl Failure {
 
     /// Failures that a crash or hang of the engine can cause (and then explain better).
     pub fn may_be_engine_death(&self) -> bool {
-        matches!(self, Self::Engine(e) if matches!(
-            e.code(),
-            "engine_unavailable" | "engine_disconnected" | "engine_error" | "protocol_error"
-        ))
+        let Self::Engine(e) = self else { return false };
+        match e.kind() {
+            LlmErrorKind::EngineUnavailable
+            | LlmErrorKind::EngineDisconnected
+            | LlmErrorKind::EngineError
+            | LlmErrorKind::ProtocolError => true,
+            LlmErrorKind::ModelNotFound
+            | LlmErrorKind::EngineBusy
+            | LlmErrorKind::ContextOverflow
+            | LlmErrorKind::BadRequest
+            | LlmErrorKind::ClientError => false,
+        }
     }
 }

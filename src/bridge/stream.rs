@@ -1,16 +1,17 @@
 //! The stream frames of one request: deltas coalesced every `--stream-interval-ms`, then a done or error frame.
-//! Frames carry `seq` 0, 1, 2, ... in publish order.
+//! Frames carry `seq` 0, 1, 2, ... in publish order; they leave through the [`Publisher`].
 
-use bytes::Bytes;
+use serde::Serialize;
 use tokio::time::{Duration, Instant};
 
-use super::Shared;
 use crate::metrics;
+use crate::mqtt::publisher::Publisher;
 use mqtt_llm_protocol::wire::{DeltaFrame, DoneFrame, ErrorFrame, FrameError, FrameUsage, ReplyTarget};
 
 /// Publishes one request's stream frames.
 #[derive(Debug)]
 pub struct StreamSink {
+    publisher: Publisher,
     target: ReplyTarget,
     request_id: String,
     project: String,
@@ -21,8 +22,15 @@ pub struct StreamSink {
 }
 
 impl StreamSink {
-    pub fn new(target: ReplyTarget, request_id: String, project: String, interval: Duration) -> Self {
+    pub fn new(
+        publisher: Publisher,
+        target: ReplyTarget,
+        request_id: String,
+        project: String,
+        interval: Duration,
+    ) -> Self {
         Self {
+            publisher,
             target,
             request_id,
             project,
@@ -35,7 +43,7 @@ impl StreamSink {
 
     /// Add visible text; publishes at once when the interval has passed since the last frame (the first delta
     /// goes out immediately, so streaming never delays the first token).
-    pub async fn push(&mut self, shared: &Shared, text: &str) {
+    pub async fn push(&mut self, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -45,7 +53,7 @@ impl StreamSink {
             Some(t) => self.interval.is_zero() || t.elapsed() >= self.interval,
         };
         if due {
-            self.flush(shared).await;
+            self.flush().await;
         }
     }
 
@@ -59,7 +67,7 @@ impl StreamSink {
     }
 
     /// Publish pending text as one delta frame.
-    pub async fn flush(&mut self, shared: &Shared) {
+    pub async fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
@@ -69,18 +77,11 @@ impl StreamSink {
             delta: std::mem::take(&mut self.pending),
         };
         self.last_flush = Some(Instant::now());
-        self.send(shared, serde_json::to_vec(&frame)).await;
+        self.send(&frame).await;
     }
 
-    pub async fn done(
-        &mut self,
-        shared: &Shared,
-        finish_reason: String,
-        usage: FrameUsage,
-        ttft: Duration,
-        total: Duration,
-    ) {
-        self.flush(shared).await;
+    pub async fn done(&mut self, finish_reason: String, usage: FrameUsage, ttft: Duration, total: Duration) {
+        self.flush().await;
         let frame = DoneFrame {
             request_id: self.request_id.clone(),
             seq: self.next_seq(),
@@ -90,11 +91,11 @@ impl StreamSink {
             ttft_ms: millis(ttft),
             total_ms: millis(total),
         };
-        self.send(shared, serde_json::to_vec(&frame)).await;
+        self.send(&frame).await;
     }
 
-    pub async fn error(&mut self, shared: &Shared, code: &str, message: String) {
-        self.flush(shared).await;
+    pub async fn error(&mut self, code: &str, message: String) {
+        self.flush().await;
         let frame = ErrorFrame {
             request_id: self.request_id.clone(),
             seq: self.next_seq(),
@@ -103,7 +104,7 @@ impl StreamSink {
                 message,
             },
         };
-        self.send(shared, serde_json::to_vec(&frame)).await;
+        self.send(&frame).await;
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -112,17 +113,9 @@ impl StreamSink {
         seq
     }
 
-    async fn send(&self, shared: &Shared, json: serde_json::Result<Vec<u8>>) {
-        match json {
-            Ok(bytes) => {
-                if shared
-                    .publish(&self.target, Bytes::from(bytes), "application/json")
-                    .await
-                {
-                    metrics::stream_frame(&self.project);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot encode a stream frame"),
+    async fn send(&self, frame: &impl Serialize) {
+        if self.publisher.frame(&self.target, frame).await {
+            metrics::stream_frame(&self.project);
         }
     }
 }

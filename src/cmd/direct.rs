@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use mqtt_llm_client::bench::target::{DirectEngine, DirectFuture, DirectMessage, DirectReply, DirectRole, TurnParams};
 
-use mqtt_llm::llm::{ChatEvent, ChatMessage, ChatRequest, LlmClient, Role, clean_reply};
+use mqtt_llm::llm::{ChatEvent, ChatMessage, CompletionRequest, LlmClient, Role, clean_reply};
 
 /// An engine reached over HTTP SSE, without mqtt-llm in between.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ impl DirectEngine for DirectLlm {
         on_delta: &'a mut (dyn FnMut() + Send),
     ) -> DirectFuture<'a> {
         Box::pin(async move {
-            let req = ChatRequest {
+            let req = CompletionRequest {
                 messages: messages
                     .into_iter()
                     .map(|m| ChatMessage {

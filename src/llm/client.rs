@@ -3,16 +3,15 @@
 //! [`LlmError::Status`] with the body read, a 2xx that is not `text/event-stream` becomes
 //! [`LlmError::NotEventStream`].
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use url::Url;
 
-use super::error::LlmError;
+use super::error::{ClientError, LlmError, chain};
 use super::sse::ChatStream;
-use super::types::{ChatRequest, ModelInfo, WireModelList, WireRequest, parse_api_error};
+use super::types::{CompletionRequest, ModelInfo, WireModelList, WireRequest, parse_api_error};
 
 /// Bound on `/health` and `/v1/models` calls: a probe that hangs this long means the engine is not serving.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,9 +48,7 @@ impl LlmClient {
     /// stray proxy variable must not route engine traffic (or `127.0.0.1`) through a proxy.
     pub fn new(base_url: Url, model: String, connect_timeout: Duration) -> Result<Self, LlmError> {
         if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
-            return Err(LlmError::Client(format!(
-                "engine URL must look like http://host:port, got {base_url}"
-            )));
+            return Err(ClientError::BadUrl(base_url).into());
         }
         mqtt_llm_client::tls::ensure_crypto_provider();
         let http = reqwest::Client::builder()
@@ -60,7 +57,7 @@ impl LlmClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .no_proxy()
             .build()
-            .map_err(|e| LlmError::Client(format!("building the HTTP client: {}", chain(&e))))?;
+            .map_err(ClientError::Build)?;
         Ok(LlmClient {
             inner: Arc::new(Inner {
                 chat_url: endpoint(&base_url, "v1/chat/completions"),
@@ -152,7 +149,7 @@ impl LlmClient {
     ///
     /// Returns once the engine has answered with a 200 and `text/event-stream` (for vLLM: after validation,
     /// before prefill); the tokens then arrive on the [`ChatStream`].
-    pub async fn chat_stream(&self, req: &ChatRequest) -> Result<ChatStream, LlmError> {
+    pub async fn chat_stream(&self, req: &CompletionRequest) -> Result<ChatStream, LlmError> {
         let mut call = self
             .inner
             .http
@@ -160,8 +157,7 @@ impl LlmClient {
             .header(ACCEPT, "text/event-stream")
             .json(&WireRequest::new(&self.inner.model, req));
         if let Some(id) = &req.request_id {
-            let value = HeaderValue::from_str(id)
-                .map_err(|_| LlmError::Client(format!("request id {id:?} is not a valid header value")))?;
+            let value = HeaderValue::from_str(id).map_err(|_| ClientError::BadRequestId(id.clone()))?;
             call = call.header("x-request-id", value);
         }
         let resp = call.send().await.map_err(LlmError::from_send)?;
@@ -261,18 +257,6 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// An error and its sources on one line.
-fn chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::{ChatEvent, ChatMessage, ChatRequest, LlmClient, LlmError, Role, Usage};
+use super::{ChatEvent, ChatMessage, CompletionRequest, LlmClient, LlmError, Role, Usage};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,8 +75,8 @@ async fn chat_server(status: StatusCode, content_type: &'static str, body: &'sta
     serve(app).await
 }
 
-fn hello_request() -> ChatRequest {
-    ChatRequest {
+fn hello_request() -> CompletionRequest {
+    CompletionRequest {
         messages: vec![
             ChatMessage {
                 role: Role::System,
@@ -158,7 +158,7 @@ async fn streams_events_and_sends_the_expected_request() {
     );
 
     // A second call reuses the client (and its pool); without an id there is no header.
-    let plain = ChatRequest {
+    let plain = CompletionRequest {
         request_id: None,
         ..hello_request()
     };
@@ -268,7 +268,7 @@ async fn connection_refused_is_engine_unavailable() {
 #[tokio::test]
 async fn invalid_request_id_is_a_client_error() {
     let server = chat_server(StatusCode::OK, "text/event-stream", SSE_BODY).await;
-    let req = ChatRequest {
+    let req = CompletionRequest {
         request_id: Some("bad\nid".into()),
         ..hello_request()
     };

@@ -41,7 +41,61 @@ pub enum LlmError {
     Transport(#[source] reqwest::Error),
     /// Building the client or the request failed.
     #[error("LLM client setup failed: {0}")]
-    Client(String),
+    Client(#[from] ClientError),
+}
+
+/// Why the client, or one request, could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("engine URL must look like http://host:port, got {0}")]
+    BadUrl(url::Url),
+    #[error("building the HTTP client: {}", chain(.0))]
+    Build(#[source] reqwest::Error),
+    #[error("request id {0:?} is not a valid header value")]
+    BadRequestId(String),
+}
+
+/// An error and its causes on one line.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// What kind of failure an [`LlmError`] is: decisions match on this; [`LlmErrorKind::code`] is its stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmErrorKind {
+    EngineUnavailable,
+    ModelNotFound,
+    EngineBusy,
+    ContextOverflow,
+    BadRequest,
+    EngineError,
+    EngineDisconnected,
+    ProtocolError,
+    ClientError,
+}
+
+impl LlmErrorKind {
+    /// Stable snake_case code for metrics labels and wire error frames.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::EngineUnavailable => "engine_unavailable",
+            Self::ModelNotFound => "model_not_found",
+            Self::EngineBusy => "engine_busy",
+            Self::ContextOverflow => "context_overflow",
+            Self::BadRequest => "bad_request",
+            Self::EngineError => "engine_error",
+            Self::EngineDisconnected => "engine_disconnected",
+            Self::ProtocolError => "protocol_error",
+            Self::ClientError => "client_error",
+        }
+    }
 }
 
 /// The engine's message, else the start of the raw body (an HTML error page can be long).
@@ -67,31 +121,32 @@ impl LlmError {
         }
     }
 
+    /// What kind of failure this is.
+    pub fn kind(&self) -> LlmErrorKind {
+        use LlmErrorKind as K;
+        match self {
+            LlmError::Connect(_) => K::EngineUnavailable,
+            LlmError::Status { status, api, body } => match *status {
+                404 => K::ModelNotFound,
+                // 429 is what a rate-limiting proxy in front of the engine says: busy, retry later.
+                429 | 503 => K::EngineBusy,
+                400..=499 if is_context_overflow(api.as_ref(), body) => K::ContextOverflow,
+                400..=499 => K::BadRequest,
+                // 5xx, and the 1xx/3xx that should never reach us.
+                0..=399 | 500..=u16::MAX => K::EngineError,
+            },
+            // vLLM reports a prompt of exactly max_model_len after the 200, as an in-stream 400.
+            LlmError::InStream(api) if is_context_overflow(Some(api), "") => K::ContextOverflow,
+            LlmError::InStream(_) => K::EngineError,
+            LlmError::Disconnected | LlmError::Transport(_) => K::EngineDisconnected,
+            LlmError::NotEventStream { .. } | LlmError::Decode { .. } => K::ProtocolError,
+            LlmError::Client(_) => K::ClientError,
+        }
+    }
+
     /// Stable snake_case code for metrics labels and wire error frames.
     pub fn code(&self) -> &'static str {
-        match self {
-            LlmError::Connect(_) => "engine_unavailable",
-            LlmError::Status { status, api, body } => match *status {
-                404 => "model_not_found",
-                // 429 is what a rate-limiting proxy in front of the engine says: busy, retry later.
-                429 | 503 => "engine_busy",
-                400..=499 if is_context_overflow(api.as_ref(), body) => "context_overflow",
-                400..=499 => "bad_request",
-                // 5xx, and the 1xx/3xx that should never reach us.
-                0..=399 | 500..=u16::MAX => "engine_error",
-            },
-            LlmError::InStream(api) => {
-                // vLLM reports a prompt of exactly max_model_len after the 200, as an in-stream 400.
-                if is_context_overflow(Some(api), "") {
-                    "context_overflow"
-                } else {
-                    "engine_error"
-                }
-            }
-            LlmError::Disconnected | LlmError::Transport(_) => "engine_disconnected",
-            LlmError::NotEventStream { .. } | LlmError::Decode { .. } => "protocol_error",
-            LlmError::Client(_) => "client_error",
-        }
+        self.kind().code()
     }
 
     /// One line for the user after "Error: ". No Rust Debug noise; the engine's own words where they help.
@@ -100,12 +155,12 @@ impl LlmError {
             LlmError::Connect(_) => "engine unavailable, please retry".to_owned(),
             LlmError::Status { status, api, body } => {
                 let detail = one_line(status_detail(api.as_ref(), body));
-                match self.code() {
-                    "context_overflow" => context_overflow_message(&detail),
-                    "engine_busy" => "engine busy, please retry later".to_owned(),
-                    "model_not_found" if detail.is_empty() => "model not found (HTTP 404)".to_owned(),
-                    "engine_error" if detail.is_empty() => format!("engine error (HTTP {status})"),
-                    "engine_error" => format!("engine error (HTTP {status}): {detail}"),
+                match self.kind() {
+                    LlmErrorKind::ContextOverflow => context_overflow_message(&detail),
+                    LlmErrorKind::EngineBusy => "engine busy, please retry later".to_owned(),
+                    LlmErrorKind::ModelNotFound if detail.is_empty() => "model not found (HTTP 404)".to_owned(),
+                    LlmErrorKind::EngineError if detail.is_empty() => format!("engine error (HTTP {status})"),
+                    LlmErrorKind::EngineError => format!("engine error (HTTP {status}): {detail}"),
                     _ if detail.is_empty() => {
                         format!("engine rejected the request (HTTP {status})")
                     }
@@ -117,7 +172,7 @@ impl LlmError {
             }
             LlmError::InStream(api) => {
                 let detail = one_line(&api.message);
-                if self.code() == "context_overflow" {
+                if self.kind() == LlmErrorKind::ContextOverflow {
                     context_overflow_message(&detail)
                 } else if detail.is_empty() {
                     "engine error".to_owned()
@@ -127,7 +182,7 @@ impl LlmError {
             }
             LlmError::Decode { .. } => "engine sent a malformed response".to_owned(),
             LlmError::Disconnected | LlmError::Transport(_) => "engine connection lost, please retry".to_owned(),
-            LlmError::Client(msg) => format!("internal error: {}", one_line(msg)),
+            LlmError::Client(e) => format!("internal error: {}", one_line(&e.to_string())),
         }
     }
 }
@@ -282,7 +337,8 @@ mod tests {
             body: String::new(),
         };
         assert_eq!(not_sse.code(), "protocol_error");
-        assert_eq!(LlmError::Client("x".into()).code(), "client_error");
+        let bad_id = LlmError::Client(ClientError::BadRequestId("x\n".into()));
+        assert_eq!(bad_id.code(), "client_error");
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod client_tests;
 mod sse_tests;
 
 pub use client::{LlmClient, PROBE_TIMEOUT};
-pub use error::LlmError;
+pub use error::{ClientError, LlmError, LlmErrorKind};
 pub use sse::ChatStream;
 pub use think::{ThinkFilter, clean_reply};
-pub use types::{ApiError, ChatEvent, ChatMessage, ChatRequest, ModelInfo, Role, Usage};
+pub use types::{ApiError, ChatEvent, ChatMessage, CompletionRequest, ModelInfo, Role, Usage};

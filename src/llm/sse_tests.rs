@@ -24,16 +24,10 @@ const VLLM_BODY: &str = concat!(
 
 fn vllm_events() -> Vec<Outcome> {
     vec![
-        Outcome::Event(ChatEvent::Delta("Hello".into())),
-        Outcome::Event(ChatEvent::Delta(" wörld 世界 🎉".into())),
-        Outcome::Event(ChatEvent::Finished {
-            finish_reason: "stop".into(),
-        }),
-        Outcome::Event(ChatEvent::Usage(Usage {
-            prompt_tokens: 12,
-            completion_tokens: 5,
-            cached_tokens: Some(0),
-        })),
+        delta("Hello"),
+        delta(" wörld 世界 🎉"),
+        finished("stop"),
+        usage(12, 5, Some(0)),
     ]
 }
 
@@ -45,6 +39,24 @@ enum Outcome {
     Decode(String),
     Disconnected,
     Other(String),
+}
+
+fn delta(text: &str) -> Outcome {
+    Outcome::Event(ChatEvent::Delta(text.into()))
+}
+
+fn finished(reason: &str) -> Outcome {
+    Outcome::Event(ChatEvent::Finished {
+        finish_reason: reason.into(),
+    })
+}
+
+fn usage(prompt_tokens: u32, completion_tokens: u32, cached_tokens: Option<u32>) -> Outcome {
+    Outcome::Event(ChatEvent::Usage(Usage {
+        prompt_tokens,
+        completion_tokens,
+        cached_tokens,
+    }))
 }
 
 async fn run(stream: ChatStream) -> Vec<Outcome> {
@@ -142,18 +154,7 @@ async fn llamacpp_chunks() {
     );
     assert_eq!(
         run_body(body).await,
-        vec![
-            Outcome::Event(ChatEvent::Delta("Hi".into())),
-            Outcome::Event(ChatEvent::Delta(" there".into())),
-            Outcome::Event(ChatEvent::Finished {
-                finish_reason: "length".into()
-            }),
-            Outcome::Event(ChatEvent::Usage(Usage {
-                prompt_tokens: 9,
-                completion_tokens: 2,
-                cached_tokens: None,
-            })),
-        ]
+        vec![delta("Hi"), delta(" there"), finished("length"), usage(9, 2, None)]
     );
 }
 
@@ -170,17 +171,7 @@ async fn nulls_and_unknown_fields_everywhere() {
     );
     assert_eq!(
         run_body(body).await,
-        vec![
-            Outcome::Event(ChatEvent::Delta("a".into())),
-            Outcome::Event(ChatEvent::Finished {
-                finish_reason: "stop".into()
-            }),
-            Outcome::Event(ChatEvent::Usage(Usage {
-                prompt_tokens: 0,
-                completion_tokens: 3,
-                cached_tokens: None,
-            })),
-        ]
+        vec![delta("a"), finished("stop"), usage(0, 3, None)]
     );
 }
 
@@ -198,17 +189,7 @@ async fn continuous_usage_emits_only_the_last_usage() {
     );
     assert_eq!(
         run_body(body).await,
-        vec![
-            Outcome::Event(ChatEvent::Delta("Hi".into())),
-            Outcome::Event(ChatEvent::Finished {
-                finish_reason: "stop".into()
-            }),
-            Outcome::Event(ChatEvent::Usage(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 1,
-                cached_tokens: None,
-            })),
-        ]
+        vec![delta("Hi"), finished("stop"), usage(12, 1, None)]
     );
 }
 
@@ -216,15 +197,8 @@ async fn continuous_usage_emits_only_the_last_usage() {
 async fn usage_with_and_without_prompt_tokens_details() {
     let with = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":32,\"multimodal_tokens\":{\"image\":256}}}}\n\ndata: [DONE]\n\n";
     let without = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"total_tokens\":42,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
-    let usage = |cached_tokens| {
-        vec![Outcome::Event(ChatEvent::Usage(Usage {
-            prompt_tokens: 40,
-            completion_tokens: 2,
-            cached_tokens,
-        }))]
-    };
-    assert_eq!(run_body(with).await, usage(Some(32)));
-    assert_eq!(run_body(without).await, usage(None));
+    assert_eq!(run_body(with).await, vec![usage(40, 2, Some(32))]);
+    assert_eq!(run_body(without).await, vec![usage(40, 2, None)]);
 }
 
 #[tokio::test]
@@ -237,10 +211,7 @@ async fn in_stream_error_then_done() {
     );
     assert_eq!(
         run_body(body).await,
-        vec![
-            Outcome::Event(ChatEvent::Delta("partial".into())),
-            Outcome::InStream("Internal server error".into()),
-        ]
+        vec![delta("partial"), Outcome::InStream("Internal server error".into())]
     );
 }
 
@@ -255,7 +226,7 @@ async fn body_ending_without_done_is_disconnected() {
     // Cut in the middle of an event, and an empty body.
     assert_eq!(
         run_body("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"cho").await,
-        vec![Outcome::Event(ChatEvent::Delta("a".into())), Outcome::Disconnected]
+        vec![delta("a"), Outcome::Disconnected]
     );
     assert_eq!(run_body("").await, vec![Outcome::Disconnected]);
     assert_eq!(run_body(": keep-alive\n\n").await, vec![Outcome::Disconnected]);
@@ -270,7 +241,7 @@ async fn transport_error_is_disconnected() {
     ];
     assert_eq!(
         run(ChatStream::from_byte_stream(stream::iter(parts))).await,
-        vec![Outcome::Event(ChatEvent::Delta("a".into())), Outcome::Disconnected]
+        vec![delta("a"), Outcome::Disconnected]
     );
 }
 
@@ -284,7 +255,7 @@ async fn malformed_chunk_is_decode_error_keeping_raw_text() {
     assert_eq!(
         run_body(body).await,
         vec![
-            Outcome::Event(ChatEvent::Delta("a".into())),
+            delta("a"),
             Outcome::Decode("{\"choices\":[{\"delta\":{\"content\":\"b\"}}".into()),
         ]
     );
@@ -308,7 +279,7 @@ async fn invalid_utf8_is_decode_error() {
 #[tokio::test]
 async fn nothing_is_read_after_done() {
     let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
-    assert_eq!(run_body(body).await, vec![Outcome::Event(ChatEvent::Delta("a".into()))]);
+    assert_eq!(run_body(body).await, vec![delta("a")]);
 }
 
 #[test]

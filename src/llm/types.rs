@@ -26,7 +26,7 @@ pub struct ChatMessage {
 /// One chat completion call. Sampling fields left `None` are omitted, so the engine's defaults apply (for vLLM:
 /// the model's `generation_config.json`).
 #[derive(Debug, Clone, Default)]
-pub struct ChatRequest {
+pub struct CompletionRequest {
     pub messages: Vec<ChatMessage>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
@@ -74,7 +74,6 @@ pub struct ApiError {
     #[serde(default, deserialize_with = "lenient_string")]
     pub param: Option<String>,
     /// A number in vLLM and llama.cpp, a string elsewhere.
-    #[serde(default)]
     pub code: Option<serde_json::Value>,
 }
 
@@ -83,7 +82,6 @@ pub struct ApiError {
 pub struct ModelInfo {
     pub id: String,
     /// The effective context length; vLLM reports it, llama.cpp and Ollama do not.
-    #[serde(default)]
     pub max_model_len: Option<u32>,
 }
 
@@ -97,7 +95,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
-/// The body of `POST /v1/chat/completions`, borrowed from the [`ChatRequest`].
+/// The body of `POST /v1/chat/completions`, borrowed from the [`CompletionRequest`].
 #[derive(Debug, Serialize)]
 pub(crate) struct WireRequest<'a> {
     pub model: &'a str,
@@ -118,7 +116,7 @@ pub(crate) struct WireRequest<'a> {
 }
 
 impl<'a> WireRequest<'a> {
-    pub(crate) fn new(model: &'a str, req: &'a ChatRequest) -> Self {
+    pub(crate) fn new(model: &'a str, req: &'a CompletionRequest) -> Self {
         Self {
             model,
             messages: &req.messages,
@@ -141,42 +139,32 @@ pub(crate) struct WireStreamOptions {
 /// One `data:` payload of the stream: a chunk, a usage chunk (`choices: []`) or an error.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireChunk {
-    #[serde(default)]
     pub choices: Option<Vec<WireChoice>>,
-    #[serde(default)]
     pub usage: Option<WireUsage>,
-    #[serde(default)]
     pub error: Option<WireError>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireChoice {
-    #[serde(default)]
     pub delta: Option<WireDelta>,
-    #[serde(default)]
     pub finish_reason: Option<String>,
 }
 
 /// Only the content: `role`, `reasoning`, `tool_calls` and the rest are skipped without being decoded.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireDelta {
-    #[serde(default)]
     pub content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireUsage {
-    #[serde(default)]
     pub prompt_tokens: Option<u32>,
-    #[serde(default)]
     pub completion_tokens: Option<u32>,
-    #[serde(default)]
     pub prompt_tokens_details: Option<WirePromptTokensDetails>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WirePromptTokensDetails {
-    #[serde(default)]
     pub cached_tokens: Option<u32>,
 }
 
@@ -226,7 +214,6 @@ pub(crate) fn parse_api_error(body: &str) -> Option<ApiError> {
 /// `GET /v1/models`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireModelList {
-    #[serde(default)]
     pub data: Option<Vec<ModelInfo>>,
 }
 
@@ -237,7 +224,7 @@ mod tests {
 
     #[test]
     fn request_body_omits_unset_fields() {
-        let req = ChatRequest {
+        let req = CompletionRequest {
             messages: vec![ChatMessage {
                 role: Role::User,
                 content: "Hi".into(),
@@ -254,7 +241,7 @@ mod tests {
 
     #[test]
     fn request_body_carries_sampling_and_template_kwargs() {
-        let req = ChatRequest {
+        let req = CompletionRequest {
             messages: vec![
                 ChatMessage {
                     role: Role::System,

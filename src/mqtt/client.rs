@@ -1,4 +1,5 @@
-//! The publishing side of MQTT: a cloneable client over either protocol version.
+//! The raw publishing handle over MQTT 3.1.1 or 5, and the typed errors of the MQTT side. Only the
+//! [`Publisher`](super::publisher::Publisher) and the event-loop actor hold one: nothing else publishes.
 
 use bytes::Bytes;
 use rumqttc::QoS;
@@ -14,13 +15,48 @@ pub struct Outgoing {
     pub content_type: &'static str,
 }
 
+/// A request the `rumqttc` client could not queue (it keeps the request, payload included; boxed, since a v5
+/// request is large and errors are the cold path).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    V3(Box<rumqttc::ClientError>),
+    #[error(transparent)]
+    V5(Box<rumqttc::v5::ClientError>),
+}
+
+impl From<rumqttc::ClientError> for ClientError {
+    fn from(e: rumqttc::ClientError) -> Self {
+        Self::V3(Box::new(e))
+    }
+}
+
+impl From<rumqttc::v5::ClientError> for ClientError {
+    fn from(e: rumqttc::v5::ClientError) -> Self {
+        Self::V5(Box::new(e))
+    }
+}
+
+/// A broken connection, as the event loop of either protocol version reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(transparent)]
+    V3(#[from] rumqttc::ConnectionError),
+    #[error(transparent)]
+    V5(#[from] rumqttc::v5::ConnectionError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// The event loop is gone or its request queue is full; the payload is kept for the log.
-    #[error("cannot hand publish to {topic} to the MQTT client: {reason}")]
-    Publish { topic: String, reason: String },
+    /// The event loop is gone or its request queue is full.
+    #[error("cannot hand publish to {topic} to the MQTT client: {source}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: ClientError,
+    },
     #[error("MQTT TLS setup: {0}")]
-    Tls(String),
+    Tls(#[from] mqtt_llm_client::tls::TlsError),
 }
 
 /// A handle that publishes through the event-loop actor (MQTT 3.1.1 or 5).
@@ -40,66 +76,57 @@ fn v5_properties(msg: &Outgoing) -> rumqttc::v5::mqttbytes::v5::PublishPropertie
     }
 }
 
+const V5_QOS: rumqttc::v5::mqttbytes::QoS = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+
+impl Outgoing {
+    fn failed(self, result: Result<(), ClientError>) -> Result<(), MqttError> {
+        result.map_err(|source| MqttError::Publish {
+            topic: self.topic,
+            source,
+        })
+    }
+}
+
 impl MqttClient {
     /// Queue a publish; waits only while the client's request queue is full (never call it from the event-loop
     /// task).
     pub async fn publish(&self, msg: Outgoing) -> Result<(), MqttError> {
+        let (topic, payload) = (msg.topic.clone(), msg.payload.clone());
         let result = match self {
             Self::V3(c) => c
-                .publish(msg.topic.clone(), QoS::AtLeastOnce, false, msg.payload.clone())
+                .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
-                .map_err(|e| e.to_string()),
-            Self::V5(c) => c
-                .publish_with_properties(
-                    msg.topic.clone(),
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    false,
-                    msg.payload.clone(),
-                    v5_properties(&msg),
-                )
-                .await
-                .map_err(|e| e.to_string()),
+                .map_err(Into::into),
+            Self::V5(c) => (c
+                .publish_with_properties(topic, V5_QOS, false, payload, v5_properties(&msg))
+                .await)
+                .map_err(Into::into),
         };
-        result.map_err(|reason| MqttError::Publish {
-            topic: msg.topic,
-            reason,
-        })
+        msg.failed(result)
     }
 
     /// Queue a publish without waiting; fails when the request queue is full. Safe to call from the event loop.
     pub fn try_publish(&self, msg: Outgoing) -> Result<(), MqttError> {
+        let (topic, payload) = (msg.topic.clone(), msg.payload.clone());
         let result = match self {
             Self::V3(c) => c
-                .try_publish(msg.topic.clone(), QoS::AtLeastOnce, false, msg.payload.clone())
-                .map_err(|e| e.to_string()),
-            Self::V5(c) => c
-                .try_publish_with_properties(
-                    msg.topic.clone(),
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    false,
-                    msg.payload.clone(),
-                    v5_properties(&msg),
-                )
-                .map_err(|e| e.to_string()),
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .map_err(Into::into),
+            Self::V5(c) => {
+                (c.try_publish_with_properties(topic, V5_QOS, false, payload, v5_properties(&msg))).map_err(Into::into)
+            }
         };
-        result.map_err(|reason| MqttError::Publish {
-            topic: msg.topic,
-            reason,
-        })
+        msg.failed(result)
     }
 
     /// Ask the event loop to send DISCONNECT after everything queued before it.
     pub async fn disconnect(&self) {
-        let result = match self {
-            Self::V3(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Self::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        let result: Result<(), ClientError> = match self {
+            Self::V3(c) => c.disconnect().await.map_err(Into::into),
+            Self::V5(c) => c.disconnect().await.map_err(Into::into),
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "MQTT disconnect not queued (event loop gone)");
         }
-    }
-
-    pub fn is_v5(&self) -> bool {
-        matches!(self, Self::V5(_))
     }
 }

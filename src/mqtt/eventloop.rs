@@ -9,44 +9,39 @@
 //! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again.
 //!
 //! Received publishes on a request topic go to the bridge over a bounded channel. When that channel is full the
-//! message is handed to an `overflow` callback (which answers "overloaded" with a non-blocking publish), so the
-//! loop never waits on the bridge either.
+//! message is handed to an `overflow` callback together with the loop's [`Publisher`] (the callback answers
+//! "overloaded" with [`Publisher::try_reply`], which never waits), so the loop never waits on the bridge either.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{MqttClient, MqttError};
+use super::client::{ConnectionError, MqttClient, MqttError};
+use super::connection::{Connection, LoopEvent, V3, V5};
+use super::publisher::Publisher;
 use super::settings::{MqttSettings, MqttVersion};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
-use mqtt_llm_protocol::wire::V5Props;
+
+pub use super::connection::Inbound;
 
 /// Capacity of the client's request queue (publishes waiting for the event loop).
 const REQUEST_QUEUE: usize = 4096;
 /// QoS 1/2 publishes in flight to the broker at once.
 const INFLIGHT: u16 = 1000;
 
-/// A message received on one of our request topics.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    pub topic: String,
-    pub payload: Bytes,
-    pub props: V5Props,
-}
-
-/// Called (from the event-loop task) with a message the bridge had no room for. Must not block.
-pub type Overflow = Arc<dyn Fn(Inbound) + Send + Sync>;
+/// Called (from the event-loop task) with a message the bridge had no room for, and the publisher to answer it
+/// with ([`Publisher::try_reply`] only). Must not block.
+pub type Overflow = Arc<dyn Fn(&Publisher, Inbound) + Send + Sync>;
 
 /// Handle on the MQTT actor.
 #[derive(Debug, Clone)]
 pub struct MqttHandle {
-    pub client: MqttClient,
+    client: MqttClient,
     ready: watch::Receiver<bool>,
     stopped: CancellationToken,
 }
@@ -72,7 +67,7 @@ impl MqttHandle {
 }
 
 /// Connect (in the background) and run the event loop on `tracker` until [`MqttHandle::shutdown`] or `cancel`.
-/// `ready` is set while connected and subscribed.
+/// `ready` is set while connected and subscribed. Returns the actor's handle and the one [`Publisher`].
 pub fn spawn_mqtt(
     cfg: &MqttSettings,
     inbound: mpsc::Sender<Inbound>,
@@ -80,20 +75,33 @@ pub fn spawn_mqtt(
     ready: watch::Sender<bool>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
-) -> Result<MqttHandle, MqttError> {
+) -> Result<(MqttHandle, Publisher), MqttError> {
     let transport = if cfg.tls {
+        let tls = mqtt_llm_client::tls::client_config(cfg.ca_file.as_deref())?;
         Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            mqtt_llm_client::tls::client_config(cfg.ca_file.as_deref()).map_err(|e| MqttError::Tls(e.to_string()))?,
+            tls,
         )))
     } else {
         None
     };
+    let (client, conn) = match cfg.version {
+        MqttVersion::V311 => {
+            let (client, conn) = connect_v3(cfg, transport);
+            (MqttClient::V3(client), Either::V3(conn))
+        }
+        MqttVersion::V5 => {
+            let (client, conn) = connect_v5(cfg, transport);
+            (MqttClient::V5(client), Either::V5(conn))
+        }
+    };
+    let publisher = Publisher::new(client.clone());
     let ready_rx = ready.subscribe();
     let stopped = CancellationToken::new();
     let shared = LoopShared {
         projects: cfg.projects.clone(),
         inbound,
         overflow,
+        publisher: publisher.clone(),
         ready,
         cancel,
         backoff: ExponentialBuilder::default()
@@ -102,67 +110,72 @@ pub fn spawn_mqtt(
             .with_jitter()
             .without_max_times(),
     };
-    let client = match cfg.version {
-        MqttVersion::V311 => {
-            let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
-            opts.set_keep_alive(cfg.keep_alive)
-                .set_clean_session(true)
-                .set_max_packet_size(cfg.max_packet_size as usize, cfg.max_packet_size as usize)
-                .set_request_channel_capacity(REQUEST_QUEUE)
-                .set_inflight(INFLIGHT);
-            if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-                opts.set_credentials(u, p);
-            } else if let Some(u) = &cfg.username {
-                opts.set_credentials(u, "");
-            }
-            if let Some(t) = transport {
-                opts.set_transport(t);
-            }
-            let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, REQUEST_QUEUE);
-            eventloop.set_network_options(mqtt_llm_client::tls::network_options());
-            let conn = V3(eventloop, client.clone());
-            let stopped = stopped.clone();
-            tracker.spawn(async move {
-                run(conn, shared).await;
-                stopped.cancel();
-            });
-            MqttClient::V3(client)
+    let done = stopped.clone();
+    tracker.spawn(async move {
+        match conn {
+            Either::V3(conn) => run(conn, shared).await,
+            Either::V5(conn) => run(conn, shared).await,
         }
-        MqttVersion::V5 => {
-            let mut opts = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
-            opts.set_keep_alive(cfg.keep_alive)
-                .set_clean_start(true)
-                .set_max_packet_size(Some(cfg.max_packet_size))
-                .set_request_channel_capacity(REQUEST_QUEUE)
-                .set_outgoing_inflight_upper_limit(INFLIGHT);
-            if let Some(u) = &cfg.username {
-                opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
-            }
-            if let Some(t) = transport {
-                opts.set_transport(t);
-            }
-            opts.set_network_options(mqtt_llm_client::tls::network_options());
-            let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, REQUEST_QUEUE);
-            let conn = V5(eventloop, client.clone());
-            let stopped = stopped.clone();
-            tracker.spawn(async move {
-                run(conn, shared).await;
-                stopped.cancel();
-            });
-            MqttClient::V5(client)
-        }
-    };
-    Ok(MqttHandle {
+        done.cancel();
+    });
+    let handle = MqttHandle {
         client,
         ready: ready_rx,
         stopped,
-    })
+    };
+    Ok((handle, publisher))
+}
+
+// Built once and moved straight into the actor's task: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Either {
+    V3(V3),
+    V5(V5),
+}
+
+fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::AsyncClient, V3) {
+    let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(cfg.max_packet_size as usize, cfg.max_packet_size as usize)
+        .set_request_channel_capacity(REQUEST_QUEUE)
+        .set_inflight(INFLIGHT);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts.set_credentials(u, p);
+    } else if let Some(u) = &cfg.username {
+        opts.set_credentials(u, "");
+    }
+    if let Some(t) = transport {
+        opts.set_transport(t);
+    }
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, REQUEST_QUEUE);
+    eventloop.set_network_options(mqtt_llm_client::tls::network_options());
+    (client.clone(), V3(eventloop, client))
+}
+
+fn connect_v5(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::v5::AsyncClient, V5) {
+    let mut opts = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_keep_alive(cfg.keep_alive)
+        .set_clean_start(true)
+        .set_max_packet_size(Some(cfg.max_packet_size))
+        .set_request_channel_capacity(REQUEST_QUEUE)
+        .set_outgoing_inflight_upper_limit(INFLIGHT);
+    if let Some(u) = &cfg.username {
+        opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+    }
+    if let Some(t) = transport {
+        opts.set_transport(t);
+    }
+    opts.set_network_options(mqtt_llm_client::tls::network_options());
+    let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, REQUEST_QUEUE);
+    (client.clone(), V5(eventloop, client))
 }
 
 struct LoopShared {
     projects: Vec<ProjectName>,
     inbound: mpsc::Sender<Inbound>,
     overflow: Overflow,
+    publisher: Publisher,
     ready: watch::Sender<bool>,
     cancel: CancellationToken,
     backoff: ExponentialBuilder,
@@ -181,119 +194,28 @@ impl LoopShared {
     fn deliver(&self, msg: Inbound) {
         match self.inbound.try_send(msg) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => (self.overflow)(msg),
-            Err(mpsc::error::TrySendError::Closed(msg)) => (self.overflow)(msg),
+            Err(mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg)) => {
+                (self.overflow)(&self.publisher, msg);
+            }
         }
     }
 
     /// After a connection error: not ready, then wait the next back-off delay (or until cancelled).
     /// Returns false when cancelled.
-    async fn wait_before_reconnect(&self, backoff: &mut impl Iterator<Item = Duration>, error: String) -> bool {
+    async fn wait_before_reconnect(
+        &self,
+        backoff: &mut impl Iterator<Item = Duration>,
+        error: ConnectionError,
+    ) -> bool {
         self.ready.send_replace(false);
         metrics::mqtt_connected(false);
         metrics::mqtt_connection_error();
         let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-        tracing::warn!(error, retry_in = ?delay, "MQTT connection error");
+        tracing::warn!(error = %error, retry_in = ?delay, "MQTT connection error");
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
             _ = self.cancel.cancelled() => false,
         }
-    }
-}
-
-/// One event of either protocol version's loop, classified.
-enum LoopEvent {
-    /// ConnAck: (re-)subscribe now.
-    Connected,
-    /// SubAck for our request topics; `refused` filters were not granted.
-    Subscribed {
-        refused: usize,
-    },
-    Message(Inbound),
-    /// Our DISCONNECT went out: the loop is done.
-    Disconnected,
-    Other,
-}
-
-/// What the actor needs from a protocol version's event loop and client.
-trait Connection: Send {
-    /// Poll the next event; after an error the next call reconnects.
-    fn next(&mut self) -> impl Future<Output = Result<LoopEvent, String>> + Send;
-    /// Queue one SUBSCRIBE (QoS 1) for these filters without waiting.
-    fn subscribe(&self, filters: Vec<String>) -> Result<(), String>;
-}
-
-struct V3(rumqttc::EventLoop, rumqttc::AsyncClient);
-struct V5(rumqttc::v5::EventLoop, rumqttc::v5::AsyncClient);
-
-impl Connection for V3 {
-    async fn next(&mut self) -> Result<LoopEvent, String> {
-        use rumqttc::{Event, Outgoing, Packet, SubscribeReasonCode};
-        Ok(match self.0.poll().await.map_err(|e| e.to_string())? {
-            Event::Incoming(Packet::ConnAck(_)) => LoopEvent::Connected,
-            Event::Incoming(Packet::SubAck(ack)) => LoopEvent::Subscribed {
-                refused: ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, SubscribeReasonCode::Failure))
-                    .count(),
-            },
-            Event::Incoming(Packet::Publish(p)) => LoopEvent::Message(Inbound {
-                topic: p.topic,
-                payload: p.payload,
-                props: V5Props::default(),
-            }),
-            Event::Outgoing(Outgoing::Disconnect) => LoopEvent::Disconnected,
-            _ => LoopEvent::Other,
-        })
-    }
-
-    fn subscribe(&self, filters: Vec<String>) -> Result<(), String> {
-        let filters = filters
-            .into_iter()
-            .map(|f| rumqttc::SubscribeFilter::new(f, rumqttc::QoS::AtLeastOnce));
-        self.1.try_subscribe_many(filters).map_err(|e| e.to_string())
-    }
-}
-
-impl Connection for V5 {
-    async fn next(&mut self) -> Result<LoopEvent, String> {
-        use rumqttc::v5::Event;
-        use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
-        Ok(match self.0.poll().await.map_err(|e| e.to_string())? {
-            Event::Incoming(Packet::ConnAck(_)) => LoopEvent::Connected,
-            Event::Incoming(Packet::SubAck(ack)) => LoopEvent::Subscribed {
-                refused: ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                    .count(),
-            },
-            Event::Incoming(Packet::Publish(p)) => {
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                let props = p
-                    .properties
-                    .map(|pp| V5Props {
-                        response_topic: pp.response_topic,
-                        correlation_data: pp.correlation_data,
-                    })
-                    .unwrap_or_default();
-                LoopEvent::Message(Inbound {
-                    topic,
-                    payload: p.payload,
-                    props,
-                })
-            }
-            Event::Outgoing(rumqttc::Outgoing::Disconnect) => LoopEvent::Disconnected,
-            _ => LoopEvent::Other,
-        })
-    }
-
-    fn subscribe(&self, filters: Vec<String>) -> Result<(), String> {
-        use rumqttc::v5::mqttbytes::{QoS, v5::Filter};
-        self.1
-            .try_subscribe_many(filters.into_iter().map(|f| Filter::new(f, QoS::AtLeastOnce)))
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,94 @@
+//! Global capacity as semaphore permits that are *moved into* the work they allow: a [`QueuedPermit`] travels
+//! with an accepted request until it is answered, an [`InflightPermit`] is held while the engine works on it.
+//! Dropping them (task end or cancellation) returns capacity; nothing is released by hand.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::{self, GaugeGuard};
+
+/// Accepted-but-unanswered requests, and engine requests in flight.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    queued: Arc<Semaphore>,
+    inflight: Arc<Semaphore>,
+}
+
+/// Held by an accepted request until it is answered.
+#[derive(Debug)]
+pub struct QueuedPermit {
+    _permit: OwnedSemaphorePermit,
+    _gauge: GaugeGuard,
+}
+
+/// Held while the engine works on a request.
+#[derive(Debug)]
+pub struct InflightPermit {
+    _permit: OwnedSemaphorePermit,
+    _gauge: GaugeGuard,
+}
+
+impl Capacity {
+    pub fn new(max_queued: usize, max_inflight: usize) -> Self {
+        Self {
+            queued: Arc::new(Semaphore::new(max_queued)),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+        }
+    }
+
+    /// A place for one more accepted request, or `None` when the server is full.
+    pub fn try_accept(&self) -> Option<QueuedPermit> {
+        let permit = Arc::clone(&self.queued).try_acquire_owned().ok()?;
+        Some(QueuedPermit {
+            _permit: permit,
+            _gauge: GaugeGuard::new(metrics::REQUESTS_QUEUED),
+        })
+    }
+
+    /// Wait for an engine slot.
+    pub async fn acquire_inflight(&self) -> InflightPermit {
+        let permit = Arc::clone(&self.inflight)
+            .acquire_owned()
+            .await
+            .expect("the inflight semaphore is never closed");
+        InflightPermit {
+            _permit: permit,
+            _gauge: GaugeGuard::new(metrics::REQUESTS_INFLIGHT),
+        }
+    }
+
+    /// Accepted requests not yet answered.
+    #[cfg(test)]
+    pub fn queued(&self, max_queued: usize) -> usize {
+        max_queued.saturating_sub(self.queued.available_permits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn permits_return_capacity_on_drop() {
+        let adm = Capacity::new(2, 1);
+        let a = adm.try_accept().unwrap();
+        let _b = adm.try_accept().unwrap();
+        assert!(adm.try_accept().is_none());
+        assert_eq!(adm.queued(2), 2);
+        drop(a);
+        assert!(adm.try_accept().is_some());
+
+        let first = adm.acquire_inflight().await;
+        let mut set = tokio::task::JoinSet::new();
+        let adm2 = adm.clone();
+        set.spawn(async move {
+            let _p = adm2.acquire_inflight().await;
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(set.len(), 1);
+        assert!(set.try_join_next().is_none());
+        drop(first);
+        set.join_next().await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,101 @@
+//! [`Lanes`]: the requests of one session in arrival order, run one at a time. A session's lane is "active" while
+//! a worker owns it, and its pending queue is bounded (overflow is refused, never dropped).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What [`Lanes::submit`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submit<T> {
+    /// The lane was idle and is now active: the caller must run this job, then call [`Lanes::next`].
+    Run(T),
+    /// Queued behind the session's running request.
+    Queued,
+    /// The session's queue is full; the job comes back for an error reply.
+    Full(T),
+}
+
+/// Per-key FIFO lanes with bounded pending queues.
+#[derive(Debug)]
+pub struct Lanes<K, T> {
+    /// Present key = active lane (a worker runs it); the deque holds what waits behind the running job.
+    inner: Arc<Mutex<HashMap<K, VecDeque<T>>>>,
+    capacity: usize,
+}
+
+impl<K, T> Clone for Lanes<K, T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
+    /// `capacity`: how many jobs may wait behind a session's running one.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::default(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, VecDeque<T>>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn submit(&self, key: &K, job: T) -> Submit<T> {
+        let mut lanes = self.lock();
+        match lanes.get_mut(key) {
+            None => {
+                lanes.insert(key.clone(), VecDeque::new());
+                Submit::Run(job)
+            }
+            Some(queue) if queue.len() >= self.capacity => Submit::Full(job),
+            Some(queue) => {
+                queue.push_back(job);
+                Submit::Queued
+            }
+        }
+    }
+
+    /// The next job of an active lane, or `None` (and the lane becomes idle).
+    pub fn next(&self, key: &K) -> Option<T> {
+        let mut lanes = self.lock();
+        let job = lanes.get_mut(key).and_then(VecDeque::pop_front);
+        if job.is_none() {
+            lanes.remove(key);
+        }
+        job
+    }
+
+    /// Number of active lanes.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_serialise_per_key_and_bound_the_queue() {
+        let lanes: Lanes<&str, u32> = Lanes::new(2);
+        assert_eq!(lanes.submit(&"a", 1), Submit::Run(1));
+        assert_eq!(lanes.submit(&"b", 10), Submit::Run(10));
+        assert_eq!(lanes.submit(&"a", 2), Submit::Queued);
+        assert_eq!(lanes.submit(&"a", 3), Submit::Queued);
+        assert_eq!(lanes.submit(&"a", 4), Submit::Full(4));
+        assert_eq!(lanes.next(&"a"), Some(2));
+        assert_eq!(lanes.submit(&"a", 5), Submit::Queued);
+        assert_eq!(lanes.next(&"a"), Some(3));
+        assert_eq!(lanes.next(&"a"), Some(5));
+        assert_eq!(lanes.next(&"a"), None);
+        assert_eq!(lanes.active(), 1);
+        // Idle again: the next job runs at once.
+        assert_eq!(lanes.submit(&"a", 6), Submit::Run(6));
+    }
+}
