@@ -206,7 +206,7 @@ impl Actor {
                         }
                         Err(reason) if ready_since.is_some() => {
                             health_failures += 1;
-                            self.apply(EngineEvent::HealthFailed { reason: reason.clone() });
+                            self.apply(EngineEvent::HealthFailed { reason: reason.to_string() });
                             if health_failures >= HEALTH_FAILURES_TO_RESTART {
                                 self.stop_group(&mut inc).await;
                                 let reason = format!("engine hung: {health_failures} health probes failed ({reason})");

@@ -54,11 +54,22 @@ struct GuardArgs {
     args: Vec<OsString>,
 }
 
-fn parse(args: &[OsString]) -> Result<GuardArgs, String> {
+/// Why the guard's own arguments were refused (mqtt-llm builds them, so this means a mismatched binary).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum GuardArgsError {
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("bad --grace-ms")]
+    BadGrace,
+    #[error("unexpected argument {0:?}")]
+    Unexpected(OsString),
+}
+
+fn parse(args: &[OsString]) -> Result<GuardArgs, GuardArgsError> {
     let mut it = args.iter();
     let (mut parent, mut grace) = (None, Duration::from_secs(10));
     loop {
-        let arg = it.next().ok_or("missing -- PROGRAM")?;
+        let arg = it.next().ok_or(GuardArgsError::Missing("-- PROGRAM"))?;
         match arg.to_str() {
             Some("--parent") => {
                 parent = it.next().and_then(|v| v.to_str()?.parse().ok());
@@ -67,16 +78,16 @@ fn parse(args: &[OsString]) -> Result<GuardArgs, String> {
                 let ms = it
                     .next()
                     .and_then(|v| v.to_str()?.parse().ok())
-                    .ok_or("bad --grace-ms")?;
+                    .ok_or(GuardArgsError::BadGrace)?;
                 grace = Duration::from_millis(ms);
             }
             Some("--") => break,
-            _ => return Err(format!("unexpected argument {arg:?}")),
+            _ => return Err(GuardArgsError::Unexpected(arg.clone())),
         }
     }
-    let program = it.next().ok_or("missing PROGRAM")?.clone();
+    let program = it.next().ok_or(GuardArgsError::Missing("PROGRAM"))?.clone();
     Ok(GuardArgs {
-        parent: parent.ok_or("missing --parent")?,
+        parent: parent.ok_or(GuardArgsError::Missing("--parent"))?,
         grace,
         program,
         args: it.cloned().collect(),

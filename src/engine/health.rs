@@ -13,12 +13,21 @@ pub const START_POLL: Duration = Duration::from_millis(250);
 /// Consecutive failed probes of a ready engine that count as a hang.
 pub const HEALTH_FAILURES_TO_RESTART: u32 = 3;
 
+/// Why one `/health` probe failed; its text becomes the reason in [`EngineState`].
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProbeError {
+    #[error("{}", .0.user_message())]
+    Engine(#[source] crate::llm::LlmError),
+    #[error("no answer within {}s", .0.as_secs())]
+    Timeout(Duration),
+}
+
 impl Actor {
-    pub(super) async fn probe_health(&self) -> Result<(), String> {
+    pub(super) async fn probe_health(&self) -> Result<(), ProbeError> {
         match tokio::time::timeout(crate::llm::PROBE_TIMEOUT, self.probe.health()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.user_message()),
-            Err(_) => Err(format!("no answer within {}s", crate::llm::PROBE_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(ProbeError::Engine(e)),
+            Err(_) => Err(ProbeError::Timeout(crate::llm::PROBE_TIMEOUT)),
         }
     }
 
@@ -61,7 +70,7 @@ impl Actor {
                 _ = probe.tick() => {
                     match self.probe_health().await {
                         Ok(()) => self.apply(EngineEvent::HealthOk),
-                        Err(reason) => self.apply(EngineEvent::HealthFailed { reason }),
+                        Err(e) => self.apply(EngineEvent::HealthFailed { reason: e.to_string() }),
                     }
                     if !ready_cadence && self.current().is_ready() {
                         ready_cadence = true;

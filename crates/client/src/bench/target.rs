@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::stats::{Record, RecordOutcome};
-use crate::{Client, Outcome, RequestSpec, Session};
+use crate::{Client, ClientError, Outcome, RequestSpec, Session};
 
 /// Who said a message of a direct conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,13 +86,9 @@ pub enum Conversation {
 }
 
 impl Target {
-    pub async fn open(&self, project: &str, session: &str, params: &TurnParams) -> Result<Conversation, String> {
+    pub async fn open(&self, project: &str, session: &str, params: &TurnParams) -> Result<Conversation, ClientError> {
         match self {
-            Self::Mqtt(client) => client
-                .open_session(project, session)
-                .await
-                .map(Conversation::Mqtt)
-                .map_err(|e| e.to_string()),
+            Self::Mqtt(client) => client.open_session(project, session).await.map(Conversation::Mqtt),
             Self::Direct(engine) => {
                 let history = params
                     .system_prompt
