@@ -1,12 +1,16 @@
 //! The composition root: build every component from the [`Config`], run until a shutdown signal (or the engine
 //! dies), then shut down in order: stop intake, drain requests, disconnect MQTT, stop the engine, wait for every
 //! task. One root [`CancellationToken`] and one [`TaskTracker`] own all tasks.
+//!
+//! Two entries: [`run`] binds `config.http_addr` itself; [`run_on`] serves on a listener the caller already holds
+//! (tests bind port 0 and keep the socket, so no other process can take the port between choosing and serving).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,6 +53,7 @@ pub enum AppEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The HTTP listener could not be bound (by [`run`]) or taken over (by [`run_on`]).
     #[error("cannot serve HTTP on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -69,26 +74,65 @@ pub enum AppError {
     EngineDied { reason: String, tail: Vec<String> },
 }
 
-/// Run the service until `shutdown` resolves. `events` receives milestones.
+/// Run the service until `shutdown` resolves, serving HTTP on `config.http_addr` (port 0 picks one; the
+/// [`AppEvent::HttpListening`] event names it). `events` receives milestones, [`AppEvent::Stopped`] last. The
+/// address is bound before anything starts, so a taken port fails fast with [`AppError::Http`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
     events: mpsc::UnboundedSender<AppEvent>,
 ) -> Result<(), AppError> {
+    let http = match std::net::TcpListener::bind(config.http_addr) {
+        Ok(l) => l,
+        Err(source) => {
+            let _ = events.send(AppEvent::Stopped);
+            return Err(AppError::Http {
+                addr: config.http_addr,
+                source,
+            });
+        }
+    };
+    run_on(config, http, shutdown, events).await
+}
+
+/// [`run`] on an HTTP listener the caller already holds (`config.http_addr` is not used). Needs a Tokio runtime
+/// with I/O enabled; the listener is made non-blocking and handed to the server.
+pub async fn run_on(
+    config: Config,
+    http: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+    events: mpsc::UnboundedSender<AppEvent>,
+) -> Result<(), AppError> {
     mqtt_llm_client::tls::ensure_crypto_provider();
-    let prometheus = metrics::install();
-    let tracker = TaskTracker::new();
-    let root = CancellationToken::new();
-    let result = run_inner(&config, shutdown, &events, &tracker, &root, prometheus).await;
-    root.cancel();
-    tracker.close();
-    tracker.wait().await;
+    let result = match adopt_listener(http, config.http_addr) {
+        Ok(http) => {
+            let prometheus = metrics::install();
+            let tracker = TaskTracker::new();
+            let root = CancellationToken::new();
+            let result = run_inner(&config, http, shutdown, &events, &tracker, &root, prometheus).await;
+            root.cancel();
+            tracker.close();
+            tracker.wait().await;
+            result
+        }
+        Err(e) => Err(e),
+    };
     let _ = events.send(AppEvent::Stopped);
     result
 }
 
+/// Take over a bound std listener for Tokio. `fallback` names it in the error if it cannot say its own address.
+fn adopt_listener(listener: std::net::TcpListener, fallback: SocketAddr) -> Result<TcpListener, AppError> {
+    let addr = listener.local_addr().unwrap_or(fallback);
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|source| AppError::Http { addr, source })
+}
+
 async fn run_inner(
     config: &Config,
+    http: TcpListener,
     shutdown: impl Future<Output = ()>,
     events: &mpsc::UnboundedSender<AppEvent>,
     tracker: &TaskTracker,
@@ -130,14 +174,12 @@ async fn run_inner(
         mqtt_ready: mqtt_ready_rx.clone(),
         metrics: prometheus,
     };
-    let http_addr = match http::serve(config.http_addr, http_state, tracker, root.child_token()).await {
+    let held = http.local_addr().unwrap_or(config.http_addr);
+    let http_addr = match http::serve(http, http_state, tracker, root.child_token()) {
         Ok(a) => a,
         Err(source) => {
             engine.shutdown().await;
-            return Err(AppError::Http {
-                addr: config.http_addr,
-                source,
-            });
+            return Err(AppError::Http { addr: held, source });
         }
     };
     let _ = events.send(AppEvent::HttpListening(http_addr));

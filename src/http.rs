@@ -62,14 +62,13 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// Bind `addr` (port 0 picks one) and serve on `tracker` until `cancel`. Returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serve on `listener` (already bound) on `tracker` until `cancel`. Returns the address it listens on.
+pub fn serve(
+    listener: TcpListener,
     state: HttpState,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = router(state);
     tracker.spawn(async move {

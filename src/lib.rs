@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: the raw settings ([`config::RawSettings`], the defaults) validated by
 //!   [`config::Config::from_raw`] into each subsystem's own settings type; errors name the flag.
-//! - [`app`]: the composition root: builds every component, runs until shutdown, drains.
+//! - [`app`]: the composition root: builds every component, runs until shutdown, drains; [`app::run`] binds the
+//!   HTTP address, [`app::run_on`] serves on a listener the caller holds.
 //! - [`engine`]: the engine actor that owns the `vllm serve` child process (or attaches to a URL), and its
 //!   settings ([`engine::EngineSettings`]).
 //! - [`gpu`]: the GPUs through NVML (run-time loaded), the pre-launch memory check, and the sampler into metrics.
