@@ -348,8 +348,16 @@ fn bad_parameters_are_invalid_param() {
             &["0", "-5", "1.5", "32769", "1e10", "18446744073709551615", r#""512""#],
             "Error: invalid 'maxTokens': must be an integer between 1 and 32768",
         ),
-        ("systemPrompt", &["42", r#"{"content":"x"}"#], "Error: invalid 'systemPrompt': must be a string"),
-        ("stream", &[r#""yes""#, "1"], "Error: invalid 'stream': must be a boolean"),
+        (
+            "systemPrompt",
+            &["42", r#"{"content":"x"}"#],
+            "Error: invalid 'systemPrompt': must be a string",
+        ),
+        (
+            "stream",
+            &[r#""yes""#, "1"],
+            "Error: invalid 'stream': must be a boolean",
+        ),
     ];
     let s1 = To::Topic("general/assistant_response/s1");
     for (param, values, text) in cases {
