@@ -26,12 +26,8 @@ pub struct ChatArgs {
     /// Wait for the single final reply instead.
     #[arg(long, overrides_with = "stream")]
     pub no_stream: bool,
-    /// Sampling temperature (0-2) [default: the server's].
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Largest number of tokens in a reply [default: the server's].
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// How long to wait for a reply before giving up (exit status 1).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -68,12 +64,8 @@ pub struct BenchArgs {
     /// Size of a system prompt sent with every request (0: the server's project prompt).
     #[arg(long, default_value_t = 0)]
     pub system_prompt_tokens: u32,
-    /// maxTokens of each request [default: the server's].
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature [default: the server's].
-    #[arg(long)]
-    pub temperature: Option<f32>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Ask for stream frames (TTFT and inter-token gaps need them; the default).
     #[arg(long, overrides_with = "no_stream")]
     pub stream: bool,
@@ -112,6 +104,17 @@ pub struct BenchArgs {
     /// Draw the latency CDF (and, with --per-turn, TTFT by turn) into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// The sampling overrides a request may carry; each left out means the server's setting.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature (0-2) [default: the server's].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Largest number of tokens in a reply (a request's maxTokens) [default: the server's].
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
 }
 
 /// A request rate: a finite number above 0.

@@ -111,8 +111,8 @@ async fn converse(client: &Client, args: &ChatArgs) -> ExitCode {
                 let spec = RequestSpec {
                     message: text.to_owned(),
                     stream,
-                    temperature: args.temperature,
-                    max_tokens: args.max_tokens,
+                    temperature: args.sampling.temperature,
+                    max_tokens: args.sampling.max_tokens,
                     system_prompt: system.clone(),
                 };
                 let ex = match session.request(&spec, args.timeout, print_delta).await {

@@ -37,11 +37,20 @@ pub struct Located {
 /// `$XDG_DATA_HOME/mqtt-llm/venv`, else `~/.local/share/mqtt-llm/venv` (a relative `XDG_DATA_HOME` is ignored,
 /// as the XDG spec says); `None` without a usable `HOME`.
 pub fn default_venv(xdg_data_home: Option<&OsStr>, home: Option<&OsStr>) -> Option<PathBuf> {
-    let base = match xdg_data_home.map(Path::new) {
-        Some(dir) if dir.is_absolute() => dir.to_owned(),
-        _ => Path::new(home.filter(|h| !h.is_empty())?).join(".local/share"),
-    };
-    Some(base.join("mqtt-llm").join("venv"))
+    Some(
+        xdg_dir(xdg_data_home, home, ".local/share")?
+            .join("mqtt-llm")
+            .join("venv"),
+    )
+}
+
+/// An XDG base directory: the variable's value when it is an absolute path (a relative one is ignored, as the
+/// XDG spec says), else `$HOME/{fallback}`; `None` without a usable `HOME`.
+pub(super) fn xdg_dir(xdg_var: Option<&OsStr>, home: Option<&OsStr>, fallback: &str) -> Option<PathBuf> {
+    match xdg_var.map(Path::new) {
+        Some(dir) if dir.is_absolute() => Some(dir.to_owned()),
+        _ => Some(Path::new(home.filter(|h| !h.is_empty())?).join(fallback)),
+    }
 }
 
 /// The `vllm` a virtualenv provides.
@@ -182,13 +191,19 @@ mod tests {
     }
 
     #[test]
-    fn default_venv_follows_xdg() {
+    fn xdg_dirs_take_an_absolute_variable_else_home() {
+        let d = |x: Option<&str>, h: Option<&str>| xdg_dir(x.map(OsStr::new), h.map(OsStr::new), ".local/x");
+        assert_eq!(d(Some("/xdg"), Some("/home/u")), Some("/xdg".into()));
+        assert_eq!(d(Some("rel"), Some("/home/u")), Some("/home/u/.local/x".into()));
+        assert_eq!(d(None, Some("/home/u")), Some("/home/u/.local/x".into()));
+        assert_eq!(d(None, None), None);
+        assert_eq!(d(Some(""), Some("")), None);
+    }
+
+    #[test]
+    fn default_venv_follows_xdg_data_home() {
         let v = |x: Option<&str>, h: Option<&str>| default_venv(x.map(OsStr::new), h.map(OsStr::new));
         assert_eq!(v(Some("/data"), Some("/home/u")), Some("/data/mqtt-llm/venv".into()));
-        assert_eq!(
-            v(Some("rel"), Some("/home/u")),
-            Some("/home/u/.local/share/mqtt-llm/venv".into())
-        );
         assert_eq!(
             v(None, Some("/home/u")),
             Some("/home/u/.local/share/mqtt-llm/venv".into())

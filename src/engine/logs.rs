@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use super::command::EngineCommand;
+use super::locate::xdg_dir;
 use super::progress::{PhaseTracker, StartupProgress};
 
 /// How many lines a failed start reports.
@@ -31,11 +32,11 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 /// `$XDG_STATE_HOME/mqtt-llm/engine.log`, else `~/.local/state/mqtt-llm/engine.log` (relative XDG paths are
 /// ignored, as the XDG spec says).
 pub fn default_engine_log(xdg_state_home: Option<&OsStr>, home: Option<&OsStr>) -> Option<PathBuf> {
-    let base = match xdg_state_home.map(Path::new) {
-        Some(dir) if dir.is_absolute() => dir.to_owned(),
-        _ => Path::new(home.filter(|h| !h.is_empty())?).join(".local/state"),
-    };
-    Some(base.join("mqtt-llm").join("engine.log"))
+    Some(
+        xdg_dir(xdg_state_home, home, ".local/state")?
+            .join("mqtt-llm")
+            .join("engine.log"),
+    )
 }
 
 /// The engine's output as the rest of the program sees it: the last [`TAIL_LINES`] lines (stdout and stderr
@@ -355,21 +356,16 @@ mod tests {
     }
 
     #[test]
-    fn default_paths_follow_xdg() {
+    fn default_engine_log_follows_xdg_state_home() {
         let p = |x: Option<&str>, h: Option<&str>| default_engine_log(x.map(OsStr::new), h.map(OsStr::new));
         assert_eq!(
             p(Some("/xdg"), Some("/home/u")),
             Some("/xdg/mqtt-llm/engine.log".into())
         );
         assert_eq!(
-            p(Some("relative"), Some("/home/u")),
-            Some("/home/u/.local/state/mqtt-llm/engine.log".into())
-        );
-        assert_eq!(
             p(None, Some("/home/u")),
             Some("/home/u/.local/state/mqtt-llm/engine.log".into())
         );
         assert_eq!(p(None, None), None);
-        assert_eq!(p(Some(""), Some("")), None);
     }
 }

@@ -66,11 +66,7 @@ fn long_session() -> String {
 /// The full bad-input table: exact reply text, exact reply topic (or none), and the metrics code.
 #[test]
 fn bad_input_table() {
-    let temp = "Error: invalid 'temperature': must be a number between 0 and 2";
     let top_p = "Error: invalid 'topP': must be a number greater than 0 and at most 1";
-    let max_tokens = "Error: invalid 'maxTokens': must be an integer between 1 and 32768";
-    let sys = "Error: invalid 'systemPrompt': must be a string";
-    let stream = "Error: invalid 'stream': must be a boolean";
     let s1 = To::Topic("general/assistant_response/s1");
     let cases: Vec<(&str, Vec<u8>, &str, &str, To)> = vec![
         // Not JSON: the payload is the message; empty → error to the fresh session's topic.
@@ -304,164 +300,6 @@ fn bad_input_table() {
             "invalid_session_id",
             To::Topic("general/assistant_response/x"),
         ),
-        // temperature: 0..=2, numbers only.
-        (
-            "temperature negative",
-            br#"{"sessionId":"s1","message":"hi","temperature":-0.1}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "temperature above 2",
-            br#"{"sessionId":"s1","message":"hi","temperature":2.01}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "temperature huge",
-            br#"{"sessionId":"s1","message":"hi","temperature":1e308}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "temperature string",
-            br#"{"sessionId":"s1","message":"hi","temperature":"0.5"}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "temperature bool",
-            br#"{"sessionId":"s1","message":"hi","temperature":true}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "temperature array",
-            br#"{"sessionId":"s1","message":"hi","temperature":[0.5]}"#.to_vec(),
-            temp,
-            "invalid_param",
-            s1,
-        ),
-        // topP: (0, 1].
-        (
-            "topP zero",
-            br#"{"sessionId":"s1","message":"hi","topP":0}"#.to_vec(),
-            top_p,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "topP zero float",
-            br#"{"sessionId":"s1","message":"hi","topP":0.0}"#.to_vec(),
-            top_p,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "topP negative",
-            br#"{"sessionId":"s1","message":"hi","topP":-0.5}"#.to_vec(),
-            top_p,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "topP above 1",
-            br#"{"sessionId":"s1","message":"hi","topP":1.01}"#.to_vec(),
-            top_p,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "topP string",
-            br#"{"sessionId":"s1","message":"hi","topP":"0.9"}"#.to_vec(),
-            top_p,
-            "invalid_param",
-            s1,
-        ),
-        // maxTokens: integer in 1..=limit.
-        (
-            "maxTokens zero",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":0}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens negative",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":-5}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens fraction",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":1.5}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens over limit",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":32769}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens huge",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":1e10}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens u64 max",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":18446744073709551615}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "maxTokens string",
-            br#"{"sessionId":"s1","message":"hi","maxTokens":"512"}"#.to_vec(),
-            max_tokens,
-            "invalid_param",
-            s1,
-        ),
-        // Other parameters.
-        (
-            "systemPrompt number",
-            br#"{"sessionId":"s1","message":"hi","systemPrompt":42}"#.to_vec(),
-            sys,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "systemPrompt object",
-            br#"{"sessionId":"s1","message":"hi","systemPrompt":{"content":"x"}}"#.to_vec(),
-            sys,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "stream string",
-            br#"{"sessionId":"s1","message":"hi","stream":"yes"}"#.to_vec(),
-            stream,
-            "invalid_param",
-            s1,
-        ),
-        (
-            "stream number",
-            br#"{"sessionId":"s1","message":"hi","stream":1}"#.to_vec(),
-            stream,
-            "invalid_param",
-            s1,
-        ),
         // Message errors come before parameter errors.
         (
             "bad message and bad temperature",
@@ -485,6 +323,52 @@ fn bad_input_table() {
         assert_eq!(rejection.error.reply_text(), text, "{case}");
         assert_eq!(rejection.error.code(), code, "{case}");
         check_reply(rejection.reply.as_ref(), &to, case);
+    }
+}
+
+/// Every out-of-range or mistyped parameter of a valid request: `invalid_param`, answered on the session's topic.
+#[test]
+fn bad_parameters_are_invalid_param() {
+    let cases: [(&str, &[&str], &str); 5] = [
+        // temperature: 0..=2, numbers only.
+        (
+            "temperature",
+            &["-0.1", "2.01", "1e308", r#""0.5""#, "true", "[0.5]"],
+            "Error: invalid 'temperature': must be a number between 0 and 2",
+        ),
+        // topP: (0, 1].
+        (
+            "topP",
+            &["0", "0.0", "-0.5", "1.01", r#""0.9""#],
+            "Error: invalid 'topP': must be a number greater than 0 and at most 1",
+        ),
+        // maxTokens: integer in 1..=limit.
+        (
+            "maxTokens",
+            &["0", "-5", "1.5", "32769", "1e10", "18446744073709551615", r#""512""#],
+            "Error: invalid 'maxTokens': must be an integer between 1 and 32768",
+        ),
+        (
+            "systemPrompt",
+            &["42", r#"{"content":"x"}"#],
+            "Error: invalid 'systemPrompt': must be a string",
+        ),
+        (
+            "stream",
+            &[r#""yes""#, "1"],
+            "Error: invalid 'stream': must be a boolean",
+        ),
+    ];
+    let s1 = To::Topic("general/assistant_response/s1");
+    for (param, values, text) in cases {
+        for value in values {
+            let payload = format!(r#"{{"sessionId":"s1","message":"hi","{param}":{value}}}"#);
+            let case = format!("{param} {value}");
+            let rejection = parse(&payload).expect_err(&case);
+            assert_eq!(rejection.error.reply_text(), text, "{case}");
+            assert_eq!(rejection.error.code(), "invalid_param", "{case}");
+            check_reply(rejection.reply.as_ref(), &s1, &case);
+        }
     }
 }
 
