@@ -22,7 +22,7 @@
 //! bench's workloads and the TLS client settings are `mqtt-llm-client`.
 //!
 //! Dependencies point one way: `app` → `bridge` → `admission`, `session`, `mqtt`, `engine`, `llm`, `metrics`;
-//! `config` → the subsystems whose settings it builds (`engine`, `mqtt`, `session`, `gpu`); no subsystem imports
+//! `config` → the subsystems whose settings it builds (`engine`, `mqtt`, `session`, `admission`, `gpu`); no subsystem imports
 //! `config` for its own settings.
 
 pub mod admission;

@@ -23,12 +23,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, AdmissionSettings};
+use crate::admission::Admission;
 use crate::config::{BridgeConfig, ProjectCatalog};
 use crate::engine::EngineHandle;
 use crate::llm::LlmClient;
 use crate::mqtt::publisher::Publisher;
-use crate::session::SessionStore;
+use crate::session::{SessionSettings, SessionStore};
 pub use intake::{Intake, overflow_handler};
 use mqtt_llm_protocol::topics::ProjectName;
 use worker::{Worker, WorkerSettings};
@@ -41,8 +41,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Bridge {
     admission: Admission,
     sessions: SessionStore,
-    session_idle_timeout: Duration,
-    max_sessions: usize,
+    /// When idle conversations are forgotten, and how many are kept.
+    session_settings: SessionSettings,
     /// Lane workers; drained on shutdown.
     workers: TaskTracker,
     /// Cancelled when the drain timeout passes: running and queued requests are answered with an error.
@@ -58,14 +58,8 @@ impl Bridge {
         engine: EngineHandle,
         publisher: Publisher,
     ) -> (Self, Intake) {
-        let admission_settings = AdmissionSettings {
-            max_inflight: cfg.max_inflight,
-            session_queue: cfg.session_queue,
-            max_queued: cfg.max_queued,
-            engine_wait: cfg.engine_wait,
-        };
-        let admission = Admission::new(admission_settings, engine.clone());
-        let sessions = SessionStore::new(cfg.max_history_tokens);
+        let admission = Admission::new(cfg.admission, engine.clone());
+        let sessions = SessionStore::new(cfg.sessions.max_history_tokens);
         let workers = TaskTracker::new();
         let abort = CancellationToken::new();
         let worker = Worker {
@@ -94,8 +88,7 @@ impl Bridge {
         let bridge = Self {
             admission,
             sessions,
-            session_idle_timeout: cfg.session_idle_timeout,
-            max_sessions: cfg.max_sessions.get(),
+            session_settings: cfg.sessions,
             workers,
             abort,
         };
@@ -104,7 +97,11 @@ impl Bridge {
 
     /// Every [`SWEEP_INTERVAL`], forget idle conversations and those beyond `--max-sessions`.
     pub fn spawn_session_sweeper(&self, tracker: &TaskTracker, cancel: CancellationToken) {
-        let (sessions, idle, max) = (self.sessions.clone(), self.session_idle_timeout, self.max_sessions);
+        let sessions = self.sessions.clone();
+        let (idle, max) = (
+            self.session_settings.idle_timeout,
+            self.session_settings.max_sessions.get(),
+        );
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             tick.tick().await;

@@ -94,8 +94,8 @@ fn defaults() {
     assert_eq!(c.mqtt.version, MqttVersion::V5);
     assert_eq!(c.mqtt.max_packet_size, 1024 * 1024);
     assert_eq!(c.mqtt.projects.len(), 1);
-    assert_eq!(c.bridge.max_inflight.get(), 64);
-    assert_eq!(c.bridge.session_queue.get(), 8);
+    assert_eq!(c.bridge.admission.max_inflight.get(), 64);
+    assert_eq!(c.bridge.admission.session_queue.get(), 8);
     assert_eq!(
         c.bridge.defaults,
         SamplingDefaults {
@@ -105,7 +105,7 @@ fn defaults() {
         }
     );
     assert!(c.bridge.skip_thinking);
-    assert_eq!(c.bridge.max_history_tokens.get(), 3000);
+    assert_eq!(c.bridge.sessions.max_history_tokens.get(), 3000);
     assert_eq!(c.engine.start_timeout, Duration::from_secs(1200));
     assert_eq!(c.engine.grace, Duration::from_secs(10));
     assert_eq!(c.drain_timeout, Duration::from_secs(30));

@@ -2,7 +2,8 @@
 //! - [`RawSettings`] (serde, `deny_unknown_fields`): every setting of `mqtt-llm up` as given, with the defaults of
 //!   [`defaults`]; the command line fills one (in the binary), tests and embedders build one directly;
 //! - [`Config::from_raw`]: validates it into each subsystem's own typed settings ([`EngineSettings`],
-//!   [`MqttSettings`], [`SessionSettings`], [`GpuSettings`]), the request path's [`BridgeConfig`] and the
+//!   [`MqttSettings`], [`SessionSettings`], [`AdmissionSettings`], [`GpuSettings`]), the request path's [`BridgeConfig`]
+//!   (which carries the admission and session settings) and the
 //!   [`ProjectCatalog`] (built-in prompts and the optional TOML file). Errors ([`ConfigError`]) name the flag.
 //!
 //! `config` imports the subsystems' settings types and builds them; no subsystem imports `config` for its own
@@ -18,9 +19,9 @@ mod service;
 mod tests;
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use crate::admission::AdmissionSettings;
 use crate::engine::{EngineSettings, InstallSettings};
 use crate::gpu::GpuSettings;
 use crate::mqtt::MqttSettings;
@@ -60,31 +61,16 @@ pub struct SamplingDefaults {
 /// The request path's settings.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    pub max_inflight: NonZeroUsize,
-    pub session_queue: NonZeroUsize,
-    pub max_queued: NonZeroUsize,
+    /// What admission lets through (capacity, lanes, the wait for a starting engine).
+    pub admission: AdmissionSettings,
+    /// The conversations' budget and lifetime.
+    pub sessions: SessionSettings,
     /// Zero: one frame per engine chunk.
     pub stream_interval: Duration,
     pub defaults: SamplingDefaults,
     pub skip_thinking: bool,
-    pub max_history_tokens: NonZeroU32,
-    pub session_idle_timeout: Duration,
-    pub max_sessions: NonZeroUsize,
     pub request_timeout: Duration,
-    /// How long an accepted request waits for a (re)starting engine before the overload reply.
-    pub engine_wait: Duration,
     pub limits: WireLimits,
-}
-
-impl BridgeConfig {
-    /// The session store's settings.
-    pub fn session(&self) -> SessionSettings {
-        SessionSettings {
-            max_history_tokens: self.max_history_tokens,
-            idle_timeout: self.session_idle_timeout,
-            max_sessions: self.max_sessions,
-        }
-    }
 }
 
 impl Config {

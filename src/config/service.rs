@@ -11,6 +11,7 @@ use mqtt_llm_protocol::wire::WireLimits;
 use super::error::{ConfigError, Problem, invalid};
 use super::raw::RawSettings;
 use super::{BridgeConfig, SamplingDefaults};
+use crate::admission::AdmissionSettings;
 use crate::gpu::GpuSettings;
 use crate::mqtt::settings::{DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
 use crate::mqtt::{MqttSettings, MqttVersion};
@@ -75,9 +76,13 @@ pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Resu
         return Err(invalid("--max-payload-bytes", "must not exceed --max-packet-size"));
     }
     Ok(BridgeConfig {
-        max_inflight: non_zero("--max-inflight", raw.max_inflight)?,
-        session_queue: non_zero("--session-queue", raw.session_queue)?,
-        max_queued: non_zero("--max-queued", raw.max_queued)?,
+        admission: AdmissionSettings {
+            max_inflight: non_zero("--max-inflight", raw.max_inflight)?,
+            session_queue: non_zero("--session-queue", raw.session_queue)?,
+            max_queued: non_zero("--max-queued", raw.max_queued)?,
+            engine_wait: raw.engine_wait,
+        },
+        sessions: session,
         stream_interval: Duration::from_millis(raw.stream_interval_ms),
         defaults: SamplingDefaults {
             temperature: raw.temperature,
@@ -85,11 +90,7 @@ pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Resu
             max_tokens: raw.max_tokens,
         },
         skip_thinking: raw.skip_thinking,
-        max_history_tokens: session.max_history_tokens,
-        session_idle_timeout: session.idle_timeout,
-        max_sessions: session.max_sessions,
         request_timeout: raw.request_timeout,
-        engine_wait: raw.engine_wait,
         limits: WireLimits {
             max_payload_bytes: raw.max_payload_bytes,
             max_tokens_limit: raw.max_tokens_limit,

@@ -15,8 +15,8 @@ fn raw(model: &str) -> RawSettings {
 #[test]
 fn default_raw_settings_build_with_a_model() {
     let c = Config::from_raw(raw("m")).unwrap();
-    assert_eq!(c.bridge.max_history_tokens.get(), DEFAULT_MAX_HISTORY_TOKENS);
-    assert_eq!(c.bridge.session().idle_timeout, Duration::from_secs(3600));
+    assert_eq!(c.bridge.sessions.max_history_tokens.get(), DEFAULT_MAX_HISTORY_TOKENS);
+    assert_eq!(c.bridge.sessions.idle_timeout, Duration::from_secs(3600));
     assert_eq!(c.http_addr, DEFAULT_HTTP);
     assert_eq!(c.gpu.low_free_bytes, 1 << 30);
     assert!(matches!(c.engine.mode, EngineMode::Launch(_)));
