@@ -1,7 +1,7 @@
 //! The request pipeline: one accepted MQTT request → one engine call → exactly one reply.
 //!
 //! A request's walk: the MQTT event loop hands it to the [`intake`], which parses it and asks
-//! [`Admission`](crate::admission::Admission) to admit it; an admitted ticket runs on its session's lane
+//! [`Admission`] to admit it; an admitted ticket runs on its session's lane
 //! [`worker`], which waits for an engine slot, streams the answer from the [`LlmClient`] and publishes the stream
 //! frames ([`stream`]) and the final reply through the one [`Publisher`].
 //!

@@ -27,7 +27,7 @@ use super::types::{ChatEvent, Usage, WireChunk};
 type SseEvents = BoxStream<'static, Result<Event, EventStreamError<String>>>;
 
 /// impl Stream<Item = Result<ChatEvent, LlmError>> + Send + Unpin. Ends (None) right after `data: [DONE]`.
-/// A body that ends without [DONE] yields Err(LlmError::Disconnected) once, then None.
+/// A body that ends without `[DONE]` yields `Err(LlmError::Disconnected)` once, then `None`.
 /// An in-stream `data: {"error":{...}}` yields Err(LlmError::InStream(ApiError)).
 ///
 /// Dropping it closes the connection, which makes vLLM abort the request.

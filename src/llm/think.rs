@@ -69,8 +69,8 @@ fn partial_tag_len(text: &str, tag: &str) -> usize {
 }
 
 /// Final cleaning of a whole reply when skip-thinking is on: remove every complete <think>...</think> block; if a `</think>`
-/// remains with no opening tag (templates that open <think> themselves), drop everything up to and including the last one;
-/// if an unclosed `<think>` remains, drop it and everything after. Then trim. Everything else (tags like <EOS>,
+/// remains with no opening tag (templates that open `<think>` themselves), drop everything up to and including the last one;
+/// if an unclosed `<think>` remains, drop it and everything after. Then trim. Everything else (tags like `<EOS>`,
 /// <PlayerOp:x>, JSON) passes through untouched.
 pub fn clean_reply(raw: &str) -> String {
     if !raw.contains(OPEN) && !raw.contains(CLOSE) {

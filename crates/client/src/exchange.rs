@@ -81,7 +81,7 @@ pub struct Exchange {
     /// Time to the final reply.
     pub e2e: Option<Duration>,
     pub outcome: Outcome,
-    /// Per-request protocol breaches (frame order); the client-wide ones are in [`Client::violations`].
+    /// Per-request protocol breaches (frame order); the client-wide ones are in [`Client::violations`](crate::Client::violations).
     pub violations: Vec<Violation>,
 }
 

@@ -5,7 +5,7 @@
 //! Theory of operation: the client subscribes once per project, not per session, to
 //! `{p}/assistant_response/+/{clientId}/#` and `{p}/assistant_stream/+/{clientId}`: the first session of a project
 //! queues the SUBSCRIBE and waits for its SubAck (concurrent first sessions wait for the same one); later sessions
-//! cost nothing. One event-loop task ([`eventloop`]) owns the `rumqttc` event loop; it only polls, tracks the
+//! cost nothing. One event-loop task (`eventloop`) owns the `rumqttc` event loop; it only polls, tracks the
 //! connection and the subscriptions in the [`link::Link`], and routes each publish through the
 //! [`router::Registry`] (request id from the reply topic or the frame) into an unbounded channel of the request
 //! that waits for it. It never awaits a publish. Messages for no request of ours, a second reply, or frames after
@@ -131,7 +131,7 @@ struct Inner {
 }
 
 impl Client {
-    /// Connect (MQTT 5, clean start) and wait for the ConnAck. Retries until [`CONNECT_TIMEOUT`], except after an
+    /// Connect (MQTT 5, clean start) and wait for the ConnAck. Retries until `CONNECT_TIMEOUT` (10 s), except after an
     /// error that retrying cannot fix (an untrusted certificate, a refused CONNECT), which is returned at once.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
         let opts = mqtt_options(config)?;

@@ -7,7 +7,7 @@
 //!
 //! Subscriptions are per project, never per session: `{p}/assistant_response/+/{clientId}/#` and
 //! `{p}/assistant_stream/+/{clientId}` (see [`super::router::filters`]). A clean start makes the broker forget them
-//! on every reconnect, so every ConnAck turns every project back into [`Subscription::Wanted`].
+//! on every reconnect, so every ConnAck turns every project back into `Subscription::Wanted`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
