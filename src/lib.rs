@@ -3,7 +3,7 @@
 //! line and drives it. The library cannot see the binary's modules.
 //!
 //! # Layout
-//! - [`config`]: the raw settings ([`config::RawSettings`], the defaults) validated by
+//! - [`config`]: the raw settings ([`config::RawSettings`], in sections by subsystem; the defaults) validated by
 //!   [`config::Config::from_raw`] into each subsystem's own settings type; errors name the flag.
 //! - [`app`]: the composition root: builds every component, runs until shutdown, drains; [`app::run`] binds the
 //!   HTTP address, [`app::run_on`] serves on a listener the caller holds.

@@ -76,7 +76,7 @@ async fn two_services_in_one_process() {
     let broker = Mosquitto::start().await;
     let settings = |project: &str| {
         let mut raw = sim_settings(&broker.url());
-        raw.projects = project.to_owned();
+        raw.mqtt.projects = project.to_owned();
         raw
     };
     let (a, b) = tokio::join!(InProcess::start(settings("alpha")), InProcess::start(settings("beta")));

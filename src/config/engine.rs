@@ -3,18 +3,24 @@
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use url::Url;
 
 use super::error::{ConfigError, Problem, invalid};
-use super::raw::RawSettings;
+use super::raw::{RawEngine, RawInstall};
 use crate::engine::alias::{self, ResolvedModel};
 use crate::engine::command::DEFAULT_VISION_LIMIT_MM;
 use crate::engine::settings::{DEFAULT_CONNECT_TIMEOUT, default_engine_log, hub_from_env};
 use crate::engine::{EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, RestartPolicy};
 
-/// The engine's settings; `priority_scheduling` when some project has a priority.
-pub(super) fn engine_settings(raw: &RawSettings, priority_scheduling: bool) -> Result<EngineSettings, ConfigError> {
+/// The engine's settings; `shutdown_timeout` is `--drain-timeout` (the engine's `--shutdown-timeout` too),
+/// `priority_scheduling` when some project has a priority.
+pub(super) fn engine_settings(
+    raw: &RawEngine,
+    shutdown_timeout: Duration,
+    priority_scheduling: bool,
+) -> Result<EngineSettings, ConfigError> {
     let (mode, served_model_name) = match (&raw.engine_url, &raw.model) {
         (Some(url), _) => {
             let parsed = Url::parse(url).map_err(|source| {
@@ -33,7 +39,7 @@ pub(super) fn engine_settings(raw: &RawSettings, priority_scheduling: bool) -> R
         }
         (None, Some(model)) if !model.trim().is_empty() => {
             let resolved = alias::resolve(model, hub_from_env());
-            let launch = launch_settings(raw, &resolved, priority_scheduling)?;
+            let launch = launch_settings(raw, &resolved, shutdown_timeout, priority_scheduling)?;
             let served = raw
                 .served_model_name
                 .clone()
@@ -59,19 +65,15 @@ pub(super) fn engine_settings(raw: &RawSettings, priority_scheduling: bool) -> R
     })
 }
 
-/// Where vLLM is found or installed.
-pub(super) fn install_settings(raw: &RawSettings) -> InstallSettings {
-    InstallSettings::new(
-        raw.venv.clone(),
-        raw.python.clone(),
-        raw.requirements.clone(),
-        raw.vllm_bin.clone(),
-    )
+/// Where vLLM is found or installed; `vllm_bin` is the engine's `--vllm-bin`.
+pub(super) fn install_settings(raw: &RawInstall, vllm_bin: Option<PathBuf>) -> InstallSettings {
+    InstallSettings::new(raw.venv.clone(), raw.python.clone(), raw.requirements.clone(), vllm_bin)
 }
 
 fn launch_settings(
-    raw: &RawSettings,
+    raw: &RawEngine,
     model: &ResolvedModel,
+    shutdown_timeout: Duration,
     priority_scheduling: bool,
 ) -> Result<LaunchSettings, ConfigError> {
     let u = raw.gpu_memory_utilization;
@@ -113,7 +115,7 @@ fn launch_settings(
         prefix_caching: raw.prefix_caching,
         prompt_tokens_details: raw.prompt_tokens_details,
         priority_scheduling,
-        shutdown_timeout: raw.drain_timeout,
+        shutdown_timeout,
         limit_mm_per_prompt,
         engine_log,
         extra_args: raw.engine_args.clone(),

@@ -1,6 +1,8 @@
 //! Configuration, parsed rather than merely validated. Two layers:
 //! - [`RawSettings`] (serde, `deny_unknown_fields`): every setting of `mqtt-llm up` as given, with the defaults of
-//!   [`defaults`]; the command line fills one (in the binary), tests and embedders build one directly;
+//!   [`defaults`], in one section per subsystem ([`RawEngine`], [`RawInstall`], [`RawMqtt`], [`RawRequests`],
+//!   [`RawOps`], [`RawGpu`]; nested tables in serde terms); the command line fills one (in the binary), tests and
+//!   embedders build one directly;
 //! - [`Config::from_raw`]: validates it into each subsystem's own typed settings ([`EngineSettings`],
 //!   [`MqttSettings`], [`SessionSettings`], [`AdmissionSettings`], [`GpuSettings`]), the request path's [`BridgeConfig`]
 //!   (which carries the admission and session settings) and the
@@ -32,7 +34,7 @@ pub use defaults::*;
 pub use engine::parse_gpus;
 pub use error::{ConfigError, Problem};
 pub use projects::{GENERAL, ProjectCatalog};
-pub use raw::RawSettings;
+pub use raw::{RawEngine, RawGpu, RawInstall, RawMqtt, RawOps, RawRequests, RawSettings};
 
 /// Everything `mqtt-llm up` runs with.
 #[derive(Debug, Clone)]
@@ -76,23 +78,23 @@ pub struct BridgeConfig {
 impl Config {
     /// Validate the raw settings (and read the TOML file they name) into the typed configuration.
     pub fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
-        let projects = match &raw.config {
+        let projects = match &raw.ops.config {
             Some(path) => ProjectCatalog::load(path)?,
             None => ProjectCatalog::builtin(),
         };
-        let engine = engine::engine_settings(&raw, projects.uses_priorities())?;
-        let mqtt = service::mqtt_settings(&raw)?;
-        let session = service::session_settings(&raw)?;
-        let bridge = service::bridge_config(&raw, session)?;
+        let engine = engine::engine_settings(&raw.engine, raw.ops.drain_timeout, projects.uses_priorities())?;
+        let mqtt = service::mqtt_settings(&raw.mqtt)?;
+        let session = service::session_settings(&raw.requests)?;
+        let bridge = service::bridge_config(&raw.requests, mqtt.max_packet_size, session)?;
         Ok(Self {
-            install: engine::install_settings(&raw),
+            install: engine::install_settings(&raw.install, raw.engine.vllm_bin.clone()),
             engine,
             mqtt,
             bridge,
             projects,
-            http_addr: raw.http,
-            drain_timeout: raw.drain_timeout,
-            gpu: service::gpu_settings(&raw),
+            http_addr: raw.ops.http,
+            drain_timeout: raw.ops.drain_timeout,
+            gpu: service::gpu_settings(&raw.gpu),
         })
     }
 }

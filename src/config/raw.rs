@@ -1,6 +1,14 @@
 //! The raw settings layer: every setting of `mqtt-llm up` as given, before validation. The command line (and
 //! its `MQTT_LLM_*` variables) fills one; tests and embedders start from [`RawSettings::default`] and assign
 //! fields. [`super::Config::from_raw`] turns it into typed settings or says which flag is wrong.
+//!
+//! [`RawSettings`] is grouped into one section per subsystem, mirroring the typed settings each builder makes:
+//! [`RawEngine`] (→ `EngineSettings`), [`RawInstall`] (→ `InstallSettings`), [`RawMqtt`] (→ `MqttSettings`),
+//! [`RawRequests`] (→ the request path's `BridgeConfig`: admission, sessions, sampling, limits), [`RawOps`] (the
+//! HTTP address, the drain timeout, the projects file) and [`RawGpu`] (→ `GpuSettings`). Within a section a field
+//! is named as its flag (minus the dashes). In serde terms the sections are nested tables, so a settings file
+//! would read `[engine]`, `[install]`, `[mqtt]`, `[requests]`, `[ops]`, `[gpu]`, each with the flags' names as
+//! keys; every section, like the whole, takes its defaults from [`super::defaults`] and refuses unknown keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,17 +18,26 @@ use serde::Deserialize;
 
 use super::defaults::*;
 
-/// `mqtt-llm up`'s settings as given: one field per flag, named as the flag (minus the dashes).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `mqtt-llm up`'s settings as given, one section per subsystem.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawSettings {
-    // ---- engine ----
+    pub engine: RawEngine,
+    pub install: RawInstall,
+    pub mqtt: RawMqtt,
+    pub requests: RawRequests,
+    pub ops: RawOps,
+    pub gpu: RawGpu,
+}
+
+/// The engine (`[engine]`): launch or attach, the `vllm serve` inputs, the supervision timings and the restart
+/// policy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawEngine {
     pub model: Option<String>,
     pub engine_url: Option<String>,
     pub vllm_bin: Option<PathBuf>,
-    pub venv: Option<PathBuf>,
-    pub python: PathBuf,
-    pub requirements: Option<PathBuf>,
     pub served_model_name: Option<String>,
     pub engine_port: Option<u16>,
     pub gpus: Option<String>,
@@ -45,64 +62,17 @@ pub struct RawSettings {
     pub engine_probe_interval: Duration,
     #[serde(with = "text_duration")]
     pub engine_stall_timeout: Duration,
-    #[serde(with = "text_duration")]
-    pub engine_wait: Duration,
     pub max_restarts: u32,
     #[serde(with = "text_duration")]
     pub restart_window: Duration,
-
-    // ---- MQTT ----
-    pub broker: String,
-    pub mqtt_username: Option<String>,
-    pub mqtt_password: Option<String>,
-    pub mqtt_ca: Option<PathBuf>,
-    /// 3 (3.1.1) or 5.
-    pub mqtt_version: u8,
-    pub mqtt_client_id: Option<String>,
-    pub max_packet_size: u32,
-    pub projects: String,
-    /// The TOML file with per-project settings.
-    pub config: Option<PathBuf>,
-
-    // ---- requests ----
-    pub max_inflight: usize,
-    pub session_queue: usize,
-    pub max_queued: usize,
-    pub stream_interval_ms: u64,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub max_tokens: u32,
-    pub max_tokens_limit: u32,
-    pub skip_thinking: bool,
-    pub max_history_tokens: u32,
-    #[serde(with = "text_duration")]
-    pub session_idle_timeout: Duration,
-    pub max_sessions: usize,
-    #[serde(with = "text_duration")]
-    pub request_timeout: Duration,
-    pub max_payload_bytes: usize,
-
-    // ---- operations ----
-    pub http: SocketAddr,
-    #[serde(with = "text_duration")]
-    pub drain_timeout: Duration,
-
-    // ---- GPUs ----
-    pub skip_gpu_check: bool,
-    #[serde(with = "text_duration")]
-    pub gpu_sample_interval: Duration,
-    pub gpu_low_free_mib: u64,
 }
 
-impl Default for RawSettings {
+impl Default for RawEngine {
     fn default() -> Self {
         Self {
             model: None,
             engine_url: None,
             vllm_bin: None,
-            venv: None,
-            python: PathBuf::from(DEFAULT_PYTHON),
-            requirements: None,
             served_model_name: None,
             engine_port: None,
             gpus: None,
@@ -122,9 +92,49 @@ impl Default for RawSettings {
             engine_grace: DEFAULT_ENGINE_GRACE.value,
             engine_probe_interval: DEFAULT_ENGINE_PROBE_INTERVAL.value,
             engine_stall_timeout: DEFAULT_ENGINE_STALL_TIMEOUT.value,
-            engine_wait: DEFAULT_ENGINE_WAIT.value,
             max_restarts: DEFAULT_MAX_RESTARTS,
             restart_window: DEFAULT_RESTART_WINDOW.value,
+        }
+    }
+}
+
+/// Where vLLM is found or installed (`[install]`; `--vllm-bin` is the engine's, which launches it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawInstall {
+    pub venv: Option<PathBuf>,
+    pub python: PathBuf,
+    pub requirements: Option<PathBuf>,
+}
+
+impl Default for RawInstall {
+    fn default() -> Self {
+        Self {
+            venv: None,
+            python: PathBuf::from(DEFAULT_PYTHON),
+            requirements: None,
+        }
+    }
+}
+
+/// The MQTT connection (`[mqtt]`): the broker, the client's identity and limits, the projects subscribed to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMqtt {
+    pub broker: String,
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+    pub mqtt_ca: Option<PathBuf>,
+    /// 3 (3.1.1) or 5.
+    pub mqtt_version: u8,
+    pub mqtt_client_id: Option<String>,
+    pub max_packet_size: u32,
+    pub projects: String,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        Self {
             broker: DEFAULT_BROKER.to_owned(),
             mqtt_username: None,
             mqtt_password: None,
@@ -133,10 +143,42 @@ impl Default for RawSettings {
             mqtt_client_id: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             projects: DEFAULT_PROJECTS.to_owned(),
-            config: None,
+        }
+    }
+}
+
+/// The request path (`[requests]`): admission (including the wait for a starting engine), the sessions, the
+/// sampling defaults and the wire limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRequests {
+    pub max_inflight: usize,
+    pub session_queue: usize,
+    pub max_queued: usize,
+    #[serde(with = "text_duration")]
+    pub engine_wait: Duration,
+    pub stream_interval_ms: u64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: u32,
+    pub max_tokens_limit: u32,
+    pub skip_thinking: bool,
+    pub max_history_tokens: u32,
+    #[serde(with = "text_duration")]
+    pub session_idle_timeout: Duration,
+    pub max_sessions: usize,
+    #[serde(with = "text_duration")]
+    pub request_timeout: Duration,
+    pub max_payload_bytes: usize,
+}
+
+impl Default for RawRequests {
+    fn default() -> Self {
+        Self {
             max_inflight: DEFAULT_MAX_INFLIGHT,
             session_queue: DEFAULT_SESSION_QUEUE,
             max_queued: DEFAULT_MAX_QUEUED,
+            engine_wait: DEFAULT_ENGINE_WAIT.value,
             stream_interval_ms: DEFAULT_STREAM_INTERVAL_MS,
             temperature: DEFAULT_TEMPERATURE,
             top_p: DEFAULT_TOP_P,
@@ -148,8 +190,44 @@ impl Default for RawSettings {
             max_sessions: DEFAULT_MAX_SESSIONS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT.value,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// Operations (`[ops]`): the HTTP endpoints, the drain on shutdown, the per-project settings file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOps {
+    pub http: SocketAddr,
+    #[serde(with = "text_duration")]
+    pub drain_timeout: Duration,
+    /// The TOML file with per-project settings.
+    pub config: Option<PathBuf>,
+}
+
+impl Default for RawOps {
+    fn default() -> Self {
+        Self {
             http: DEFAULT_HTTP,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT.value,
+            config: None,
+        }
+    }
+}
+
+/// GPU monitoring (`[gpu]`): the launch-time memory check and the sampling into the metrics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawGpu {
+    pub skip_gpu_check: bool,
+    #[serde(with = "text_duration")]
+    pub gpu_sample_interval: Duration,
+    pub gpu_low_free_mib: u64,
+}
+
+impl Default for RawGpu {
+    fn default() -> Self {
+        Self {
             skip_gpu_check: false,
             gpu_sample_interval: DEFAULT_GPU_SAMPLE_INTERVAL.value,
             gpu_low_free_mib: DEFAULT_GPU_LOW_FREE_MIB,

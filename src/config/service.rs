@@ -9,7 +9,7 @@ use mqtt_llm_protocol::topics::parse_project_list;
 use mqtt_llm_protocol::wire::WireLimits;
 
 use super::error::{ConfigError, Problem, invalid};
-use super::raw::RawSettings;
+use super::raw::{RawGpu, RawMqtt, RawRequests};
 use super::{BridgeConfig, SamplingDefaults};
 use crate::admission::AdmissionSettings;
 use crate::gpu::GpuSettings;
@@ -17,7 +17,7 @@ use crate::mqtt::settings::{DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_MAX, DEFAULT_R
 use crate::mqtt::{MqttSettings, MqttVersion};
 use crate::session::SessionSettings;
 
-pub(super) fn mqtt_settings(raw: &RawSettings) -> Result<MqttSettings, ConfigError> {
+pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> {
     let BrokerUrl { host, port, tls } =
         BrokerUrl::parse(&raw.broker).map_err(|e| invalid("--broker", Problem::Broker(e)))?;
     if raw.mqtt_ca.is_some() && !tls {
@@ -53,7 +53,7 @@ pub(super) fn mqtt_settings(raw: &RawSettings) -> Result<MqttSettings, ConfigErr
     })
 }
 
-pub(super) fn session_settings(raw: &RawSettings) -> Result<SessionSettings, ConfigError> {
+pub(super) fn session_settings(raw: &RawRequests) -> Result<SessionSettings, ConfigError> {
     Ok(SessionSettings {
         max_history_tokens: NonZeroU32::new(raw.max_history_tokens)
             .ok_or_else(|| invalid("--max-history-tokens", Problem::Zero))?,
@@ -62,7 +62,12 @@ pub(super) fn session_settings(raw: &RawSettings) -> Result<SessionSettings, Con
     })
 }
 
-pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Result<BridgeConfig, ConfigError> {
+/// The request path's settings; `max_packet_size` is MQTT's (`--max-packet-size`), which a payload must fit in.
+pub(super) fn bridge_config(
+    raw: &RawRequests,
+    max_packet_size: u32,
+    session: SessionSettings,
+) -> Result<BridgeConfig, ConfigError> {
     if !(0.0..=2.0).contains(&raw.temperature) {
         return Err(invalid("--temperature", "must be between 0 and 2"));
     }
@@ -72,7 +77,7 @@ pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Resu
     if raw.max_tokens == 0 || raw.max_tokens > raw.max_tokens_limit {
         return Err(invalid("--max-tokens", "must be between 1 and --max-tokens-limit"));
     }
-    if raw.max_payload_bytes as u64 > u64::from(raw.max_packet_size) {
+    if raw.max_payload_bytes as u64 > u64::from(max_packet_size) {
         return Err(invalid("--max-payload-bytes", "must not exceed --max-packet-size"));
     }
     Ok(BridgeConfig {
@@ -98,7 +103,7 @@ pub(super) fn bridge_config(raw: &RawSettings, session: SessionSettings) -> Resu
     })
 }
 
-pub(super) fn gpu_settings(raw: &RawSettings) -> GpuSettings {
+pub(super) fn gpu_settings(raw: &RawGpu) -> GpuSettings {
     GpuSettings {
         skip_check: raw.skip_gpu_check,
         sample_interval: raw.gpu_sample_interval,

@@ -7,7 +7,10 @@ use crate::engine::EngineMode;
 
 fn raw(model: &str) -> RawSettings {
     RawSettings {
-        model: Some(model.to_owned()),
+        engine: RawEngine {
+            model: Some(model.to_owned()),
+            ..RawEngine::default()
+        },
         ..RawSettings::default()
     }
 }
@@ -36,16 +39,19 @@ fn refused(edit: impl FnOnce(&mut RawSettings)) -> (&'static str, Problem) {
 
 #[test]
 fn zero_history_tokens_and_bad_versions_are_refused() {
-    let (flag, problem) = refused(|r| r.max_history_tokens = 0);
+    let (flag, problem) = refused(|r| r.requests.max_history_tokens = 0);
     assert_eq!(flag, "--max-history-tokens");
     assert!(matches!(problem, Problem::Zero), "{problem}");
-    assert_eq!(refused(|r| r.mqtt_version = 4).0, "--mqtt-version");
+    assert_eq!(refused(|r| r.mqtt.mqtt_version = 4).0, "--mqtt-version");
 }
 
 #[test]
 fn raw_settings_deserialize_with_defaults_and_refuse_unknown_keys() {
-    let r: RawSettings = toml::from_str("model = \"m\"\nengine_grace = \"3s\"\n").unwrap();
-    assert_eq!(r.engine_grace, Duration::from_secs(3));
-    assert_eq!(r.max_inflight, DEFAULT_MAX_INFLIGHT);
+    let r: RawSettings = toml::from_str("[engine]\nmodel = \"m\"\nengine_grace = \"3s\"\n").unwrap();
+    assert_eq!(r.engine.engine_grace, Duration::from_secs(3));
+    assert_eq!(r.requests.max_inflight, DEFAULT_MAX_INFLIGHT);
+    assert!(toml::from_str::<RawSettings>("[engine]\nmodle = \"m\"\n").is_err());
+    // The sections are tables: a flag's name at the top level is an unknown key too.
     assert!(toml::from_str::<RawSettings>("modle = \"m\"\n").is_err());
+    assert!(toml::from_str::<RawSettings>("model = \"m\"\n").is_err());
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mqtt_llm::app::{self, AppError, AppEvent};
-use mqtt_llm::config::{Config, RawSettings};
+use mqtt_llm::config::{Config, RawEngine, RawGpu, RawMqtt, RawSettings};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -18,13 +18,22 @@ use super::{WAIT, sim_bin};
 /// check, no engine log file. The HTTP address is unused ([`InProcess`] holds its own listener).
 pub fn sim_settings(broker: &str) -> RawSettings {
     RawSettings {
-        model: Some("demo".to_owned()),
-        vllm_bin: Some(sim_bin()),
-        broker: broker.to_owned(),
-        skip_gpu_check: true,
-        no_engine_log: true,
-        engine_grace: Duration::from_secs(5),
-        engine_args: vec!["--sim-reply=echo".to_owned()],
+        engine: RawEngine {
+            model: Some("demo".to_owned()),
+            vllm_bin: Some(sim_bin()),
+            no_engine_log: true,
+            engine_grace: Duration::from_secs(5),
+            engine_args: vec!["--sim-reply=echo".to_owned()],
+            ..RawEngine::default()
+        },
+        mqtt: RawMqtt {
+            broker: broker.to_owned(),
+            ..RawMqtt::default()
+        },
+        gpu: RawGpu {
+            skip_gpu_check: true,
+            ..RawGpu::default()
+        },
         ..RawSettings::default()
     }
 }
