@@ -34,47 +34,98 @@ pub enum ConfigError {
     },
 }
 
-/// Everything the simulator needs, typed.
+/// Everything the simulator needs, typed, grouped by the part of it that reads each setting.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// The model tag (`root` in `/v1/models`).
     pub model: String,
     /// Served names, never empty; the first is the `model` of responses and the metrics label.
     pub served_names: Vec<String>,
+    pub server: ServerSettings,
+    pub logging: LogSettings,
+    pub engine: EngineShape,
+    pub timing: TimingModel,
+    pub replies: ReplySettings,
+    pub faults: FaultInjection,
+    /// The program to run as the EngineCore child (`PROGRAM __engine-core ...`); `None` keeps the
+    /// engine core in this process (library use). The `vllm-sim` binary sets its own path.
+    pub engine_core_exe: Option<PathBuf>,
+}
+
+/// The HTTP server: where it listens, who may call it, and how long it drains on shutdown.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
     pub host: Option<String>,
     pub port: u16,
+    /// `--api-key`s (empty ones dropped); none means `/v1/*` is open.
+    pub api_keys: Vec<String>,
+    /// `--enable-request-id-headers`: responses carry `x-request-id`.
+    pub request_id_headers: bool,
+    /// `--shutdown-timeout`: how long in-flight requests may finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+/// What the server logs besides its start-up and shutdown lines.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// uvicorn's INFO lines (startup and access log) are printed.
+    pub uvicorn_info: bool,
+    /// uvicorn's access log: one line per HTTP request.
+    pub access_log: bool,
+    /// `--enable-log-requests`: a `Received request` line per chat completion.
+    pub log_requests: bool,
+    /// Not `--disable-log-stats`: the periodic throughput line, and a non-empty `/metrics`.
+    pub log_stats: bool,
+}
+
+/// The simulated engine's size and the scheduler's limits.
+#[derive(Debug, Clone)]
+pub struct EngineShape {
     pub max_model_len: u32,
     pub max_num_seqs: u32,
     pub max_num_batched_tokens: u32,
+    /// `--sim-kv-blocks`: KV-cache blocks of [`BLOCK_SIZE`] tokens.
+    pub kv_blocks: u32,
     pub prefix_caching: bool,
-    pub prompt_tokens_details: bool,
     pub scheduling: SchedulingPolicy,
-    pub shutdown_timeout: Duration,
+    pub max_num_queued_reqs: Option<u32>,
     /// Most image parts per prompt (`--limit-mm-per-prompt '{"image":N}'`).
     pub image_limit: Option<u32>,
-    pub log_stats: bool,
-    pub log_requests: bool,
-    pub api_keys: Vec<String>,
-    /// uvicorn's INFO lines (startup and access log) are printed.
-    pub uvicorn_info: bool,
-    pub access_log: bool,
-    pub force_include_usage: bool,
-    pub request_id_headers: bool,
-    pub response_role: String,
-    /// `--seed`: seeds replies of requests that bring no `seed` of their own.
-    pub seed: Option<u64>,
-    pub max_num_queued_reqs: Option<u32>,
-    pub startup: Duration,
-    pub prefill_per_token: Duration,
-    pub itl: Duration,
-    pub kv_blocks: u32,
-    pub reply_mode: ReplyMode,
-    pub reply_tokens: u32,
-    /// `system_fingerprint`, `vllm-<ver>[-tpN]-<hash8>`.
-    pub fingerprint: String,
     pub tensor_parallel_size: u32,
     /// `--enforce-eager`: no torch.compile and no CUDA graphs at start-up.
     pub enforce_eager: bool,
+}
+
+/// How long the simulated work takes.
+#[derive(Debug, Clone)]
+pub struct TimingModel {
+    /// `--sim-startup-ms`: the whole engine start-up.
+    pub startup: Duration,
+    /// `--sim-prefill-us-per-token`.
+    pub prefill_per_token: Duration,
+    /// `--sim-itl-ms`: one decode step.
+    pub itl: Duration,
+}
+
+/// What replies look like: their text, their length and the fields around it.
+#[derive(Debug, Clone)]
+pub struct ReplySettings {
+    pub reply_mode: ReplyMode,
+    pub reply_tokens: u32,
+    /// `--seed`: seeds replies of requests that bring no `seed` of their own.
+    pub seed: Option<u64>,
+    pub response_role: String,
+    pub force_include_usage: bool,
+    /// `--enable-prompt-tokens-details`: usage reports `prompt_tokens_details.cached_tokens`.
+    pub prompt_tokens_details: bool,
+    /// `system_fingerprint`, `vllm-<ver>[-tpN]-<hash8>`.
+    pub fingerprint: String,
+}
+
+/// The failures the `--sim-*` flags ask for (the scheduler's [`Faults`](super::scheduler::Faults)
+/// carries the two it acts on, with its cancellation tokens).
+#[derive(Debug, Clone)]
+pub struct FaultInjection {
     /// `--sim-crash-after-requests`.
     pub crash_after: Option<u64>,
     /// `--sim-hang-after-requests`.
@@ -83,9 +134,6 @@ pub struct SimConfig {
     pub fail_start: Option<FailStart>,
     /// `--sim-engine-core-max-lifetime-s`.
     pub engine_core_max_lifetime: Duration,
-    /// The program to run as the EngineCore child (`PROGRAM __engine-core ...`); `None` keeps the
-    /// engine core in this process (library use). The `vllm-sim` binary sets its own path.
-    pub engine_core_exe: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -142,42 +190,55 @@ impl SimConfig {
         }
         let tp = args.tensor_parallel_size.max(1);
         let fingerprint = fingerprint(&model, max_model_len, tp, args.sim.sim_kv_blocks);
+        let uvicorn_info = args.uvicorn_log_level <= LogLevel::Info;
         Ok(Self {
             model,
             served_names,
-            host: args.host.clone(),
-            port: args.port,
-            max_model_len,
-            max_num_seqs: args.max_num_seqs,
-            max_num_batched_tokens: max_num_batched_tokens.max(1),
-            prefix_caching: !args.disable_prefix_caching,
-            prompt_tokens_details: args.enable_prompt_tokens_details,
-            scheduling: args.scheduling_policy,
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-            image_limit,
-            log_stats: !args.disable_log_stats,
-            log_requests: args.enable_log_requests,
-            api_keys: args.api_key.iter().filter(|k| !k.is_empty()).cloned().collect(),
-            uvicorn_info: args.uvicorn_log_level <= LogLevel::Info,
-            access_log: args.uvicorn_log_level <= LogLevel::Info && !args.compat.disable_uvicorn_access_log,
-            force_include_usage: args.compat.enable_force_include_usage,
-            request_id_headers: args.compat.enable_request_id_headers,
-            response_role: args.compat.response_role.clone(),
-            seed: args.seed,
-            max_num_queued_reqs: args.compat.max_num_queued_reqs,
-            startup: Duration::from_millis(args.sim.sim_startup_ms),
-            prefill_per_token: Duration::from_micros(args.sim.sim_prefill_us_per_token),
-            itl: Duration::from_secs_f64(itl_ms / 1000.0),
-            kv_blocks: args.sim.sim_kv_blocks,
-            reply_mode: args.sim.sim_reply,
-            reply_tokens: args.sim.sim_reply_tokens,
-            fingerprint,
-            tensor_parallel_size: tp,
-            enforce_eager: args.enforce_eager,
-            crash_after: args.sim.sim_crash_after_requests,
-            hang_after: args.sim.sim_hang_after_requests,
-            fail_start: args.sim.sim_fail_start,
-            engine_core_max_lifetime: Duration::from_secs(args.sim.sim_engine_core_max_lifetime_s),
+            server: ServerSettings {
+                host: args.host.clone(),
+                port: args.port,
+                api_keys: args.api_key.iter().filter(|k| !k.is_empty()).cloned().collect(),
+                request_id_headers: args.compat.enable_request_id_headers,
+                shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            },
+            logging: LogSettings {
+                uvicorn_info,
+                access_log: uvicorn_info && !args.compat.disable_uvicorn_access_log,
+                log_requests: args.enable_log_requests,
+                log_stats: !args.disable_log_stats,
+            },
+            engine: EngineShape {
+                max_model_len,
+                max_num_seqs: args.max_num_seqs,
+                max_num_batched_tokens: max_num_batched_tokens.max(1),
+                kv_blocks: args.sim.sim_kv_blocks,
+                prefix_caching: !args.disable_prefix_caching,
+                scheduling: args.scheduling_policy,
+                max_num_queued_reqs: args.compat.max_num_queued_reqs,
+                image_limit,
+                tensor_parallel_size: tp,
+                enforce_eager: args.enforce_eager,
+            },
+            timing: TimingModel {
+                startup: Duration::from_millis(args.sim.sim_startup_ms),
+                prefill_per_token: Duration::from_micros(args.sim.sim_prefill_us_per_token),
+                itl: Duration::from_secs_f64(itl_ms / 1000.0),
+            },
+            replies: ReplySettings {
+                reply_mode: args.sim.sim_reply,
+                reply_tokens: args.sim.sim_reply_tokens,
+                seed: args.seed,
+                response_role: args.compat.response_role.clone(),
+                force_include_usage: args.compat.enable_force_include_usage,
+                prompt_tokens_details: args.enable_prompt_tokens_details,
+                fingerprint,
+            },
+            faults: FaultInjection {
+                crash_after: args.sim.sim_crash_after_requests,
+                hang_after: args.sim.sim_hang_after_requests,
+                fail_start: args.sim.sim_fail_start,
+                engine_core_max_lifetime: Duration::from_secs(args.sim.sim_engine_core_max_lifetime_s),
+            },
             engine_core_exe: None,
         })
     }

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use super::app::{AppState, check_model, json_body, unix_now};
 use super::chat::chat_completions;
 use super::cli::VLLM_VERSION;
-use super::config::SimConfig;
+use super::config::ServerSettings;
 use super::errors::ApiError;
 use super::log;
 use super::openai::{
@@ -113,7 +113,7 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
             owned_by: "vllm",
             root: cfg.model.clone(),
             parent: None,
-            max_model_len: cfg.max_model_len,
+            max_model_len: cfg.engine.max_model_len,
             permission: vec![ModelPermission {
                 id: format!("modelperm-{:016x}", rand::random::<u64>()),
                 object: "model_permission",
@@ -162,7 +162,7 @@ fn tokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
     app.vocab.remember(strs.iter().copied());
     let response = TokenizeResponse {
         count: strs.len(),
-        max_model_len: app.config.max_model_len,
+        max_model_len: app.config.engine.max_model_len,
         tokens: strs.iter().map(|p| token_id(p)).collect(),
         token_strs: req.return_token_strs.then_some(strs),
     };
@@ -197,7 +197,7 @@ fn detokenize_inner(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let body = if app.config.log_stats {
+    let body = if app.config.logging.log_stats {
         let stats = app.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         app.exposition.render(&stats)
     } else {
@@ -211,7 +211,7 @@ async fn gate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Res
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = if needs_key(&app.config, &method, &path) && !authorized(&app.config, req.headers()) {
+    let response = if needs_key(&app.config.server, &method, &path) && !authorized(&app.config.server, req.headers()) {
         (
             StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "application/json")],
@@ -221,7 +221,7 @@ async fn gate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Res
     } else {
         next.run(req).await
     };
-    if app.config.access_log {
+    if app.config.logging.access_log {
         let status = response.status();
         let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
         log::access(format_args!(
@@ -233,18 +233,18 @@ async fn gate(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Res
     response
 }
 
-fn needs_key(cfg: &SimConfig, method: &Method, path: &str) -> bool {
-    !cfg.api_keys.is_empty()
+fn needs_key(server: &ServerSettings, method: &Method, path: &str) -> bool {
+    !server.api_keys.is_empty()
         && method != Method::OPTIONS
         && ["/v1", "/v2", "/inference", "/cohere"]
             .iter()
             .any(|p| path.starts_with(p))
 }
 
-fn authorized(cfg: &SimConfig, headers: &HeaderMap) -> bool {
+fn authorized(server: &ServerSettings, headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|key| cfg.api_keys.iter().any(|k| k == key))
+        .is_some_and(|key| server.api_keys.iter().any(|k| k == key))
 }

@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::app::{AppState, unix_now};
 use super::cli::{FailStart, VLLM_VERSION};
-use super::config::{BLOCK_SIZE, SimConfig};
+use super::config::{BLOCK_SIZE, EngineShape, SimConfig};
 use super::engine_core::{CoreFailure, EngineCore};
 use super::error::{SimError, SimExit};
 use super::failure;
@@ -77,10 +77,10 @@ impl SimServer {
             format_args!("vLLM server version {VLLM_VERSION}, serving model {}", config.model),
         );
         log::info("utils.py:253", format_args!("non-default args: {non_default}"));
-        if config.fail_start == Some(FailStart::PortInUse) {
+        if config.faults.fail_start == Some(FailStart::PortInUse) {
             return Err(SimExit::Traceback(failure::port_in_use()).into());
         }
-        let addr = resolve(config.host.as_deref(), config.port).await?;
+        let addr = resolve(config.server.host.as_deref(), config.server.port).await?;
         let socket_error = |op| move |source| SimError::Socket { op, addr, source };
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -106,33 +106,36 @@ impl SimServer {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SimError> {
         let Self { config, socket, addr } = self;
         let mut shutdown = std::pin::pin!(shutdown.fuse());
-        if config.fail_start == Some(FailStart::ModelNotFound) {
+        if config.faults.fail_start == Some(FailStart::ModelNotFound) {
             let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE"));
             return Err(SimExit::Traceback(failure::model_not_found(&config.model, offline)).into());
         }
-        let mut core = EngineCore::spawn(config.engine_core_exe.as_deref(), config.engine_core_max_lifetime)
-            .map_err(SimError::EngineCoreSpawn)?;
+        let mut core = EngineCore::spawn(
+            config.engine_core_exe.as_deref(),
+            config.faults.engine_core_max_lifetime,
+        )
+        .map_err(SimError::EngineCoreSpawn)?;
         log::set_engine_core_pid(core.pid());
         start_engine(&config, &mut core, shutdown.as_mut()).await?;
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let stats = Arc::new(Mutex::new(EngineStats::new(config.max_model_len)));
+        let stats = Arc::new(Mutex::new(EngineStats::new(config.engine.max_model_len)));
         let engine_config = EngineConfig::from_sim(&config);
         let faults = engine_config.faults.clone();
         let engine = spawn_engine(engine_config, stats.clone(), cancel.child_token(), &tracker);
-        if config.log_stats {
+        if config.logging.log_stats {
             tracker.spawn(log_stats_periodically(stats.clone(), cancel.clone()));
         }
         let app = Arc::new(AppState {
             exposition: Exposition {
                 model_name: config.model_name().to_owned(),
                 created: unix_now() as f64,
-                cache_config: cache_config_labels(&config),
+                cache_config: cache_config_labels(&config.engine),
             },
             vocab: Vocab::with_pieces(LOREM_WORDS.iter().copied().chain([".", ","])),
-            fingerprint: Arc::from(config.fingerprint.as_str()),
-            response_role: Arc::from(config.response_role.as_str()),
+            fingerprint: Arc::from(config.replies.fingerprint.as_str()),
+            response_role: Arc::from(config.replies.response_role.as_str()),
             engine,
             stats,
             dead: faults.dead.clone(),
@@ -140,7 +143,7 @@ impl SimServer {
         });
         let cfg = &app.config;
         log::info("api_server.py:1634", "Supported tasks: ['generate']");
-        let host = match cfg.host.as_deref() {
+        let host = match cfg.server.host.as_deref() {
             None | Some("") => "0.0.0.0".to_owned(),
             Some(h) if h.contains(':') => format!("[{h}]"),
             Some(h) => h.to_owned(),
@@ -153,8 +156,8 @@ impl SimServer {
         for (path, methods) in ROUTES {
             log::info("launcher.py:42", format_args!("Route: {path}, Methods: {methods}"));
         }
-        let uvicorn_info = cfg.uvicorn_info;
-        let drain = cfg.shutdown_timeout;
+        let uvicorn_info = cfg.logging.uvicorn_info;
+        let drain = cfg.server.shutdown_timeout;
         if uvicorn_info {
             log::uvicorn(format_args!("Started server process [{}]", std::process::id()));
             log::uvicorn("Waiting for application startup.");
@@ -285,14 +288,14 @@ async fn resolve(host: Option<&str>, port: u16) -> Result<SocketAddr, SimError> 
     }
 }
 
-fn cache_config_labels(config: &SimConfig) -> Vec<(&'static str, String)> {
+fn cache_config_labels(engine: &EngineShape) -> Vec<(&'static str, String)> {
     vec![
         ("block_size", BLOCK_SIZE.to_string()),
         ("cache_dtype", "auto".to_owned()),
-        ("enable_prefix_caching", py_bool(config.prefix_caching).to_owned()),
+        ("enable_prefix_caching", py_bool(engine.prefix_caching).to_owned()),
         ("gpu_memory_utilization", "0.92".to_owned()),
         ("num_cpu_blocks", "None".to_owned()),
-        ("num_gpu_blocks", config.kv_blocks.to_string()),
+        ("num_gpu_blocks", engine.kv_blocks.to_string()),
     ]
 }
 

@@ -94,7 +94,7 @@ pub(super) async fn start_engine<S: Future<Output = ()>>(
 ) -> Result<(), SimExit> {
     let mut timeline = Timeline {
         start: Instant::now(),
-        total: config.startup,
+        total: config.timing.startup,
         core,
         shutdown,
     };
@@ -111,15 +111,16 @@ pub(super) async fn start_engine<S: Future<Output = ()>>(
 
 async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_, S>) -> Result<(), Interrupt> {
     let m = &config.model;
+    let engine = &config.engine;
     log::engine_info(
         "core.py:93",
         format_args!(
             "Initializing a V1 LLM engine (v{VLLM_VERSION}) with config: model='{m}', tokenizer='{m}', dtype=auto, max_seq_len={}, tensor_parallel_size={}, enforce_eager={}, served_model_name={}, enable_prefix_caching={}",
-            config.max_model_len,
-            config.tensor_parallel_size,
-            py_bool(config.enforce_eager),
+            engine.max_model_len,
+            engine.tensor_parallel_size,
+            py_bool(engine.enforce_eager),
             config.model_name(),
-            py_bool(config.prefix_caching),
+            py_bool(engine.prefix_caching),
         ),
     );
     log::engine_info(
@@ -136,9 +137,9 @@ async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_,
         "gpu_model_runner.py:4130",
         format_args!("Model loading took 1.1164 GiB memory and {loaded:.6} seconds"),
     );
-    if !config.enforce_eager {
+    if !engine.enforce_eager {
         let secs = t.reach(0.45).await?;
-        let hash = fnv1a(format!("{m}|{}", config.max_model_len).as_bytes()) & 0xff_ffff_ffff;
+        let hash = fnv1a(format!("{m}|{}", engine.max_model_len).as_bytes()) & 0xff_ffff_ffff;
         log::engine_info(
             "backends.py:812",
             format_args!(
@@ -154,7 +155,7 @@ async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_,
             "backends.py:319",
             format_args!(
                 "Compiling a graph for compile range (1, {}) takes {:.2} s",
-                config.max_num_batched_tokens,
+                engine.max_num_batched_tokens,
                 (secs - loaded) * 0.75
             ),
         );
@@ -164,10 +165,10 @@ async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_,
         );
     }
     t.reach(0.70).await?;
-    if config.fail_start == Some(FailStart::Oom) {
+    if config.faults.fail_start == Some(FailStart::Oom) {
         return Err(t.fail(CoreFailure::Oom).await);
     }
-    let kv_tokens = u64::from(config.kv_blocks) * u64::from(BLOCK_SIZE);
+    let kv_tokens = u64::from(engine.kv_blocks) * u64::from(BLOCK_SIZE);
     log::engine_info(
         "gpu_worker.py:356",
         format_args!(
@@ -183,11 +184,11 @@ async fn phases<S: Future<Output = ()>>(config: &SimConfig, t: &mut Timeline<'_,
         "kv_cache_utils.py:1312",
         format_args!(
             "Maximum concurrency for {} tokens per request: {:.2}x",
-            thousands(u64::from(config.max_model_len)),
-            kv_tokens as f64 / f64::from(config.max_model_len)
+            thousands(u64::from(engine.max_model_len)),
+            kv_tokens as f64 / f64::from(engine.max_model_len)
         ),
     );
-    if !config.enforce_eager {
+    if !engine.enforce_eager {
         let before = t.start.elapsed().as_secs_f64();
         let secs = t.reach(0.95).await?;
         log::engine_info(

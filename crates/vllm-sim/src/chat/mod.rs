@@ -52,7 +52,7 @@ pub async fn chat_completions(State(app): State<Arc<AppState>>, headers: HeaderM
 async fn respond(app: Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let req: ChatRequest = json_body(headers, body)?;
     let prepared = prepare(&app, headers, req)?;
-    if app.config.log_requests {
+    if app.config.logging.log_requests {
         log::info(
             "logger.py:49",
             format_args!(
@@ -65,6 +65,7 @@ async fn respond(app: Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Result
     }
     let id_header = app
         .config
+        .server
         .request_id_headers
         .then(|| HeaderValue::from_str(&prepared.id).ok())
         .flatten();
@@ -99,7 +100,7 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
         ));
     }
     check_model(cfg, req.model.as_deref())?;
-    if let Some(limit) = cfg.image_limit
+    if let Some(limit) = cfg.engine.image_limit
         && req.messages.iter().map(|m| m.images()).sum::<u32>() > limit
     {
         return Err(ApiError::TooManyImages { limit });
@@ -118,7 +119,7 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
     };
     let prompt = tokenize(&render_chat(&messages, template));
     let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
-    let max_model_len = cfg.max_model_len;
+    let max_model_len = cfg.engine.max_model_len;
     if prompt_tokens > max_model_len {
         return Err(ApiError::PromptTooLong {
             prompt_tokens,
@@ -144,18 +145,18 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
     });
     // Silently clamped to what is left of the context, like vLLM.
     let max_tokens = requested.map_or(room, |m| (m as u32).min(room)).max(1);
-    let echo = (cfg.reply_mode == ReplyMode::Echo).then(|| echo_line(&messages));
+    let echo = (cfg.replies.reply_mode == ReplyMode::Echo).then(|| echo_line(&messages));
     let plan = ReplyPlan::new(&ReplySpec {
         echo: echo.as_deref(),
-        natural_tokens: cfg.reply_tokens,
-        seed: reply_seed(&prompt, req.seed.or(cfg.seed.map(|s| s as i64))),
+        natural_tokens: cfg.replies.reply_tokens,
+        seed: reply_seed(&prompt, req.seed.or(cfg.replies.seed.map(|s| s as i64))),
         max_tokens,
         stop: &stop,
         include_stop_str_in_output: req.include_stop_str_in_output,
         ignore_eos: req.ignore_eos,
         min_tokens: req.min_tokens,
     });
-    let hashes = if cfg.prefix_caching {
+    let hashes = if cfg.engine.prefix_caching {
         block_hashes(&prompt, req.cache_salt.as_deref())
     } else {
         Vec::new()
@@ -166,9 +167,10 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
         .unwrap_or(req.priority);
     let options = req.stream_options.as_ref();
     let usage = UsageMode {
-        include_usage: cfg.force_include_usage || options.is_some_and(|o| o.include_usage.unwrap_or(true)),
-        continuous: cfg.force_include_usage || options.is_some_and(|o| o.continuous_usage_stats.unwrap_or(false)),
-        prompt_tokens_details: cfg.prompt_tokens_details,
+        include_usage: cfg.replies.force_include_usage || options.is_some_and(|o| o.include_usage.unwrap_or(true)),
+        continuous: cfg.replies.force_include_usage
+            || options.is_some_and(|o| o.continuous_usage_stats.unwrap_or(false)),
+        prompt_tokens_details: cfg.replies.prompt_tokens_details,
     };
     Ok(Prepared {
         id: request_id(headers, req.request_id.as_deref()),
@@ -246,7 +248,7 @@ async fn full_response(app: Arc<AppState>, p: Prepared) -> Result<Response, ApiE
             prompt_tokens: p.prompt_tokens,
             total_tokens: p.prompt_tokens + completion_tokens,
             completion_tokens,
-            prompt_tokens_details: app.config.prompt_tokens_details.then_some(PromptTokensDetails {
+            prompt_tokens_details: app.config.replies.prompt_tokens_details.then_some(PromptTokensDetails {
                 cached_tokens: cached,
                 created_cache_tokens: None,
                 multimodal_tokens: None,

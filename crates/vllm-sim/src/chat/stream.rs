@@ -64,7 +64,7 @@ pub(super) async fn stream_response(app: Arc<AppState>, p: Prepared) -> Result<R
             emitted: 0,
             cached: 0,
         },
-        abort_log: app.config.log_requests.then_some(id),
+        abort_log: app.config.logging.log_requests.then_some(id),
         dead: app.dead.clone(),
     };
     Ok((

@@ -91,19 +91,22 @@ pub struct Faults {
 
 impl EngineConfig {
     pub fn from_sim(cfg: &SimConfig) -> Self {
+        let SimConfig {
+            engine, timing, faults, ..
+        } = cfg;
         Self {
-            max_num_seqs: cfg.max_num_seqs,
-            max_num_batched_tokens: cfg.max_num_batched_tokens,
-            prefill_per_token: cfg.prefill_per_token,
-            itl: cfg.itl,
-            kv_blocks: cfg.kv_blocks,
-            prefix_caching: cfg.prefix_caching,
-            priority_scheduling: cfg.scheduling == super::cli::SchedulingPolicy::Priority,
-            shutdown_timeout: cfg.shutdown_timeout,
-            max_num_queued_reqs: cfg.max_num_queued_reqs,
+            max_num_seqs: engine.max_num_seqs,
+            max_num_batched_tokens: engine.max_num_batched_tokens,
+            prefill_per_token: timing.prefill_per_token,
+            itl: timing.itl,
+            kv_blocks: engine.kv_blocks,
+            prefix_caching: engine.prefix_caching,
+            priority_scheduling: engine.scheduling == super::cli::SchedulingPolicy::Priority,
+            shutdown_timeout: cfg.server.shutdown_timeout,
+            max_num_queued_reqs: engine.max_num_queued_reqs,
             faults: Faults {
-                crash_after: cfg.crash_after,
-                hang_after: cfg.hang_after,
+                crash_after: faults.crash_after,
+                hang_after: faults.hang_after,
                 ..Faults::default()
             },
         }
