@@ -12,7 +12,7 @@
 //!    prefix cache: cached tokens are not prefilled.
 //! 2. the step takes `prefill tokens x --sim-prefill-us-per-token`, plus `--sim-itl-ms` if any
 //!    sequence decodes. With both knobs at 0 steps take no time: the core never sleeps, runs up
-//!    to [`MAX_BURST_STEPS`] of them back to back and then yields to the runtime.
+//!    to `MAX_BURST_STEPS` (64) of them back to back and then yields to the runtime.
 //! 3. at the end of the step a sequence whose prefill completed has its first token (and its
 //!    full blocks enter the prefix cache); a decoding sequence has one more; one that reached
 //!    its `gen_len` finishes and leaves the batch. A timed step sends each sequence its token at
