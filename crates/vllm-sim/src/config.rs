@@ -136,6 +136,14 @@ pub struct FaultInjection {
     pub engine_core_max_lifetime: Duration,
 }
 
+/// `parse(value)`, or the flag's [`ConfigError::InvalidValue`].
+fn parsed<T>(flag: &'static str, value: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, ConfigError> {
+    parse(value).ok_or_else(|| ConfigError::InvalidValue {
+        flag,
+        value: value.to_owned(),
+    })
+}
+
 impl SimConfig {
     pub fn from_args(args: &SimArgs) -> Result<Self, ConfigError> {
         let model = match (&args.model_tag, &args.model) {
@@ -154,10 +162,7 @@ impl SimConfig {
         let max_model_len = match args.max_model_len.as_deref() {
             None => DEFAULT_MAX_MODEL_LEN,
             Some("auto" | "-1") => u32::try_from(kv_tokens).unwrap_or(u32::MAX),
-            Some(v) => parse_token_count(v).ok_or_else(|| ConfigError::InvalidValue {
-                flag: "max-model-len",
-                value: v.to_owned(),
-            })?,
+            Some(v) => parsed("max-model-len", v, parse_token_count)?,
         };
         let needed = u64::from(max_model_len.div_ceil(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
         if needed > kv_tokens {
@@ -169,17 +174,11 @@ impl SimConfig {
         }
         let max_num_batched_tokens = match args.max_num_batched_tokens.as_deref() {
             None => DEFAULT_MAX_NUM_BATCHED_TOKENS,
-            Some(v) => parse_token_count(v).ok_or_else(|| ConfigError::InvalidValue {
-                flag: "max-num-batched-tokens",
-                value: v.to_owned(),
-            })?,
+            Some(v) => parsed("max-num-batched-tokens", v, parse_token_count)?,
         };
         let image_limit = match args.limit_mm_per_prompt.as_deref() {
             None => None,
-            Some(json) => parse_image_limit(json).ok_or_else(|| ConfigError::InvalidValue {
-                flag: "limit-mm-per-prompt",
-                value: json.to_owned(),
-            })?,
+            Some(json) => parsed("limit-mm-per-prompt", json, parse_image_limit)?,
         };
         let itl_ms = args.sim.sim_itl_ms;
         if !itl_ms.is_finite() || itl_ms < 0.0 {
