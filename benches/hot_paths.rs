@@ -9,7 +9,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use futures_util::StreamExt;
 use mqtt_llm::llm::ChatStream;
 use mqtt_llm::session::{SessionKey, SessionStore};
-use mqtt_llm_protocol::topics::{ProjectName, SessionId};
+use mqtt_llm_protocol::topics::{ProjectName, ReplyPolicy, SessionId};
 use mqtt_llm_protocol::wire::{DeltaFrame, V5Props, WireLimits, parse_request};
 
 /// A typical device request: session, reply topic, sampling and streaming fields.
@@ -22,6 +22,7 @@ fn parse_benches(c: &mut Criterion) {
     let project = ProjectName::try_new("general").unwrap();
     let props = V5Props::default();
     let limits = WireLimits::default();
+    let policy = ReplyPolicy::none();
     let mut group = c.benchmark_group("parse_request");
     let cases: [(&str, &[u8]); 3] = [
         ("json", JSON_REQUEST.as_bytes()),
@@ -32,7 +33,7 @@ fn parse_benches(c: &mut Criterion) {
     for (name, payload) in cases {
         group.throughput(Throughput::Bytes(payload.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| parse_request(&project, black_box(payload), &props, &limits));
+            b.iter(|| parse_request(&project, black_box(payload), &props, &limits, &policy));
         });
     }
     group.finish();

@@ -7,7 +7,9 @@ Three requests, one after the other, in one session:
   2. a streaming request (`"stream": true`): the deltas are printed as they arrive on
      {project}/assistant_stream/{session}, then the final reply;
   3. an MQTT 5 request with the Response Topic and Correlation Data properties; the reply must carry the same
-     correlation data back.
+     correlation data back. The Response Topic must lie under {project}/assistant_response/ (or a prefix the
+     project allows with `reply_prefixes` in the server's config); any other one is ignored and the reply goes to
+     the default topic.
 
     pip install 'paho-mqtt>=2,<3'
     python3 examples/python_client.py --host 127.0.0.1 --port 1883 --project general
@@ -127,7 +129,8 @@ def streaming_request(dev, project, session):
 
 def mqtt5_request(dev, project, session):
     """3. MQTT 5 Response Topic + Correlation Data: the reply carries the correlation data back."""
-    response_topic = f"devices/{dev.client_id}/responses"
+    # mqtt-llm publishes only under the project's reply prefixes, never on an arbitrary topic.
+    response_topic = f"{project}/assistant_response/{dev.client_id}/responses"
     correlation = uuid.uuid4().bytes
     dev.subscribe(response_topic)
     props = Properties(PacketTypes.PUBLISH)
@@ -141,8 +144,8 @@ def mqtt5_request(dev, project, session):
     msg = dev.next_message()
     reply = msg.payload.decode()
     echoed = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
-    ok = echoed == correlation
-    print(f"[MQTT 5] {msg.topic}\n  reply: {reply}\n  correlation data echoed: {ok}")
+    ok = echoed == correlation and msg.topic == response_topic
+    print(f"[MQTT 5] {msg.topic}\n  reply: {reply}\n  on the Response Topic with the correlation data echoed: {ok}")
     return ok and not reply.startswith("Error: ")
 
 

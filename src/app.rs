@@ -216,7 +216,11 @@ async fn run_inner(
 
     // MQTT, its publisher, and the bridge.
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-    let overflow = overflow_handler(config.mqtt.projects.clone(), config.bridge.limits.clone());
+    let overflow = overflow_handler(
+        config.mqtt.projects.clone(),
+        config.bridge.limits.clone(),
+        config.projects.clone(),
+    );
     let (mqtt, publisher) = match spawn_mqtt(
         &config.mqtt,
         inbound_tx,

@@ -168,13 +168,13 @@ async fn reply_topic_rules_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_response_topic_and_correlation_data() {
     let mut h = Harness::start(&[]).await;
-    h.client.subscribe("devices/42/inbox").await;
+    let inbox = "general/assistant_response/devices/42/inbox";
     let body = serde_json::to_vec(&json!({"sessionId": "v5", "message": "ping"})).unwrap();
     h.client
-        .publish_v5("general/user_input", body, "devices/42/inbox", b"corr-\x00\x01")
+        .publish_v5("general/user_input", body, inbox, b"corr-\x00\x01")
         .await;
     let mut others = Vec::new();
-    let reply = h.client.recv_on("devices/42/inbox", &mut others).await;
+    let reply = h.client.recv_on(inbox, &mut others).await;
     assert!(reply.text().ends_with("user=ping"), "{}", reply.text());
     assert_eq!(reply.correlation_data.as_deref(), Some(&b"corr-\x00\x01"[..]));
     assert!(others.is_empty(), "{others:?}");
@@ -182,12 +182,43 @@ async fn mqtt5_response_topic_and_correlation_data() {
     let body =
         serde_json::to_vec(&json!({"sessionId": "v5", "message": "", "replyTopic": "general/assistant_response/v5/x"}))
             .unwrap();
-    h.client
-        .publish_v5("general/user_input", body, "devices/42/inbox", b"c2")
-        .await;
-    let reply = h.client.recv_on("devices/42/inbox", &mut others).await;
+    h.client.publish_v5("general/user_input", body, inbox, b"c2").await;
+    let reply = h.client.recv_on(inbox, &mut others).await;
     assert_eq!(reply.text(), "Error: 'message' is empty");
     assert_eq!(reply.correlation_data.as_deref(), Some(&b"c2"[..]));
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(h.server.metric("mqtt_llm_reply_topic_fallbacks_total").await, 0.0);
+}
+
+/// A Response Topic outside the project's reply prefixes (here another device's actuator topic) is never published
+/// on: the reply goes to the default topic, still with the Correlation Data, and the fallback is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_response_topic_outside_the_project_is_not_used() {
+    let mut h = Harness::start(&[]).await;
+    let actuator = "home/door/set";
+    h.client.subscribe(actuator).await;
+    // Not routable without the Response Topic: refused with no reply at all.
+    h.client
+        .publish_v5("general/user_input", &b"[]"[..], actuator, b"c0")
+        .await;
+    let body = serde_json::to_vec(&json!({"sessionId": "relay", "message": "open"})).unwrap();
+    h.client.publish_v5("general/user_input", body, actuator, b"c1").await;
+    let mut others = Vec::new();
+    let reply = h.client.recv_on("general/assistant_response/relay", &mut others).await;
+    assert!(reply.text().ends_with("user=open"), "{}", reply.text());
+    assert_eq!(reply.correlation_data.as_deref(), Some(&b"c1"[..]));
+    // Both requests were handled in order before this reply; a short window catches any late publish.
+    others.extend(h.client.drain_for(std::time::Duration::from_millis(300)).await);
+    assert!(others.iter().all(|m| m.topic != actuator), "{others:?}");
+    // Counted for the accepted request (before it was admitted, so before its reply).
+    assert_eq!(h.server.metric("mqtt_llm_reply_topic_fallbacks_total").await, 1.0);
+    let (_, metrics) = h.server.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mqtt_llm_reply_topic_fallbacks_total") && l.contains(r#"reason="not_allowed""#)),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::worker::{self, Worker};
 use crate::admission::{Admission, Admitted, Refusal, Refused};
+use crate::config::ProjectCatalog;
 use crate::metrics;
 use crate::mqtt::eventloop::{Inbound, Overflow};
 use crate::mqtt::publisher::Publisher;
@@ -23,6 +24,8 @@ use mqtt_llm_protocol::wire::{ReplyTarget, WireLimits, parse_request};
 pub struct Intake {
     pub(super) projects: Vec<ProjectName>,
     pub(super) limits: WireLimits,
+    /// Each project's `reply_prefixes` (where its MQTT 5 Response Topic may point).
+    pub(super) catalog: ProjectCatalog,
     pub(super) admission: Admission,
     pub(super) publisher: Publisher,
     /// Lane workers; drained on shutdown.
@@ -53,7 +56,8 @@ impl Intake {
             return;
         };
         metrics::request_received(project.as_str());
-        let request = match parse_request(&project, &msg.payload, &msg.props, &self.limits) {
+        let policy = self.catalog.reply_policy(project.as_str());
+        let request = match parse_request(&project, &msg.payload, &msg.props, &self.limits, policy) {
             Ok(r) => r,
             Err(rejection) => {
                 let refusal = Refusal::Invalid(rejection.error);
@@ -99,18 +103,26 @@ fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, refusal: &Refusal
 }
 
 /// The event loop's answer to a message the intake had no room for: "overloaded", published without waiting.
-pub fn overflow_handler(projects: Vec<ProjectName>, limits: WireLimits) -> Overflow {
-    Arc::new(move |publisher: &Publisher, msg: Inbound| overflow(publisher, &projects, &limits, msg))
+/// `catalog` gives each project's reply prefixes, as for the [`Intake`].
+pub fn overflow_handler(projects: Vec<ProjectName>, limits: WireLimits, catalog: ProjectCatalog) -> Overflow {
+    Arc::new(move |publisher: &Publisher, msg: Inbound| overflow(publisher, &projects, &limits, &catalog, msg))
 }
 
-fn overflow(publisher: &Publisher, projects: &[ProjectName], limits: &WireLimits, msg: Inbound) {
+fn overflow(
+    publisher: &Publisher,
+    projects: &[ProjectName],
+    limits: &WireLimits,
+    catalog: &ProjectCatalog,
+    msg: Inbound,
+) {
     let Some(project) = request_filter_project(&msg.topic, projects) else {
         return;
     };
     metrics::request_received(project.as_str());
     let refusal = Refusal::Overloaded;
     metrics::request_rejected(project.as_str(), refusal.code());
-    let reply = match parse_request(project, &msg.payload, &msg.props, limits) {
+    let policy = catalog.reply_policy(project.as_str());
+    let reply = match parse_request(project, &msg.payload, &msg.props, limits, policy) {
         Ok(r) => Some(r.reply),
         Err(rejection) => rejection.reply,
     };

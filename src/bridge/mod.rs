@@ -67,7 +67,7 @@ impl Bridge {
             engine,
             llm,
             sessions: sessions.clone(),
-            catalog,
+            catalog: catalog.clone(),
             publisher: publisher.clone(),
             settings: WorkerSettings {
                 stream_interval: cfg.stream_interval,
@@ -80,6 +80,7 @@ impl Bridge {
         let intake = Intake {
             projects,
             limits: cfg.limits.clone(),
+            catalog,
             admission: admission.clone(),
             publisher,
             workers: workers.clone(),

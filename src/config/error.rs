@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use mqtt_llm_protocol::broker::BrokerUrlError;
-use mqtt_llm_protocol::topics::TopicError;
+use mqtt_llm_protocol::topics::{ReplyPrefixError, TopicError};
 
 /// A configuration error.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,8 @@ pub enum Problem {
     Broker(#[from] BrokerUrlError),
     #[error(transparent)]
     Topic(#[from] TopicError),
+    #[error(transparent)]
+    ReplyPrefix(#[from] ReplyPrefixError),
 }
 
 /// `flag` is wrong: `problem`.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mqtt_llm_protocol::topics::ReplyPolicy;
 use serde::Deserialize;
 
 use super::error::{ConfigError, Problem};
@@ -44,14 +45,19 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The system prompt (and optional scheduling priority) of every known project. Unknown projects use
-/// `general`'s.
+/// The system prompt (and optional scheduling priority and reply prefixes) of every known project. Unknown
+/// projects use `general`'s prompt and priority; reply prefixes are never inherited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectCatalog {
     prompts: BTreeMap<String, String>,
     /// vLLM request priorities (lower is served first); none built in.
     priorities: BTreeMap<String, i32>,
+    /// Extra topic prefixes a project's MQTT 5 Response Topic may use; none built in.
+    reply_policies: BTreeMap<String, ReplyPolicy>,
 }
+
+/// The policy of a project without `reply_prefixes`: only `{p}/assistant_response/...`.
+static NO_EXTRA_PREFIXES: ReplyPolicy = ReplyPolicy::none();
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +72,8 @@ struct RawProject {
     system_prompt: Option<String>,
     /// vLLM's request priority: lower is served first, ties by arrival.
     priority: Option<i32>,
+    /// Extra topic prefixes the project's MQTT 5 Response Topic may use.
+    reply_prefixes: Option<Vec<String>>,
 }
 
 impl Default for ProjectCatalog {
@@ -84,6 +92,7 @@ impl ProjectCatalog {
         Self {
             prompts,
             priorities: BTreeMap::new(),
+            reply_policies: BTreeMap::new(),
         }
     }
 
@@ -107,7 +116,15 @@ impl ProjectCatalog {
                 catalog.prompts.insert(name.clone(), prompt.to_owned());
             }
             if let Some(priority) = project.priority {
-                catalog.priorities.insert(name, priority);
+                catalog.priorities.insert(name.clone(), priority);
+            }
+            if let Some(prefixes) = project.reply_prefixes {
+                let policy = ReplyPolicy::new(&prefixes).map_err(|e| ConfigError::Project {
+                    project: name.clone(),
+                    key: "reply_prefixes",
+                    problem: e.into(),
+                })?;
+                catalog.reply_policies.insert(name, policy);
             }
         }
         Ok(catalog)
@@ -137,6 +154,12 @@ impl ProjectCatalog {
             .get(project)
             .or_else(|| self.priorities.get(GENERAL))
             .copied()
+    }
+
+    /// Where the project's MQTT 5 Response Topic may point besides `{p}/assistant_response/...`: its own
+    /// `reply_prefixes`, never `general`'s (a prefix opens a publish target, so it is granted per project only).
+    pub fn reply_policy(&self, project: &str) -> &ReplyPolicy {
+        self.reply_policies.get(project).unwrap_or(&NO_EXTRA_PREFIXES)
     }
 
     /// Whether any project has a priority, so that the engine must run with `--scheduling-policy priority`.
@@ -200,6 +223,46 @@ mod tests {
         );
         let err = ProjectCatalog::from_toml("[projects.a]\npriority = \"high\"\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("priority"), "{err}");
+    }
+
+    #[test]
+    fn reply_prefixes_are_per_project_and_validated() {
+        let c = ProjectCatalog::builtin();
+        assert!(c.reply_policy("general").extra_prefixes().is_empty());
+        let c = ProjectCatalog::from_toml(
+            "[projects.general]\nreply_prefixes = [\"devices\", \"acme/replies/\"]\n[projects.maze]\npriority = 1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.reply_policy("general").extra_prefixes(),
+            ["devices/", "acme/replies/"]
+        );
+        assert!(
+            c.reply_policy("maze").extra_prefixes().is_empty(),
+            "not inherited from general"
+        );
+        assert!(c.reply_policy("quiz").extra_prefixes().is_empty());
+        assert!(
+            c.system_prompt("general").contains("helpful"),
+            "prefixes alone keep the prompt"
+        );
+        for (bad, what) in [
+            ("[\"\"]", "empty"),
+            ("[\"a/+/\"]", "'+'"),
+            ("[\"devices/#\"]", "'#'"),
+            ("[\"$SYS/\"]", "'$'"),
+            ("\"devices/\"", "x.toml"),
+            ("[1]", "x.toml"),
+        ] {
+            let text = format!("[projects.door]\nreply_prefixes = {bad}\n");
+            let err = ProjectCatalog::from_toml(&text, Path::new("x.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(what), "{bad}: {msg}");
+            if what != "x.toml" {
+                assert!(msg.contains("projects.door.reply_prefixes"), "{bad}: {msg}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Wire compatibility with the original server (seed-protocol §1):
 //! - requests arrive on `{project}/user_input`;
 //! - replies go to `{project}/assistant_response/{sessionId}` unless the client named another topic under that base
-//!   (`replyTopic`, §1.4) or, under MQTT 5, a Response Topic;
+//!   (`replyTopic`, §1.4) or, under MQTT 5, a Response Topic under that base or under one of the project's
+//!   configured extra prefixes ([`ReplyPolicy`]): mqtt-llm never publishes anywhere else, so a request cannot make it
+//!   publish on another device's (actuator) topic;
 //! - the opt-in stream of partial tokens goes to `{project}/assistant_stream/{sessionId}`, deliberately outside
 //!   `assistant_response/#` because clients take every message there as the answer.
 
@@ -70,6 +72,9 @@ pub enum TopicFallback {
     NulChar,
     /// Longer than an MQTT topic can be (65535 bytes).
     TooLong,
+    /// An MQTT 5 Response Topic outside the project's reply prefixes (`$` topics included): mqtt-llm does not
+    /// publish there.
+    NotAllowed,
 }
 
 impl TopicFallback {
@@ -83,6 +88,7 @@ impl TopicFallback {
             Self::EmptySuffix => "empty_suffix",
             Self::NulChar => "nul_char",
             Self::TooLong => "too_long",
+            Self::NotAllowed => "not_allowed",
         }
     }
 }
@@ -121,12 +127,99 @@ pub fn validate_client_topic(base: &str, candidate: &serde_json::Value) -> Resul
     Ok(topic.to_owned())
 }
 
-/// MQTT 5 Response Topic property: non-empty, no `+`/`#`, no NUL. Any prefix is allowed (the requester chose it and
-/// subscribes to exactly it), and it is used verbatim: no trimming, no slash stripping.
-pub fn validate_response_topic(t: &str) -> Result<String, TopicFallback> {
+/// Why a configured reply prefix ([`ReplyPolicy::new`]) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyPrefixError {
+    #[error("a reply prefix must not be empty")]
+    Empty,
+    #[error("{0:?}: a reply prefix must not contain '+' or '#'")]
+    Wildcard(String),
+    #[error("{0:?}: a reply prefix must not start with '$' (broker-reserved topics)")]
+    Dollar(String),
+    #[error("{0:?}: a reply prefix must not contain NUL")]
+    NulChar(String),
+    #[error("a reply prefix must be shorter than {MAX_TOPIC_BYTES} bytes")]
+    TooLong,
+}
+
+/// Where a project's MQTT 5 Response Topic may point, besides `{p}/assistant_response/<suffix>`: extra topic
+/// prefixes the operator allowed for that project (e.g. `devices/`). Built from configuration and handed to
+/// [`crate::wire::parse_request`] as data; [`ReplyPolicy::default`] allows no extra prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyPolicy {
+    /// Each non-empty, ends with `/`, no wildcard, no NUL, no leading `$`.
+    extra_prefixes: Vec<String>,
+}
+
+impl ReplyPolicy {
+    /// No extra prefix: only `{p}/assistant_response/<suffix>`.
+    pub const fn none() -> Self {
+        Self {
+            extra_prefixes: Vec::new(),
+        }
+    }
+
+    /// Validate and normalise `prefixes`: each must be non-empty, free of `+`, `#` and NUL, and must not start
+    /// with `$`; a missing trailing `/` is added (so `devices` allows `devices/...`, never `devices-other/...`).
+    pub fn new<I, S>(prefixes: I) -> Result<Self, ReplyPrefixError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut extra_prefixes = Vec::new();
+        for p in prefixes {
+            let p = p.as_ref();
+            if p.is_empty() {
+                return Err(ReplyPrefixError::Empty);
+            } else if p.contains(['#', '+']) {
+                return Err(ReplyPrefixError::Wildcard(p.to_owned()));
+            } else if p.starts_with('$') {
+                return Err(ReplyPrefixError::Dollar(p.to_owned()));
+            } else if p.contains('\0') {
+                return Err(ReplyPrefixError::NulChar(p.to_owned()));
+            } else if p.len() >= MAX_TOPIC_BYTES {
+                return Err(ReplyPrefixError::TooLong);
+            }
+            let p = if p.ends_with('/') {
+                p.to_owned()
+            } else {
+                format!("{p}/")
+            };
+            if !extra_prefixes.contains(&p) {
+                extra_prefixes.push(p);
+            }
+        }
+        Ok(Self { extra_prefixes })
+    }
+
+    /// The normalised extra prefixes, each ending with `/`.
+    pub fn extra_prefixes(&self) -> &[String] {
+        &self.extra_prefixes
+    }
+}
+
+/// MQTT 5 Response Topic property of a request to project `p`: non-empty, no `+`/`#`, no NUL, at most 65535
+/// bytes, and under `{p}/assistant_response/` or one of `policy`'s extra prefixes with a non-empty remainder
+/// (not only slashes) → else [`TopicFallback::EmptySuffix`]. Any other topic, `$SYS/...` and other projects'
+/// topics included, is [`TopicFallback::NotAllowed`]: a request must not make mqtt-llm publish on an arbitrary
+/// topic (on an IoT broker, another device's actuator). `{p}/assistant_stream/...` is not allowed either: stream
+/// parsers there expect JSON frames, and a plain-text reply would confuse them. An accepted topic is used
+/// verbatim: no trimming, no slash stripping.
+pub fn validate_response_topic(p: &ProjectName, policy: &ReplyPolicy, t: &str) -> Result<String, TopicFallback> {
     screen(t)?;
     if t.len() > MAX_TOPIC_BYTES {
         return Err(TopicFallback::TooLong);
+    }
+    if t.starts_with('$') {
+        return Err(TopicFallback::NotAllowed);
+    }
+    let base = format!("{}/", reply_base(p));
+    let remainder = std::iter::once(base.as_str())
+        .chain(policy.extra_prefixes.iter().map(String::as_str))
+        .find_map(|prefix| t.strip_prefix(prefix))
+        .ok_or(TopicFallback::NotAllowed)?;
+    if remainder.trim_matches('/').is_empty() {
+        return Err(TopicFallback::EmptySuffix);
     }
     Ok(t.to_owned())
 }

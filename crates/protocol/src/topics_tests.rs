@@ -292,25 +292,74 @@ fn client_topic_uses_the_given_base() {
 
 #[test]
 fn response_topic_table() {
-    let too_long = "t".repeat(MAX_TOPIC_BYTES + 1);
-    let max = "t".repeat(MAX_TOPIC_BYTES);
+    let general = ProjectName::try_new("general").unwrap();
+    let policy = ReplyPolicy::new(["devices/", "acme/replies"]).unwrap();
+    let too_long = format!("devices/{}", "t".repeat(MAX_TOPIC_BYTES));
+    let max = format!("devices/{}", "t".repeat(MAX_TOPIC_BYTES - "devices/".len()));
     let cases: Vec<(&str, Result<&str, TopicFallback>)> = vec![
-        ("replies/abc", Ok("replies/abc")),
         ("general/assistant_response/s1", Ok("general/assistant_response/s1")),
-        ("other-project/anything/at/all/", Ok("other-project/anything/at/all/")),
-        (" spaced ", Ok(" spaced ")),
-        ("/", Ok("/")),
+        (
+            "general/assistant_response/s1/c/",
+            Ok("general/assistant_response/s1/c/"),
+        ),
+        ("general/assistant_response/ x ", Ok("general/assistant_response/ x ")),
+        ("devices/42/inbox", Ok("devices/42/inbox")),
+        ("acme/replies/7", Ok("acme/replies/7")),
         (&max, Ok(&max)),
+        ("home/door/set", Err(TopicFallback::NotAllowed)),
+        ("$SYS/x", Err(TopicFallback::NotAllowed)),
+        ("$share/g/general/assistant_response/s1", Err(TopicFallback::NotAllowed)),
+        ("maze/assistant_response/s1", Err(TopicFallback::NotAllowed)),
+        ("general/assistant_stream/s1", Err(TopicFallback::NotAllowed)),
+        ("general/assistant_response", Err(TopicFallback::NotAllowed)),
+        ("general/assistant_responses/s1", Err(TopicFallback::NotAllowed)),
+        ("general/user_input", Err(TopicFallback::NotAllowed)),
+        (" general/assistant_response/s1", Err(TopicFallback::NotAllowed)),
+        ("devices", Err(TopicFallback::NotAllowed)),
+        ("devicesX/1", Err(TopicFallback::NotAllowed)),
+        ("acme/replies-other/1", Err(TopicFallback::NotAllowed)),
+        ("general/assistant_response/", Err(TopicFallback::EmptySuffix)),
+        ("general/assistant_response///", Err(TopicFallback::EmptySuffix)),
+        ("devices/", Err(TopicFallback::EmptySuffix)),
         ("", Err(TopicFallback::Empty)),
-        ("a/+/b", Err(TopicFallback::Wildcard)),
-        ("a/#", Err(TopicFallback::Wildcard)),
-        ("a\0b", Err(TopicFallback::NulChar)),
+        ("general/assistant_response/+", Err(TopicFallback::Wildcard)),
+        ("devices/#", Err(TopicFallback::Wildcard)),
+        ("general/assistant_response/a\0b", Err(TopicFallback::NulChar)),
         (&too_long, Err(TopicFallback::TooLong)),
     ];
     for (t, want) in cases {
-        let got = validate_response_topic(t);
+        let got = validate_response_topic(&general, &policy, t);
         assert_eq!(got.as_deref().map_err(|e| *e), want, "topic {t:?}");
     }
+    // Without extra prefixes only the project's own reply base is allowed.
+    let none = ReplyPolicy::none();
+    assert_eq!(
+        validate_response_topic(&general, &none, "devices/42/inbox"),
+        Err(TopicFallback::NotAllowed)
+    );
+    assert!(validate_response_topic(&general, &none, "general/assistant_response/s1").is_ok());
+}
+
+#[test]
+fn reply_prefixes_are_validated_and_normalised() {
+    let policy = ReplyPolicy::new(["devices", "acme/replies/", "devices/"]).unwrap();
+    assert_eq!(policy.extra_prefixes(), ["devices/", "acme/replies/"]);
+    assert_eq!(ReplyPolicy::new(Vec::<String>::new()).unwrap(), ReplyPolicy::none());
+    assert_eq!(ReplyPolicy::new([""]), Err(ReplyPrefixError::Empty));
+    assert_eq!(
+        ReplyPolicy::new(["a/+/"]),
+        Err(ReplyPrefixError::Wildcard("a/+/".into()))
+    );
+    assert_eq!(ReplyPolicy::new(["a/#"]), Err(ReplyPrefixError::Wildcard("a/#".into())));
+    assert_eq!(
+        ReplyPolicy::new(["$SYS/"]),
+        Err(ReplyPrefixError::Dollar("$SYS/".into()))
+    );
+    assert_eq!(ReplyPolicy::new(["a\0"]), Err(ReplyPrefixError::NulChar("a\0".into())));
+    assert_eq!(
+        ReplyPolicy::new(["t".repeat(MAX_TOPIC_BYTES)]),
+        Err(ReplyPrefixError::TooLong)
+    );
 }
 
 #[test]
@@ -323,6 +372,7 @@ fn fallback_labels_are_snake_case_and_distinct() {
         TopicFallback::EmptySuffix,
         TopicFallback::NulChar,
         TopicFallback::TooLong,
+        TopicFallback::NotAllowed,
     ];
     let labels: Vec<&str> = all.iter().map(|f| f.as_str()).collect();
     assert_eq!(
@@ -334,7 +384,8 @@ fn fallback_labels_are_snake_case_and_distinct() {
             "wrong_prefix",
             "empty_suffix",
             "nul_char",
-            "too_long"
+            "too_long",
+            "not_allowed"
         ]
     );
     assert_eq!(TopicFallback::WrongPrefix.to_string(), "wrong_prefix");

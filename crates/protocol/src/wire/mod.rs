@@ -12,8 +12,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::topics::{
-    ProjectName, SessionId, TopicFallback, default_reply_topic, default_stream_topic, reply_base, stream_base,
-    validate_client_topic, validate_response_topic,
+    ProjectName, ReplyPolicy, SessionId, TopicFallback, default_reply_topic, default_stream_topic, reply_base,
+    stream_base, validate_client_topic, validate_response_topic,
 };
 
 /// Default for [`WireLimits::max_payload_bytes`].
@@ -146,13 +146,15 @@ impl RequestError {
 }
 
 /// Parse one payload received on `{project}/user_input`. See the module doc and seed-protocol §2 for the rules.
+/// `policy` says where the project's MQTT 5 Response Topic may point ([`validate_response_topic`]).
 pub fn parse_request(
     project: &ProjectName,
     payload: &[u8],
     props: &V5Props,
     limits: &WireLimits,
+    policy: &ReplyPolicy,
 ) -> Result<ChatRequest, Rejection> {
-    let ctx = Ctx { project, props };
+    let ctx = Ctx { project, props, policy };
     if payload.len() > limits.max_payload_bytes {
         return Err(reject_oversize(&ctx, payload, limits.max_payload_bytes));
     }
@@ -169,6 +171,7 @@ pub fn parse_request(
 struct Ctx<'a> {
     project: &'a ProjectName,
     props: &'a V5Props,
+    policy: &'a ReplyPolicy,
 }
 
 /// Everything derived before validation proper, so that every rejection can carry it: the session (`None` =
@@ -214,7 +217,7 @@ impl Ctx<'_> {
     fn override_target(&self, reply_topic: Option<&Value>) -> (Option<ReplyTarget>, Option<TopicFallback>) {
         let mut fallback = None;
         if let Some(t) = &self.props.response_topic {
-            match validate_response_topic(t) {
+            match validate_response_topic(self.project, self.policy, t) {
                 Ok(topic) => return (Some(self.target(topic)), None),
                 Err(reason) => fallback = Some(reason),
             }

@@ -9,7 +9,7 @@ fn general() -> ProjectName {
 }
 
 fn parse_with(payload: &[u8], props: &V5Props) -> Result<ChatRequest, Rejection> {
-    parse_request(&general(), payload, props, &WireLimits::default())
+    parse_request(&general(), payload, props, &WireLimits::default(), &ReplyPolicy::none())
 }
 
 fn parse(payload: &str) -> Result<ChatRequest, Rejection> {
@@ -423,17 +423,22 @@ fn oversize_payloads_are_refused_but_answered_where_possible() {
             To::Nowhere,
         ),
         ("not utf-8", not_utf8.clone(), V5Props::default(), To::Nowhere),
-        ("not utf-8, v5", not_utf8, v5("replies/big"), To::Topic("replies/big")),
+        (
+            "not utf-8, v5",
+            not_utf8,
+            v5("general/assistant_response/big"),
+            To::Topic("general/assistant_response/big"),
+        ),
         (
             "replyTopic, v5",
             with_reply.into_bytes(),
-            v5("replies/big"),
-            To::Topic("replies/big"),
+            v5("general/assistant_response/big"),
+            To::Topic("general/assistant_response/big"),
         ),
     ];
     for (case, payload, props, to) in cases {
         let size = payload.len();
-        let rejection = parse_request(&general(), &payload, &props, &limits).expect_err(case);
+        let rejection = parse_request(&general(), &payload, &props, &limits, &ReplyPolicy::none()).expect_err(case);
         assert_eq!(rejection.error, RequestError::TooLarge { size, limit: 100 }, "{case}");
         assert_eq!(
             rejection.error.reply_text(),
@@ -445,29 +450,43 @@ fn oversize_payloads_are_refused_but_answered_where_possible() {
     }
     // The client's request id is kept when the oversize payload was readable.
     let payload = json!({"sessionId": "s1", "message": padding, "requestId": "r-big"}).to_string();
-    let rejection = parse_request(&general(), payload.as_bytes(), &V5Props::default(), &limits).unwrap_err();
+    let rejection = parse_request(
+        &general(),
+        payload.as_bytes(),
+        &V5Props::default(),
+        &limits,
+        &ReplyPolicy::none(),
+    )
+    .unwrap_err();
     assert_eq!(rejection.request_id.as_deref(), Some("r-big"));
     // Exactly at the limit is accepted.
     let payload = "y".repeat(100);
-    let request = parse_request(&general(), payload.as_bytes(), &V5Props::default(), &limits).unwrap();
+    let request = parse_request(
+        &general(),
+        payload.as_bytes(),
+        &V5Props::default(),
+        &limits,
+        &ReplyPolicy::none(),
+    )
+    .unwrap();
     assert_eq!(request.message, payload);
 }
 
 #[test]
 fn v5_response_topic_carries_non_routable_errors() {
-    let props = v5("clients/42/replies");
+    let props = v5("general/assistant_response/c42/replies");
     for payload in [&b"\xff"[..], b"\"hi\"", b"[]", b"null", b"42"] {
         let rejection = parse_with(payload, &props).unwrap_err();
         let reply = rejection.reply.unwrap();
-        assert_eq!(reply.topic, "clients/42/replies");
+        assert_eq!(reply.topic, "general/assistant_response/c42/replies");
         assert_eq!(reply.correlation_data, Some(Bytes::from_static(b"corr-1")));
     }
     let rejection = parse_with(br#"{"sessionId":"a+b","message":"hi"}"#, &props).unwrap_err();
     assert_eq!(rejection.error, RequestError::InvalidSessionId);
-    assert_eq!(rejection.reply.unwrap().topic, "clients/42/replies");
+    assert_eq!(rejection.reply.unwrap().topic, "general/assistant_response/c42/replies");
     let rejection = parse_with(b"   ", &props).unwrap_err();
     assert_eq!(rejection.error, RequestError::EmptyMessage);
-    assert_eq!(rejection.reply.unwrap().topic, "clients/42/replies");
+    assert_eq!(rejection.reply.unwrap().topic, "general/assistant_response/c42/replies");
 }
 
 #[test]
@@ -479,9 +498,41 @@ fn reply_target_precedence() {
     let plain = json!({"sessionId": "s1", "message": "hi"}).to_string();
     let null_reply = json!({"sessionId": "s1", "message": "hi", "replyTopic": null}).to_string();
     let cases: Vec<(&str, &str, V5Props, &str, Option<TopicFallback>)> = vec![
-        ("v5 wins over replyTopic", &payload, v5("v5/reply"), "v5/reply", None),
-        ("v5 wins over default", &plain, v5("v5/reply"), "v5/reply", None),
-        ("v5 used verbatim", &plain, v5("v5/reply/"), "v5/reply/", None),
+        (
+            "v5 wins over replyTopic",
+            &payload,
+            v5("general/assistant_response/v5/reply"),
+            "general/assistant_response/v5/reply",
+            None,
+        ),
+        (
+            "v5 wins over default",
+            &plain,
+            v5("general/assistant_response/v5/reply"),
+            "general/assistant_response/v5/reply",
+            None,
+        ),
+        (
+            "v5 used verbatim",
+            &plain,
+            v5("general/assistant_response/v5/reply/"),
+            "general/assistant_response/v5/reply/",
+            None,
+        ),
+        (
+            "v5 outside the project's reply prefixes, valid replyTopic",
+            &payload,
+            v5("home/door/set"),
+            reply_topic,
+            Some(TopicFallback::NotAllowed),
+        ),
+        (
+            "v5 outside the project's reply prefixes, default",
+            &plain,
+            v5("home/door/set"),
+            "general/assistant_response/s1",
+            Some(TopicFallback::NotAllowed),
+        ),
         (
             "invalid v5, valid replyTopic",
             &payload,
@@ -532,6 +583,34 @@ fn reply_target_precedence() {
         assert_eq!(request.reply_topic_fallback, fallback, "{case}");
         assert_eq!(request.reply.correlation_data, props.correlation_data, "{case}");
     }
+}
+
+/// A Response Topic outside the allowed prefixes is never used: the reply goes to the default topic (or, for a
+/// non-routable payload, nowhere), always with the Correlation Data; a configured prefix is honoured.
+#[test]
+fn response_topic_is_confined_to_the_reply_policy() {
+    let plain = br#"{"sessionId":"s1","message":"hi"}"#;
+    for topic in [
+        "home/door/set",
+        "$SYS/x",
+        "maze/assistant_response/s1",
+        "general/assistant_stream/s1",
+    ] {
+        let request = parse_with(plain, &v5(topic)).unwrap();
+        assert_eq!(request.reply.topic, "general/assistant_response/s1", "{topic}");
+        assert_eq!(request.reply.correlation_data, Some(Bytes::from_static(b"corr-1")));
+        assert_eq!(request.reply_topic_fallback, Some(TopicFallback::NotAllowed), "{topic}");
+        let rejection = parse_with(b"[]", &v5(topic)).unwrap_err();
+        assert_eq!(rejection.reply, None, "{topic}");
+    }
+    let policy = ReplyPolicy::new(["devices"]).unwrap();
+    let parse = |topic: &str| parse_request(&general(), plain, &v5(topic), &WireLimits::default(), &policy).unwrap();
+    let request = parse("devices/42/inbox");
+    assert_eq!(request.reply.topic, "devices/42/inbox");
+    assert_eq!(request.reply_topic_fallback, None);
+    let request = parse("home/door/set");
+    assert_eq!(request.reply.topic, "general/assistant_response/s1");
+    assert_eq!(request.reply_topic_fallback, Some(TopicFallback::NotAllowed));
 }
 
 #[test]
@@ -775,13 +854,13 @@ fn max_tokens_limit_comes_from_config() {
         max_tokens_limit: 1024,
     };
     let payload = br#"{"sessionId":"s1","message":"hi","maxTokens":1025}"#;
-    let rejection = parse_request(&general(), payload, &V5Props::default(), &limits).unwrap_err();
+    let rejection = parse_request(&general(), payload, &V5Props::default(), &limits, &ReplyPolicy::none()).unwrap_err();
     assert_eq!(
         rejection.error.reply_text(),
         "Error: invalid 'maxTokens': must be an integer between 1 and 1024"
     );
     let payload = br#"{"sessionId":"s1","message":"hi","maxTokens":1024}"#;
-    let request = parse_request(&general(), payload, &V5Props::default(), &limits).unwrap();
+    let request = parse_request(&general(), payload, &V5Props::default(), &limits, &ReplyPolicy::none()).unwrap();
     assert_eq!(request.sampling.max_tokens, Some(1024));
 }
 
