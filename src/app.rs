@@ -269,9 +269,11 @@ async fn run_inner(
     };
     let _ = events.send(AppEvent::Draining);
     tracing::info!("shutting down");
+    let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
     bridge.drain(config.drain_timeout).await;
     intake_cancel.cancel();
-    mqtt.shutdown(MQTT_STOP_TIMEOUT).await;
+    // The replies' PUBACKs may take what is left of the drain timeout; the DISCONNECT then MQTT_STOP_TIMEOUT.
+    mqtt.shutdown(drain_deadline, MQTT_STOP_TIMEOUT).await;
     engine.shutdown().await;
     match died {
         Some(EngineState::Failed { reason }) => Err(AppError::EngineDied {

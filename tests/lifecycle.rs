@@ -182,3 +182,67 @@ async fn real_vllm_without_a_gpu_driver_is_refused_with_an_explanation() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_loses_no_final_reply_of_many_streams() {
+    // 20 streams mid-answer when SIGTERM comes: their final replies are the last publishes before the DISCONNECT,
+    // so closing the connection before the broker acknowledged them (PUBACK) loses some.
+    const N: usize = 20;
+    let mut broker = Mosquitto::start().await;
+    let slow = ["--engine-arg=--sim-itl-ms=20", "--stream-interval-ms", "0"];
+    let mut server = MqttLlm::start(&sim_up_args_with(&broker.url(), &slow)).await;
+    let mut client = TestClient::connect(broker.port).await;
+    client.subscribe("general/assistant_response/#").await;
+    client.subscribe("general/assistant_stream/#").await;
+    for i in 0..N {
+        client
+            .publish_json(
+                "general/user_input",
+                json!({"sessionId": format!("s{i}"), "message": "a long answer please", "stream": true, "maxTokens": 60}),
+            )
+            .await;
+    }
+    // All 20 are in flight once each has sent a frame.
+    let mut streaming = std::collections::HashSet::new();
+    let mut replies: Vec<String> = Vec::new();
+    while streaming.len() < N {
+        let m = client.recv().await;
+        if let Some(s) = m.topic.strip_prefix("general/assistant_stream/") {
+            streaming.insert(s.to_owned());
+        } else if let Some(s) = m.topic.strip_prefix("general/assistant_response/") {
+            replies.push(s.to_owned());
+        }
+    }
+    assert!(replies.is_empty(), "answered before SIGTERM: {replies:?}");
+    server.signal(Signal::SIGTERM);
+    while replies.len() < N {
+        let m = client.recv().await;
+        if let Some(s) = m.topic.strip_prefix("general/assistant_response/") {
+            assert!(!m.text().starts_with("Error"), "{s} was cut: {}", m.text());
+            replies.push(s.to_owned());
+        }
+    }
+    assert_eq!(server.wait_exit().await, Some(0));
+    // mqtt-llm is gone: whatever else is still on its way to us is a duplicate.
+    let late: Vec<String> = client
+        .drain_for(std::time::Duration::from_millis(200))
+        .await
+        .into_iter()
+        .filter(|m| m.topic.starts_with("general/assistant_response/"))
+        .map(|m| m.topic)
+        .collect();
+    replies.sort();
+    replies.dedup();
+    assert_eq!(replies.len(), N, "{replies:?}");
+    assert!(late.is_empty(), "duplicate replies: {late:?}");
+    // Mosquitto says "disconnected." after a DISCONNECT, "closed its connection." or "Socket error" without one.
+    let gone = broker
+        .wait_log("mqtt-llm leaving the broker", |l| {
+            l.contains("Client mqtt-llm-")
+                && ["disconnected.", "closed its connection", "Socket error"]
+                    .iter()
+                    .any(|w| l.contains(w))
+        })
+        .await;
+    assert!(gone.ends_with("disconnected."), "mqtt-llm sent no DISCONNECT: {gone}");
+}

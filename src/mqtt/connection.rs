@@ -23,6 +23,8 @@ pub(super) enum LoopEvent {
         refused: usize,
     },
     Message(Inbound),
+    /// The broker acknowledged one of our QoS 1 publishes (PUBACK).
+    Acked,
     /// Our DISCONNECT went out: the loop is done.
     Disconnected,
     Other,
@@ -34,6 +36,9 @@ pub(super) trait Connection: Send {
     fn next(&mut self) -> impl Future<Output = Result<LoopEvent, ConnectionError>> + Send;
     /// Queue one SUBSCRIBE (QoS 1) for these filters without waiting.
     fn subscribe(&self, filters: Vec<String>) -> Result<(), ClientError>;
+    /// After a connection error: the publishes the event loop set aside for the next session (those in flight and
+    /// those still in the request queue). The next session is clean, so rumqttc drops them on the next ConnAck.
+    fn dropped_publishes(&self) -> usize;
 }
 
 pub(super) struct V3(pub rumqttc::EventLoop, pub rumqttc::AsyncClient);
@@ -73,6 +78,7 @@ impl Connection for V3 {
                 refused: refused(&ack.return_codes),
             },
             Event::Incoming(Packet::Publish(p)) => LoopEvent::Message(p.into()),
+            Event::Incoming(Packet::PubAck(_)) => LoopEvent::Acked,
             Event::Outgoing(Outgoing::Disconnect) => LoopEvent::Disconnected,
             _ => LoopEvent::Other,
         })
@@ -83,6 +89,11 @@ impl Connection for V3 {
             .into_iter()
             .map(|f| rumqttc::SubscribeFilter::new(f, rumqttc::QoS::AtLeastOnce));
         Ok(self.1.try_subscribe_many(filters)?)
+    }
+
+    fn dropped_publishes(&self) -> usize {
+        let publish = |r: &&rumqttc::Request| matches!(r, rumqttc::Request::Publish(_));
+        self.0.pending.iter().filter(publish).count()
     }
 }
 
@@ -97,6 +108,7 @@ impl Connection for V5 {
                 refused: refused(&ack.return_codes),
             },
             Event::Incoming(Packet::Publish(p)) => LoopEvent::Message(p.into()),
+            Event::Incoming(Packet::PubAck(_)) => LoopEvent::Acked,
             Event::Outgoing(rumqttc::Outgoing::Disconnect) => LoopEvent::Disconnected,
             _ => LoopEvent::Other,
         })
@@ -106,5 +118,10 @@ impl Connection for V5 {
         use rumqttc::v5::mqttbytes::{QoS, v5::Filter};
         let filters = filters.into_iter().map(|f| Filter::new(f, QoS::AtLeastOnce));
         Ok(self.1.try_subscribe_many(filters)?)
+    }
+
+    fn dropped_publishes(&self) -> usize {
+        let publish = |r: &&rumqttc::v5::Request| matches!(r, rumqttc::v5::Request::Publish(_));
+        self.0.pending.iter().filter(publish).count()
     }
 }

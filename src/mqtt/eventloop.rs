@@ -11,6 +11,11 @@
 //! Received publishes on a request topic go to the bridge over a bounded channel. When that channel is full the
 //! message is handed to an `overflow` callback together with the loop's [`Publisher`] (the callback answers
 //! "overloaded" with [`Publisher::try_reply`], which never waits), so the loop never waits on the bridge either.
+//!
+//! Shutdown must not lose a reply: closing the socket while QoS 1 publishes are still unacknowledged loses them
+//! (the broker sees the connection reset, not our DISCONNECT). So the loop keeps the [`Unacked`] count current
+//! (down on each PUBACK, and by what a broken session drops), and [`MqttHandle::shutdown`] waits on that `watch`
+//! for 0, up to a deadline, before it queues the DISCONNECT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::client::{ConnectionError, MqttClient, MqttError};
 use super::connection::{Connection, LoopEvent, V3, V5};
-use super::publisher::Publisher;
+use super::publisher::{Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
@@ -43,6 +48,8 @@ pub type Overflow = Arc<dyn Fn(&Publisher, Inbound) + Send + Sync>;
 pub struct MqttHandle {
     client: MqttClient,
     ready: watch::Receiver<bool>,
+    /// QoS 1 publishes queued or in flight, not yet acknowledged by the broker.
+    unacked: watch::Receiver<usize>,
     stopped: CancellationToken,
 }
 
@@ -56,9 +63,22 @@ impl MqttHandle {
         self.ready.clone()
     }
 
-    /// Send DISCONNECT after everything already queued (replies included) and wait, up to `timeout`, for the
-    /// event loop to write it and stop.
-    pub async fn shutdown(&self, timeout: Duration) {
+    /// Wait until the broker has acknowledged every publish queued so far (replies included), but not past
+    /// `ack_deadline`; then send DISCONNECT and wait, up to `timeout`, for the event loop to write it and stop.
+    /// Publishes still unacknowledged at the deadline are logged (they may be lost).
+    pub async fn shutdown(&self, ack_deadline: tokio::time::Instant, timeout: Duration) {
+        let mut unacked = self.unacked.clone();
+        // (The `Ref` the wait returns must not live across an await.)
+        let acked = tokio::time::timeout_at(ack_deadline, unacked.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        if !acked {
+            let unacked = *self.unacked.borrow();
+            tracing::warn!(
+                unacked,
+                "publishes not acknowledged by the broker at the drain deadline"
+            );
+        }
         self.client.disconnect().await;
         if tokio::time::timeout(timeout, self.stopped.cancelled()).await.is_err() {
             tracing::warn!("MQTT event loop did not stop in time");
@@ -94,7 +114,9 @@ pub fn spawn_mqtt(
             (MqttClient::V5(client), Either::V5(conn))
         }
     };
-    let publisher = Publisher::new(client.clone());
+    let unacked = Unacked::new();
+    let unacked_rx = unacked.subscribe();
+    let publisher = Publisher::new(client.clone(), unacked);
     let ready_rx = ready.subscribe();
     let stopped = CancellationToken::new();
     let shared = LoopShared {
@@ -121,6 +143,7 @@ pub fn spawn_mqtt(
     let handle = MqttHandle {
         client,
         ready: ready_rx,
+        unacked: unacked_rx,
         stopped,
     };
     Ok((handle, publisher))
@@ -222,6 +245,8 @@ impl LoopShared {
 /// The actor's loop, the same for both protocol versions.
 async fn run(mut conn: impl Connection, shared: LoopShared) {
     let mut backoff = shared.backoff.build();
+    // Whether the session's publishes are still ours to count: an error drops them (once per session).
+    let mut session = false;
     loop {
         let event = tokio::select! {
             ev = conn.next() => ev,
@@ -231,6 +256,7 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
             Ok(LoopEvent::Connected) => {
                 tracing::info!("MQTT connected");
                 backoff = shared.backoff.build();
+                session = true;
                 if let Err(e) = conn.subscribe(shared.projects.iter().map(request_topic).collect()) {
                     tracing::error!(error = %e, "cannot queue the subscriptions");
                 }
@@ -243,12 +269,20 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
                 shared.set_ready(true);
             }
             Ok(LoopEvent::Message(msg)) => shared.deliver(msg),
+            Ok(LoopEvent::Acked) => shared.publisher.unacked().settled(1),
             Ok(LoopEvent::Disconnected) => {
                 tracing::info!("MQTT disconnected");
                 break;
             }
             Ok(LoopEvent::Other) => {}
             Err(e) => {
+                if std::mem::take(&mut session) {
+                    let dropped = conn.dropped_publishes();
+                    if dropped > 0 {
+                        tracing::warn!(dropped, "publishes dropped with the broken MQTT session");
+                    }
+                    shared.publisher.unacked().settled(dropped);
+                }
                 if !shared.wait_before_reconnect(&mut backoff, e).await {
                     break;
                 }

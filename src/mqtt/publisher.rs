@@ -2,8 +2,11 @@
 //! frames, and the non-blocking refusal the event-loop task sends when the intake has no room all go through it;
 //! a failed publish is logged and counted here, once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::client::{MqttClient, Outgoing};
 use crate::metrics;
@@ -12,15 +15,50 @@ use mqtt_llm_protocol::wire::ReplyTarget;
 const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 
+/// The number of QoS 1 publishes handed to the client and not yet acknowledged by the broker (PUBACK): those
+/// still in the client's request queue plus those in flight. The [`Publisher`] counts one up before it queues a
+/// publish (and down again if the client refuses it); the event-loop actor counts down on each PUBACK and, after
+/// a connection error, by the publishes the clean session will drop. Watched by
+/// [`MqttHandle::shutdown`](super::eventloop::MqttHandle::shutdown) so that it disconnects only once the count
+/// is 0.
+#[derive(Debug, Clone)]
+pub(super) struct Unacked(Arc<watch::Sender<usize>>);
+
+impl Unacked {
+    pub(super) fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+
+    pub(super) fn subscribe(&self) -> watch::Receiver<usize> {
+        self.0.subscribe()
+    }
+
+    fn queued(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    /// `count` publishes were acknowledged, refused by the client or dropped with a session.
+    pub(super) fn settled(&self, count: usize) {
+        if count > 0 {
+            self.0.send_modify(|n| *n = n.saturating_sub(count));
+        }
+    }
+}
+
 /// Cloneable; built together with the MQTT actor by [`spawn_mqtt`](super::eventloop::spawn_mqtt).
 #[derive(Debug, Clone)]
 pub struct Publisher {
     client: MqttClient,
+    unacked: Unacked,
 }
 
 impl Publisher {
-    pub(super) fn new(client: MqttClient) -> Self {
-        Self { client }
+    pub(super) fn new(client: MqttClient, unacked: Unacked) -> Self {
+        Self { client, unacked }
+    }
+
+    pub(super) fn unacked(&self) -> &Unacked {
+        &self.unacked
     }
 
     /// Publish a final reply (or `Error: ...`) text. Waits only while the client's queue is full; never call it
@@ -49,7 +87,8 @@ impl Publisher {
             correlation_data: target.correlation_data,
             content_type: TEXT,
         };
-        counted(self.client.try_publish(msg))
+        self.unacked.queued();
+        self.counted(self.client.try_publish(msg))
     }
 
     async fn send(&self, target: &ReplyTarget, payload: Bytes, content_type: &'static str) -> bool {
@@ -59,17 +98,20 @@ impl Publisher {
             correlation_data: target.correlation_data.clone(),
             content_type,
         };
-        counted(self.client.publish(msg).await)
+        // Counted before it is queued, so that its PUBACK can never come before the count.
+        self.unacked.queued();
+        self.counted(self.client.publish(msg).await)
     }
-}
 
-fn counted(result: Result<(), super::client::MqttError>) -> bool {
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            metrics::mqtt_publish_error();
-            tracing::error!(error = %e, "publish failed");
-            false
+    fn counted(&self, result: Result<(), super::client::MqttError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.unacked.settled(1);
+                metrics::mqtt_publish_error();
+                tracing::error!(error = %e, "publish failed");
+                false
+            }
         }
     }
 }

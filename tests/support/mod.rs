@@ -165,6 +165,11 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// Wait for a line of the broker's log matching `pred`; returns it.
+    pub async fn wait_log(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.log.wait_for(what, pred).await
+    }
 }
 
 /// Lines a child process prints, read by a background task that ends with this value.
