@@ -5,21 +5,32 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use super::drain::DrainRate;
 use crate::metrics::{self, GaugeGuard};
 
 /// Accepted-but-unanswered requests, and engine requests in flight.
 #[derive(Debug, Clone)]
 pub struct Capacity {
+    max_queued: usize,
     queued: Arc<Semaphore>,
     inflight: Arc<Semaphore>,
+    drained: Arc<DrainRate>,
 }
 
-/// Held by an accepted request until it is answered.
+/// Held by an accepted request until it is answered; its drop is one completion for the [`DrainRate`].
 #[derive(Debug)]
 pub struct QueuedPermit {
     _permit: OwnedSemaphorePermit,
     _gauge: GaugeGuard,
+    drained: Arc<DrainRate>,
+}
+
+impl Drop for QueuedPermit {
+    fn drop(&mut self) {
+        self.drained.record(Instant::now());
+    }
 }
 
 /// Held while the engine works on a request.
@@ -32,8 +43,10 @@ pub struct InflightPermit {
 impl Capacity {
     pub fn new(max_queued: usize, max_inflight: usize) -> Self {
         Self {
+            max_queued,
             queued: Arc::new(Semaphore::new(max_queued)),
             inflight: Arc::new(Semaphore::new(max_inflight)),
+            drained: Arc::new(DrainRate::new()),
         }
     }
 
@@ -43,6 +56,7 @@ impl Capacity {
         Some(QueuedPermit {
             _permit: permit,
             _gauge: GaugeGuard::new(metrics::REQUESTS_QUEUED),
+            drained: Arc::clone(&self.drained),
         })
     }
 
@@ -59,9 +73,13 @@ impl Capacity {
     }
 
     /// Accepted requests not yet answered.
-    #[cfg(test)]
-    pub fn queued(&self, max_queued: usize) -> usize {
-        max_queued.saturating_sub(self.queued.available_permits())
+    pub fn queued(&self) -> usize {
+        self.max_queued.saturating_sub(self.queued.available_permits())
+    }
+
+    /// How long a refused client should wait: the time the accepted requests need to drain at the current rate.
+    pub fn retry_after(&self) -> std::time::Duration {
+        self.drained.retry_after(self.queued(), Instant::now())
     }
 }
 
@@ -75,7 +93,7 @@ mod tests {
         let a = adm.try_accept().unwrap();
         let _b = adm.try_accept().unwrap();
         assert!(adm.try_accept().is_none());
-        assert_eq!(adm.queued(2), 2);
+        assert_eq!(adm.queued(), 2);
         drop(a);
         assert!(adm.try_accept().is_some());
 

@@ -3,14 +3,18 @@
 //! [`Admission::admit`] is the entry point for a parsed request: it refuses while draining, when global capacity
 //! (`--max-queued`) is spent, or when the session's lane is full; otherwise it hands back a [`Ticket`] to run now
 //! or queues the ticket behind the session's running request. When its turn comes, a ticket waits at
-//! [`Admission::engine_slot`] for a ready engine (up to `--engine-wait`) and an in-flight slot (`--max-inflight`).
-//! Every refusal is a typed [`Refusal`], whose metric label and reply text come from one table.
+//! [`Admission::engine_slot`] for a ready engine (up to `--engine-wait`) and an in-flight slot (`--max-inflight`),
+//! all within `--max-queue-wait` of its acceptance: a request that waited that long gets the overload reply
+//! instead of running late. Every refusal is a typed [`Refusal`], whose metric label and reply text come from one
+//! table; [`Admission::retry_after`] tells refused clients when to come back, from the current drain rate.
 //!
 //! - `lanes`: per-session FIFO lanes with bounded queues;
 //! - `capacity`: the semaphores behind the RAII permits; capacity comes back when a ticket or slot is dropped;
+//! - `drain`: how fast accepted requests leave, for the retry hint;
 //! - [`refusal`]: the refusal table.
 
 mod capacity;
+mod drain;
 mod lanes;
 pub mod refusal;
 
@@ -40,6 +44,9 @@ pub struct AdmissionSettings {
     pub max_queued: NonZeroUsize,
     /// How long a request waits for a (re)starting engine before it is refused.
     pub engine_wait: Duration,
+    /// How long an accepted request may wait, from acceptance, before the engine starts on it; then it is refused
+    /// ([`Refusal::QueueTimeout`]).
+    pub max_queue_wait: Duration,
 }
 
 /// An accepted request. Holds its share of global capacity until dropped (answered, failed or cancelled).
@@ -96,6 +103,7 @@ pub struct Admission {
 #[derive(Debug)]
 struct Inner {
     engine_wait: Duration,
+    max_queue_wait: Duration,
     draining: AtomicBool,
     capacity: Capacity,
     lanes: Lanes<SessionKey, Ticket>,
@@ -107,6 +115,7 @@ impl Admission {
         Self {
             inner: Arc::new(Inner {
                 engine_wait: settings.engine_wait,
+                max_queue_wait: settings.max_queue_wait,
                 draining: AtomicBool::new(false),
                 capacity: Capacity::new(settings.max_queued.get(), settings.max_inflight.get()),
                 lanes: Lanes::new(settings.session_queue.get()),
@@ -150,15 +159,36 @@ impl Admission {
         self.inner.lanes.next(key)
     }
 
-    /// A ticket's turn has come: wait for a ready engine (up to `--engine-wait`), then for an in-flight slot.
-    pub async fn engine_slot(&self, _ticket: &Ticket) -> Result<EngineSlot, Refusal> {
+    /// A ticket's turn has come: wait for a ready engine (up to `--engine-wait`), then for an in-flight slot; all
+    /// of it ends `--max-queue-wait` after the ticket was accepted.
+    pub async fn engine_slot(&self, ticket: &Ticket) -> Result<EngineSlot, Refusal> {
         let inner = &self.inner;
-        if !inner.engine.state().is_ready() && !inner.engine.wait_until_ready(inner.engine_wait).await {
-            return Err(Refusal::EngineNotReady);
+        let deadline = ticket.accepted_at + inner.max_queue_wait;
+        if Instant::now() >= deadline {
+            return Err(Refusal::QueueTimeout);
         }
-        Ok(EngineSlot {
-            _inflight: inner.capacity.acquire_inflight().await,
-        })
+        if !inner.engine.state().is_ready() {
+            let wait = inner
+                .engine_wait
+                .min(deadline.saturating_duration_since(Instant::now()));
+            if !inner.engine.wait_until_ready(wait).await {
+                return Err(if wait < inner.engine_wait {
+                    Refusal::QueueTimeout
+                } else {
+                    Refusal::EngineNotReady
+                });
+            }
+        }
+        match tokio::time::timeout_at(deadline, inner.capacity.acquire_inflight()).await {
+            Ok(inflight) => Ok(EngineSlot { _inflight: inflight }),
+            Err(_) => Err(Refusal::QueueTimeout),
+        }
+    }
+
+    /// When a refused client should retry: the time the accepted requests need to drain at the current rate
+    /// (1 s to 60 s; 5 s when nothing has drained lately).
+    pub fn retry_after(&self) -> Duration {
+        self.inner.capacity.retry_after()
     }
 
     /// Shutdown has started: refuse every new request from now on.
@@ -169,5 +199,109 @@ impl Admission {
     /// Sessions with a running request.
     pub fn active_lanes(&self) -> usize {
         self.inner.lanes.active()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineState;
+    use mqtt_llm_protocol::topics::ProjectName;
+    use mqtt_llm_protocol::wire::{V5Props, WireLimits, parse_request};
+
+    fn settings(max_queue_wait: Duration) -> AdmissionSettings {
+        AdmissionSettings {
+            max_inflight: NonZeroUsize::new(1).unwrap(),
+            session_queue: NonZeroUsize::new(4).unwrap(),
+            max_queued: NonZeroUsize::new(10).unwrap(),
+            engine_wait: Duration::from_secs(60),
+            max_queue_wait,
+        }
+    }
+
+    fn request(session: &str) -> ChatRequest {
+        let project = ProjectName::try_new("p").unwrap();
+        let payload = format!(r#"{{"sessionId":"{session}","message":"hi"}}"#);
+        let policy = mqtt_llm_protocol::topics::ReplyPolicy::default();
+        parse_request(
+            &project,
+            payload.as_bytes(),
+            &V5Props::default(),
+            &WireLimits::default(),
+            &policy,
+        )
+        .unwrap()
+    }
+
+    fn run(admitted: Result<Admitted, Refused>) -> Ticket {
+        match admitted {
+            Ok(Admitted::Run(ticket)) => *ticket,
+            other => panic!("expected a ticket to run, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waits_max_queue_wait_for_a_slot_is_refused_then() {
+        let (engine, _state) = EngineHandle::scripted(EngineState::Ready);
+        let admission = Admission::new(settings(Duration::from_secs(30)), engine);
+        let first = run(admission.admit(request("a")));
+        let _busy = admission.engine_slot(&first).await.expect("the one slot");
+        let second = run(admission.admit(request("b")));
+        let started = Instant::now();
+        let refused = admission.engine_slot(&second).await.expect_err("no slot frees up");
+        assert_eq!(refused, Refusal::QueueTimeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        // Time spent before its turn counts too: a ticket accepted 30 s ago is refused at once.
+        let third = run(admission.admit(request("c")));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(_busy);
+        assert_eq!(
+            admission.engine_slot(&third).await.expect_err("too late"),
+            Refusal::QueueTimeout
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_engine_wait_ends_at_the_queue_deadline_and_keeps_its_own_reason_otherwise() {
+        let (engine, state) = EngineHandle::scripted(EngineState::Starting);
+        let admission = Admission::new(settings(Duration::from_secs(30)), engine.clone());
+        let ticket = run(admission.admit(request("a")));
+        let started = Instant::now();
+        assert_eq!(
+            admission.engine_slot(&ticket).await.expect_err("never ready"),
+            Refusal::QueueTimeout
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        drop(ticket);
+
+        // --engine-wait shorter than --max-queue-wait: the engine's own reason.
+        let mut short = settings(Duration::from_secs(300));
+        short.engine_wait = Duration::from_secs(10);
+        let admission = Admission::new(short, engine);
+        let ticket = run(admission.admit(request("b")));
+        assert_eq!(
+            admission.engine_slot(&ticket).await.expect_err("never ready"),
+            Refusal::EngineNotReady
+        );
+        // And once the engine is ready the slot is granted.
+        state.send_replace(EngineState::Ready);
+        let ticket = run(admission.admit(request("c")));
+        admission.engine_slot(&ticket).await.expect("ready engine, free slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_hint_follows_the_drain_rate() {
+        let (engine, _state) = EngineHandle::scripted(EngineState::Ready);
+        let admission = Admission::new(settings(Duration::from_secs(30)), engine);
+        assert_eq!(admission.retry_after(), drain::RETRY_WITHOUT_SAMPLES);
+        // Two answered requests a second for 10 s.
+        for i in 0..20 {
+            tokio::time::advance(Duration::from_millis(500)).await;
+            drop(run(admission.admit(request(&format!("s{i}")))));
+        }
+        // 8 accepted and waiting, draining at 2/s: 4 s.
+        let waiting: Vec<_> = (0..8).map(|i| admission.admit(request(&format!("w{i}")))).collect();
+        assert_eq!(waiting.len(), 8);
+        assert_eq!(admission.retry_after(), Duration::from_secs(4));
     }
 }

@@ -27,6 +27,9 @@ pub enum Refusal {
     /// overload text, which clients of the original server already retry on.
     #[error("engine not ready")]
     EngineNotReady,
+    /// The request waited `--max-queue-wait` without reaching the engine. Its reply is the overload text.
+    #[error("waited too long in the queue")]
+    QueueTimeout,
 }
 
 impl Refusal {
@@ -42,6 +45,7 @@ impl Refusal {
             ),
             Self::ShuttingDown => ("shutting_down", Cow::Borrowed("server is shutting down, please retry")),
             Self::EngineNotReady => ("engine_not_ready", overloaded()),
+            Self::QueueTimeout => ("queue_timeout", overloaded()),
         }
     }
 
@@ -70,6 +74,8 @@ mod tests {
         assert_eq!(Refusal::Overloaded.reply_text(), OVERLOADED_TEXT);
         assert_eq!(Refusal::EngineNotReady.reply_text(), OVERLOADED_TEXT);
         assert_eq!(Refusal::EngineNotReady.code(), "engine_not_ready");
+        assert_eq!(Refusal::QueueTimeout.reply_text(), OVERLOADED_TEXT);
+        assert_eq!(Refusal::QueueTimeout.code(), "queue_timeout");
         assert_eq!(
             Refusal::ShuttingDown.reply_text(),
             "Error: server is shutting down, please retry"

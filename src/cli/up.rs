@@ -122,6 +122,10 @@ pub struct UpArgs {
     /// How long accepted requests wait for a (re)starting engine before they get the overload reply.
     #[arg(long, default_value = DEFAULT_ENGINE_WAIT.text, value_parser = humantime::parse_duration)]
     pub engine_wait: Duration,
+    /// How long an accepted request may wait before the engine starts on it; then it gets the overload reply
+    /// instead of running late.
+    #[arg(long, default_value = DEFAULT_MAX_QUEUE_WAIT.text, value_parser = humantime::parse_duration)]
+    pub max_queue_wait: Duration,
     /// Engine restarts allowed within --restart-window; one more failure and `up` exits non-zero.
     #[arg(long, default_value_t = DEFAULT_MAX_RESTARTS)]
     pub max_restarts: u32,
@@ -274,6 +278,7 @@ impl UpArgs {
                 session_queue: self.session_queue,
                 max_queued: self.max_queued,
                 engine_wait: self.engine_wait,
+                max_queue_wait: self.max_queue_wait,
                 stream_interval_ms: self.stream_interval_ms,
                 temperature: self.temperature,
                 top_p: self.top_p,

@@ -44,6 +44,7 @@ pub const DEFAULT_ENGINE_GRACE: DefaultDuration = DefaultDuration::new("10s");
 pub const DEFAULT_ENGINE_PROBE_INTERVAL: DefaultDuration = DefaultDuration::new("5s");
 pub const DEFAULT_ENGINE_STALL_TIMEOUT: DefaultDuration = DefaultDuration::new("60s");
 pub const DEFAULT_ENGINE_WAIT: DefaultDuration = DefaultDuration::new("60s");
+pub const DEFAULT_MAX_QUEUE_WAIT: DefaultDuration = DefaultDuration::new("30s");
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 pub const DEFAULT_RESTART_WINDOW: DefaultDuration = DefaultDuration::new("10m");
 

@@ -157,6 +157,8 @@ pub struct RawRequests {
     pub max_queued: usize,
     #[serde(with = "text_duration")]
     pub engine_wait: Duration,
+    #[serde(with = "text_duration")]
+    pub max_queue_wait: Duration,
     pub stream_interval_ms: u64,
     pub temperature: f32,
     pub top_p: f32,
@@ -179,6 +181,7 @@ impl Default for RawRequests {
             session_queue: DEFAULT_SESSION_QUEUE,
             max_queued: DEFAULT_MAX_QUEUED,
             engine_wait: DEFAULT_ENGINE_WAIT.value,
+            max_queue_wait: DEFAULT_MAX_QUEUE_WAIT.value,
             stream_interval_ms: DEFAULT_STREAM_INTERVAL_MS,
             temperature: DEFAULT_TEMPERATURE,
             top_p: DEFAULT_TOP_P,

@@ -86,6 +86,7 @@ pub(super) fn bridge_config(
             session_queue: non_zero("--session-queue", raw.session_queue)?,
             max_queued: non_zero("--max-queued", raw.max_queued)?,
             engine_wait: raw.engine_wait,
+            max_queue_wait: non_zero_duration("--max-queue-wait", raw.max_queue_wait)?,
         },
         sessions: session,
         stream_interval: Duration::from_millis(raw.stream_interval_ms),
@@ -113,4 +114,12 @@ pub(super) fn gpu_settings(raw: &RawGpu) -> GpuSettings {
 
 fn non_zero(flag: &'static str, v: usize) -> Result<NonZeroUsize, ConfigError> {
     NonZeroUsize::new(v).ok_or_else(|| invalid(flag, Problem::Zero))
+}
+
+fn non_zero_duration(flag: &'static str, v: Duration) -> Result<Duration, ConfigError> {
+    if v.is_zero() {
+        Err(invalid(flag, Problem::Zero))
+    } else {
+        Ok(v)
+    }
 }

@@ -164,6 +164,27 @@ impl EngineHandle {
     }
 }
 
+#[cfg(test)]
+impl EngineHandle {
+    /// A handle whose state the test drives through the returned sender; there is no actor behind it.
+    pub(crate) fn scripted(initial: EngineState) -> (Self, watch::Sender<EngineState>) {
+        let (state_tx, state) = watch::channel(initial);
+        let (control, _) = mpsc::channel(1);
+        let (_, pgid) = watch::channel(None);
+        let handle = Self {
+            state,
+            control,
+            base_url: Url::parse("http://127.0.0.1:9/").expect("static URL"),
+            tail: LogTail::default(),
+            command: None,
+            activity: Arc::default(),
+            incarnation: Arc::default(),
+            pgid,
+        };
+        (handle, state_tx)
+    }
+}
+
 /// Launch (or attach to) the engine and return a handle; the actor runs on `tracker`.
 pub fn spawn_engine(cfg: &EngineSettings, tracker: &TaskTracker) -> Result<EngineHandle, EngineError> {
     let (state_tx, state_rx) = watch::channel(EngineState::Starting);
