@@ -9,7 +9,7 @@ mod support;
 use std::process::Stdio;
 
 use nix::sys::signal::Signal;
-use support::{Lines, Mosquitto, MqttLlm, descendants_of, mqtt_llm_bin, sim_up_args_with};
+use support::{Lines, Mosquitto, MqttLlm, descendants_of, mqtt_llm_bin, proc_stats, sim_up_args_with};
 use tokio::process::Command;
 
 const USER: &str = "llm";
@@ -49,7 +49,16 @@ fn proc_file(pid: i32, file: &str) -> String {
 /// Assert that no process below mqtt-llm (the guard, the engine, its EngineCore) has `secret` in its command
 /// line or environment, nor any `MQTT_LLM_*` variable; and that there are such processes to look at.
 fn assert_children_clean(server: &MqttLlm, secret: &str) {
-    let children = descendants_of(server.pid());
+    // A zombie has neither command line nor environment left to read.
+    let zombies: Vec<i32> = proc_stats()
+        .into_iter()
+        .filter(|s| s.state == 'Z')
+        .map(|s| s.pid)
+        .collect();
+    let children: Vec<i32> = descendants_of(server.pid())
+        .into_iter()
+        .filter(|pid| !zombies.contains(pid))
+        .collect();
     let cmdlines: Vec<String> = children.iter().map(|&pid| proc_file(pid, "cmdline")).collect();
     assert!(
         cmdlines.iter().any(|c| c.contains("__engine-guard")) && cmdlines.iter().any(|c| c.contains("vllm-sim")),
