@@ -17,6 +17,7 @@
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
+//! - [`secret`]: [`secret::Secret`], a string that never prints its value, and reading one from a file.
 //!
 //! The wire protocol (topics, payloads, broker URLs) is the `mqtt-llm-protocol` crate; the protocol client, the
 //! bench's workloads and the TLS client settings are `mqtt-llm-client`.
@@ -35,4 +36,5 @@ pub mod http;
 pub mod llm;
 pub mod metrics;
 pub mod mqtt;
+pub mod secret;
 pub mod session;

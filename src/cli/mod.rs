@@ -89,12 +89,41 @@ pub struct BrokerArgs {
     /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
     #[arg(id = "mqtt_ca", long = "mqtt-ca", value_name = "MQTT_CA", env = "MQTT_LLM_MQTT_CA")]
     pub ca: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) presented to an `mqtts://` broker that requires one (mutual
+    /// TLS); needs --mqtt-client-key.
+    #[arg(
+        id = "mqtt_client_cert",
+        long = "mqtt-client-cert",
+        value_name = "FILE",
+        env = "MQTT_LLM_MQTT_CLIENT_CERT",
+        requires = "mqtt_client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the private key of --mqtt-client-cert.
+    #[arg(
+        id = "mqtt_client_key",
+        long = "mqtt-client-key",
+        value_name = "FILE",
+        env = "MQTT_LLM_MQTT_CLIENT_KEY",
+        requires = "mqtt_client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
     /// A protocol client's settings for this broker (`prefix-<8 hex>` as client id).
     pub fn client_config(&self, prefix: &str) -> mqtt_llm_client::ClientConfig {
-        mqtt_llm_client::ClientConfig::new(&self.url, prefix).with_ca_file(self.ca.clone())
+        mqtt_llm_client::ClientConfig::new(&self.url, prefix)
+            .with_ca_file(self.ca.clone())
+            .with_client_cert(self.client_cert_files())
+    }
+
+    /// The client certificate and key, when both are given (clap makes each require the other).
+    pub fn client_cert_files(&self) -> Option<mqtt_llm_client::tls::ClientCertFiles> {
+        Some(mqtt_llm_client::tls::ClientCertFiles {
+            cert: self.client_cert.clone()?,
+            key: self.client_key.clone()?,
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use mqtt_llm::config::*;
+use mqtt_llm::secret::Secret;
 
 use super::{BrokerArgs, InstallArgs};
 
@@ -139,9 +140,17 @@ pub struct UpArgs {
     /// MQTT username.
     #[arg(long, env = "MQTT_LLM_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
-    /// MQTT password (prefer the environment variable).
+    /// MQTT password. Visible to every local user (in /proc) when given as a flag: prefer --mqtt-password-file.
     #[arg(long, env = "MQTT_LLM_MQTT_PASSWORD", hide_env_values = true)]
-    pub mqtt_password: Option<String>,
+    pub mqtt_password: Option<Secret>,
+    /// File holding the MQTT password (its content less the final line ending).
+    #[arg(
+        long,
+        env = "MQTT_LLM_MQTT_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "mqtt_password"
+    )]
+    pub mqtt_password_file: Option<PathBuf>,
     /// MQTT protocol version.
     #[arg(long, value_enum, default_value_t = MqttVersionArg::DEFAULT)]
     pub mqtt_version: MqttVersionArg,
@@ -267,7 +276,10 @@ impl UpArgs {
                 broker: self.broker.url.clone(),
                 mqtt_username: self.mqtt_username.clone(),
                 mqtt_password: self.mqtt_password.clone(),
+                mqtt_password_file: self.mqtt_password_file.clone(),
                 mqtt_ca: self.broker.ca.clone(),
+                mqtt_client_cert: self.broker.client_cert.clone(),
+                mqtt_client_key: self.broker.client_key.clone(),
                 mqtt_version: self.mqtt_version.number(),
                 mqtt_client_id: self.mqtt_client_id.clone(),
                 max_packet_size: self.max_packet_size,

@@ -263,3 +263,51 @@ fn temperature_zero_is_a_valid_default() {
         0.0
     );
 }
+
+#[test]
+fn password_file_and_client_certificate_flags() {
+    let a = args(&[
+        "--model",
+        "m",
+        "--mqtt-password-file",
+        "/run/secrets/mqtt",
+        "--mqtt-client-cert",
+        "/etc/c.pem",
+        "--mqtt-client-key",
+        "/etc/c.key",
+    ]);
+    let raw = a.raw_settings();
+    assert_eq!(
+        raw.mqtt.mqtt_password_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/mqtt"))
+    );
+    assert_eq!(
+        raw.mqtt.mqtt_client_cert.as_deref(),
+        Some(std::path::Path::new("/etc/c.pem"))
+    );
+    assert_eq!(
+        raw.mqtt.mqtt_client_key.as_deref(),
+        Some(std::path::Path::new("/etc/c.key"))
+    );
+    let a = args(&["--model", "m", "--mqtt-password", "hunter2"]);
+    assert_eq!(a.mqtt_password.as_ref().map(|p| p.expose()), Some("hunter2"));
+    assert!(
+        !format!("{a:?}").contains("hunter2"),
+        "Debug of the arguments shows the password"
+    );
+
+    let refused = |argv: &[&str]| {
+        let full = ["mqtt-llm", "up", "--model", "m"].iter().chain(argv);
+        Cli::try_parse_from(full).expect_err("accepted").kind()
+    };
+    use clap::error::ErrorKind;
+    assert_eq!(
+        refused(&["--mqtt-password", "p", "--mqtt-password-file", "f"]),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(
+        refused(&["--mqtt-client-cert", "c"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(refused(&["--mqtt-client-key", "k"]), ErrorKind::MissingRequiredArgument);
+}

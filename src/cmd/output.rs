@@ -99,7 +99,8 @@ pub enum DryRunEngine<'a> {
     NotFound,
 }
 
-/// `up --dry-run` in launch mode: the command, what it runs with, and where its output would go.
+/// `up --dry-run` in launch mode: the command, what it runs with (the environment it sets, what it inherits that
+/// matters to vLLM, what it does not get), and where its output would go. Secrets show as `***`.
 pub fn dry_run(command: &EngineCommand, engine: &DryRunEngine<'_>, model_note: Option<&str>) {
     let program = match engine {
         DryRunEngine::Found(source) => format!("program: {} (from {source})", command.program.display()),
@@ -122,14 +123,22 @@ pub fn dry_run(command: &EngineCommand, engine: &DryRunEngine<'_>, model_note: O
         out,
         "args: {}",
         command
-            .args
+            .shown_args()
             .iter()
             .map(|a| mqtt_llm::engine::command::shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ")
     );
-    for (key, value) in &command.env {
-        let _ = writeln!(out, "env: {}={}", key.to_string_lossy(), value.to_string_lossy());
+    for (key, value) in command.shown_env() {
+        let _ = writeln!(out, "env: {key}={value}");
+    }
+    for (key, value) in mqtt_llm::engine::command::inherited_env_shown(command, std::env::vars_os()) {
+        let _ = writeln!(out, "env (inherited): {key}={value}");
+    }
+    let withheld = mqtt_llm::engine::command::withheld_from_child(std::env::vars_os());
+    if !withheld.is_empty() {
+        let names: Vec<_> = withheld.iter().map(|n| n.to_string_lossy()).collect();
+        let _ = writeln!(out, "env (not passed on): {}", names.join(" "));
     }
     if let Some(log) = &command.log_file {
         let _ = writeln!(out, "engine log: {}", log.display());

@@ -115,6 +115,15 @@ fn print_dry_run(config: &Config, args: &UpArgs, engine: &DryRunEngineOwned) {
     output::dry_run(&command, &engine, note.as_deref());
 }
 
+/// Whether `--mqtt-password` was given on the command line (rather than in `MQTT_LLM_MQTT_PASSWORD`): `argv`
+/// before a literal `--` holds `--mqtt-password` or `--mqtt-password=...`.
+pub fn password_on_command_line(argv: &[std::ffi::OsString]) -> bool {
+    argv.iter()
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--")
+        .any(|a| a == "--mqtt-password" || a.starts_with("--mqtt-password="))
+}
+
 pub async fn run(args: &UpArgs) -> ExitCode {
     let mut config = match Config::from_raw(args.raw_settings()) {
         Ok(c) => c,
@@ -123,6 +132,12 @@ pub async fn run(args: &UpArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if password_on_command_line(&std::env::args_os().collect::<Vec<_>>()) {
+        tracing::warn!(
+            "--mqtt-password on the command line is visible to every local user (/proc/PID/cmdline, ps); \
+             use --mqtt-password-file FILE (or MQTT_LLM_MQTT_PASSWORD)"
+        );
+    }
     let mut log_file = None;
     let mut engine = DryRunEngineOwned::Found(locate::EngineSource::Flag);
     if let EngineMode::Launch(launch) = &mut config.engine.mode {
@@ -174,5 +189,40 @@ fn exit_code(result: Result<(), AppError>, log_file: Option<&std::path::Path>) -
             output::failure(&e.to_string(), &[]);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_on_command_line;
+
+    #[test]
+    fn a_password_flag_is_noticed_before_the_engine_args_only() {
+        let argv = |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        assert!(password_on_command_line(&argv(&[
+            "mqtt-llm",
+            "up",
+            "--mqtt-password",
+            "p"
+        ])));
+        assert!(password_on_command_line(&argv(&[
+            "mqtt-llm",
+            "up",
+            "--mqtt-password=p"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "mqtt-llm",
+            "up",
+            "--mqtt-password-file",
+            "f"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "mqtt-llm",
+            "up",
+            "--",
+            "--mqtt-password",
+            "p"
+        ])));
+        assert!(!password_on_command_line(&argv(&["mqtt-llm", "up"])));
     }
 }

@@ -3,8 +3,11 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use mqtt_llm_client::tls::TlsError;
 use mqtt_llm_protocol::broker::BrokerUrlError;
 use mqtt_llm_protocol::topics::{ReplyPrefixError, TopicError};
+
+use crate::secret::SecretFileError;
 
 /// A configuration error.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,10 @@ pub enum Problem {
     Topic(#[from] TopicError),
     #[error(transparent)]
     ReplyPrefix(#[from] ReplyPrefixError),
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// `flag` is wrong: `problem`.

@@ -11,6 +11,7 @@
 //! `config` imports the subsystems' settings types and builds them; no subsystem imports `config` for its own
 //! settings.
 
+mod credentials;
 pub mod defaults;
 mod engine;
 mod error;

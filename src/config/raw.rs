@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::defaults::*;
+use crate::secret::Secret;
 
 /// `mqtt-llm up`'s settings as given, one section per subsystem.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -123,8 +124,15 @@ impl Default for RawInstall {
 pub struct RawMqtt {
     pub broker: String,
     pub mqtt_username: Option<String>,
-    pub mqtt_password: Option<String>,
+    /// Never printed (its `Debug` is `***`).
+    pub mqtt_password: Option<Secret>,
+    /// A file whose content (less its final line ending) is the password; excludes `mqtt_password`.
+    pub mqtt_password_file: Option<PathBuf>,
     pub mqtt_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; needs `mqtt_client_key`.
+    pub mqtt_client_cert: Option<PathBuf>,
+    /// PEM private key of `mqtt_client_cert`.
+    pub mqtt_client_key: Option<PathBuf>,
     /// 3 (3.1.1) or 5.
     pub mqtt_version: u8,
     pub mqtt_client_id: Option<String>,
@@ -138,7 +146,10 @@ impl Default for RawMqtt {
             broker: DEFAULT_BROKER.to_owned(),
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_password_file: None,
             mqtt_ca: None,
+            mqtt_client_cert: None,
+            mqtt_client_key: None,
             mqtt_version: DEFAULT_MQTT_VERSION,
             mqtt_client_id: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,

@@ -8,6 +8,7 @@ use mqtt_llm_protocol::broker::BrokerUrl;
 use mqtt_llm_protocol::topics::parse_project_list;
 use mqtt_llm_protocol::wire::WireLimits;
 
+use super::credentials::{client_identity, mqtt_password};
 use super::error::{ConfigError, Problem, invalid};
 use super::raw::{RawGpu, RawMqtt, RawRequests};
 use super::{BridgeConfig, SamplingDefaults};
@@ -41,8 +42,9 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         port,
         tls,
         ca_file: raw.mqtt_ca.clone(),
+        client_identity: client_identity(raw, tls)?,
         username: raw.mqtt_username.clone(),
-        password: raw.mqtt_password.clone(),
+        password: mqtt_password(raw)?,
         version,
         client_id,
         keep_alive: DEFAULT_KEEP_ALIVE,

@@ -1,9 +1,15 @@
 //! The `vllm serve` command line, built by a pure function from the configuration.
 //!
 //! Every flag mqtt-llm passes is spelled the way `vllm serve --help` of the pinned vLLM spells it, so that
-//! `mqtt-llm up --dry-run` shows a command an operator can paste into a shell and run.
+//! `mqtt-llm up --dry-run` shows a command an operator can paste into a shell and run (after putting back any
+//! secret it shows as `***`, see [`redact`]).
+//!
+//! The engine's environment is mqtt-llm's, less every `MQTT_LLM_*` variable ([`passes_to_child`]), plus the
+//! command's own.
 
-use std::ffi::OsString;
+pub mod redact;
+
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 use super::alias::Hub;
@@ -21,24 +27,110 @@ pub struct EngineCommand {
 }
 
 impl EngineCommand {
-    /// The program and its arguments as one shell line (quoted where needed), for logs and `--dry-run`.
+    /// The program and its arguments as one shell line (quoted where needed), for logs and `--dry-run`; the
+    /// values of secret flags (`--api-key KEY`) show as `***`.
     pub fn display(&self) -> String {
         std::iter::once(self.program.display().to_string())
-            .chain(self.args.iter().cloned())
+            .chain(self.shown_args())
             .map(|word| shell_quote(&word))
             .collect::<Vec<_>>()
             .join(" ")
     }
 
-    /// `KEY=VALUE ... program args`: the whole command as a shell would run it.
+    /// `KEY=VALUE ... program args`: the whole command as a shell would run it, secrets shown as `***`.
     pub fn display_with_env(&self) -> String {
-        self.env
-            .iter()
-            .map(|(k, v)| shell_quote(&format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
+        self.shown_env()
+            .map(|(k, v)| shell_quote(&format!("{k}={v}")))
             .chain(std::iter::once(self.display()))
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// The arguments as shown: the values of secret flags as `***`.
+    pub fn shown_args(&self) -> Vec<String> {
+        redact::redact_args(&self.args).0
+    }
+
+    /// The command's own environment as shown: the values of secret-looking variables as `***`.
+    pub fn shown_env(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.env.iter().map(|(k, v)| {
+            let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
+            let shown = redact::env_value_shown(&k, &v).to_owned();
+            (k.into_owned(), shown)
+        })
+    }
+
+    /// The secret values the command carries (of secret flags and secret-looking variables), which the engine's
+    /// output must not show either.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = redact::redact_args(&self.args).1;
+        secrets.extend(
+            self.env
+                .iter()
+                .filter(|(k, _)| redact::is_secret_name(&k.to_string_lossy()))
+                .map(|(_, v)| v.to_string_lossy().into_owned()),
+        );
+        secrets
+    }
+}
+
+/// The prefix of mqtt-llm's own environment variables. None of them reaches the guard or the engine: some hold
+/// secrets (`MQTT_LLM_MQTT_PASSWORD`), and neither child reads any (the guard takes everything as arguments).
+pub const OWN_ENV_PREFIX: &str = "MQTT_LLM_";
+
+/// Whether a variable of mqtt-llm's environment is passed on to the guard and the engine: every one but
+/// mqtt-llm's own (`MQTT_LLM_*`). `HF_TOKEN`, `CUDA_VISIBLE_DEVICES`, `VLLM_*` and the rest pass.
+pub fn passes_to_child(name: &OsStr) -> bool {
+    !name.as_encoded_bytes().starts_with(OWN_ENV_PREFIX.as_bytes())
+}
+
+/// The names among `parent`'s variables that are removed from a child's environment.
+pub fn withheld_from_child(parent: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<OsString> {
+    let mut names: Vec<OsString> = parent
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !passes_to_child(name))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Prefixes of the inherited variables `--dry-run` lists: those vLLM, the Hugging Face hub, PyTorch, CUDA and
+/// NCCL read, which decide what the engine loads and where.
+const ENGINE_ENV_PREFIXES: [&str; 8] = [
+    "VLLM_",
+    "HF_",
+    "HUGGING_FACE_",
+    "TRANSFORMERS_",
+    "CUDA_",
+    "NCCL_",
+    "TORCH",
+    "PYTORCH_",
+];
+
+/// The variables of `parent` that the engine inherits and `--dry-run` lists (see [`ENGINE_ENV_PREFIXES`], plus
+/// any secret-looking one), sorted, secret values shown as `***`; those the command sets itself are left out.
+pub fn inherited_env_shown(
+    command: &EngineCommand,
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(String, String)> {
+    let mut shown: Vec<(String, String)> = parent
+        .into_iter()
+        .filter(|(name, _)| passes_to_child(name) && !command.env.iter().any(|(own, _)| own == name))
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(name, _)| ENGINE_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) || redact::is_secret_name(name))
+        .map(|(name, value)| {
+            let value = redact::env_value_shown(&name, &value).to_owned();
+            (name, value)
+        })
+        .collect();
+    shown.sort();
+    shown
 }
 
 /// Quote a word for a POSIX shell when it holds anything but safe characters.
@@ -339,5 +431,57 @@ mod tests {
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(r#"{"a":1}"#), r#"'{"a":1}'"#);
+    }
+
+    #[test]
+    fn shown_command_hides_secret_flags_and_variables() {
+        let mut c = cfg();
+        c.extra_args = vec!["--api-key".into(), "sk-live-1".into(), "--hf-token=hf_abc".into()];
+        let mut cmd = build_command(&c, 8000, "m");
+        cmd.env.push(("HF_TOKEN".into(), "hf_env".into()));
+        let line = cmd.display_with_env();
+        for secret in ["sk-live-1", "hf_abc", "hf_env"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        // `*` is a shell glob character, so the shown words are quoted.
+        assert!(line.contains(" 'HF_TOKEN=***' "), "{line}");
+        assert!(line.ends_with(" --api-key '***' '--hf-token=***'"), "{line}");
+        assert!(cmd.display().ends_with(" --api-key '***' '--hf-token=***'"));
+        assert_eq!(cmd.secrets(), ["sk-live-1", "hf_abc", "hf_env"]);
+        // What is spawned still has them.
+        assert!(cmd.args.contains(&"sk-live-1".to_owned()));
+    }
+
+    #[test]
+    fn children_get_no_mqtt_llm_variable() {
+        let parent = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect()
+        };
+        let env = parent(&[
+            ("PATH", "/bin"),
+            ("MQTT_LLM_MQTT_PASSWORD", "pw"),
+            ("HF_TOKEN", "hf_abc"),
+            ("MQTT_LLM_LOG", "debug"),
+            ("CUDA_VISIBLE_DEVICES", "1"),
+            ("VLLM_API_KEY", "sk-1"),
+            ("HOME", "/root"),
+            ("VLLM_NO_USAGE_STATS", "0"),
+        ]);
+        assert_eq!(
+            withheld_from_child(env.clone()),
+            ["MQTT_LLM_LOG", "MQTT_LLM_MQTT_PASSWORD"]
+        );
+        assert!(passes_to_child(OsStr::new("HF_TOKEN")));
+        assert!(!passes_to_child(OsStr::new("MQTT_LLM_MQTT_PASSWORD_FILE")));
+        let cmd = build_command(&cfg(), 1, "m");
+        let shown: Vec<String> = inherited_env_shown(&cmd, env)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        // VLLM_NO_USAGE_STATS is the command's own; PATH and HOME are not the engine's business.
+        assert_eq!(shown, ["CUDA_VISIBLE_DEVICES=1", "HF_TOKEN=***", "VLLM_API_KEY=***"]);
     }
 }

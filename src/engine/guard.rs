@@ -17,7 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, getpgrp, getppid};
 
-use super::command::EngineCommand;
+use super::command::{EngineCommand, withheld_from_child};
 
 /// What starts each line the guard itself prints (the supervisor looks for it in the engine's output).
 pub const LOG_PREFIX: &str = "mqtt-llm engine guard: ";
@@ -137,7 +137,12 @@ async fn supervise(args: GuardArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut child = match tokio::process::Command::new(&args.program).args(&args.args).spawn() {
+    let mut engine = tokio::process::Command::new(&args.program);
+    // mqtt-llm removed its own variables already; the guard makes sure, whoever started it.
+    for name in withheld_from_child(std::env::vars_os()) {
+        engine.env_remove(name);
+    }
+    let mut child = match engine.args(&args.args).spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!(

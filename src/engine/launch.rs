@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use super::actor::Actor;
-use super::command::EngineCommand;
+use super::command::{EngineCommand, withheld_from_child};
 use super::handle::EngineError;
 use super::logs::forward_lines;
 
@@ -70,7 +70,12 @@ impl Actor {
         tracing::info!(command = %command.display(), "launching engine");
         // New phases and a header in the engine log file for this incarnation.
         self.tail.start_run(command);
-        let mut child = Command::new(&command.program)
+        let mut child = Command::new(&command.program);
+        // Nothing of mqtt-llm's own (`MQTT_LLM_*`, the password among them) reaches the guard or the engine.
+        for name in withheld_from_child(std::env::vars_os()) {
+            child.env_remove(name);
+        }
+        let mut child = child
             .args(&command.args)
             .envs(command.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -54,6 +54,9 @@ struct Inner {
     /// When the current run was launched; phases report the time since.
     launched: Instant,
     file: Option<RotatingFile>,
+    /// The secrets of the current run's command (`--api-key` values): masked in every line (vLLM logs its
+    /// arguments).
+    secrets: Vec<String>,
 }
 
 impl Default for LogTail {
@@ -64,6 +67,7 @@ impl Default for LogTail {
                 phases: PhaseTracker::default(),
                 launched: Instant::now(),
                 file: None,
+                secrets: Vec::new(),
             })),
             progress: Arc::new(watch::channel(None).0),
         }
@@ -81,6 +85,7 @@ impl LogTail {
         let mut inner = self.lock();
         inner.phases = PhaseTracker::default();
         inner.launched = Instant::now();
+        inner.secrets = command.secrets();
         self.progress.send_replace(None);
         let wanted = command.log_file.as_deref();
         if inner.file.as_ref().map(|f| f.path.as_path()) != wanted {
@@ -112,6 +117,15 @@ impl LogTail {
             inner.lines.pop_front();
         }
         inner.lines.push_back(line);
+    }
+
+    /// `line` with the current run's secrets masked (see [`super::command::redact::mask`]).
+    pub fn masked(&self, line: String) -> String {
+        let inner = self.lock();
+        match super::command::redact::mask(&line, &inner.secrets) {
+            std::borrow::Cow::Borrowed(_) => line,
+            std::borrow::Cow::Owned(masked) => masked,
+        }
     }
 
     pub fn snapshot(&self) -> Vec<String> {
@@ -202,12 +216,13 @@ impl RotatingFile {
     }
 }
 
-/// Read `reader` until EOF, logging each line (ended by `\n` or `\r`; invalid UTF-8 replaced) and keeping it in
-/// `tail`. Never stops early on odd bytes: a reader that stopped would leave the engine blocked on a full pipe.
+/// Read `reader` until EOF, logging each line (ended by `\n` or `\r`; invalid UTF-8 replaced; the run's secrets
+/// masked) and keeping it in `tail`. Never stops early on odd bytes: a reader that stopped would leave the engine
+/// blocked on a full pipe.
 pub async fn forward_lines(reader: impl AsyncRead + Unpin, stream: &'static str, tail: LogTail) {
     let emit = |pending: &mut Vec<u8>| {
         if !pending.is_empty() {
-            let line = String::from_utf8_lossy(pending).into_owned();
+            let line = tail.masked(String::from_utf8_lossy(pending).into_owned());
             tracing::info!(target: "engine", stream, "{line}");
             tail.push(line);
             pending.clear();

@@ -97,7 +97,7 @@ pub fn spawn_mqtt(
     cancel: CancellationToken,
 ) -> Result<(MqttHandle, Publisher), MqttError> {
     let transport = if cfg.tls {
-        let tls = mqtt_llm_client::tls::client_config(cfg.ca_file.as_deref())?;
+        let tls = mqtt_llm_client::tls::client_config(cfg.ca_file.as_deref(), cfg.client_identity.as_ref())?;
         Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
             tls,
         )))
@@ -164,7 +164,7 @@ fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rum
         .set_request_channel_capacity(REQUEST_QUEUE)
         .set_inflight(INFLIGHT);
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        opts.set_credentials(u, p);
+        opts.set_credentials(u, p.expose());
     } else if let Some(u) = &cfg.username {
         opts.set_credentials(u, "");
     }
@@ -184,7 +184,7 @@ fn connect_v5(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rum
         .set_request_channel_capacity(REQUEST_QUEUE)
         .set_outgoing_inflight_upper_limit(INFLIGHT);
     if let Some(u) = &cfg.username {
-        opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+        opts.set_credentials(u, cfg.password.as_ref().map_or("", |p| p.expose()));
     }
     if let Some(t) = transport {
         opts.set_transport(t);

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mqtt_llm_client::tls::ClientIdentity;
 use mqtt_llm_protocol::topics::ProjectName;
+
+use crate::secret::Secret;
 
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
@@ -23,8 +26,11 @@ pub struct MqttSettings {
     pub tls: bool,
     /// CA certificates (PEM) for TLS; `None`: the system's.
     pub ca_file: Option<PathBuf>,
+    /// The certificate and key presented for mutual TLS (`--mqtt-client-cert`, `--mqtt-client-key`), loaded.
+    pub client_identity: Option<ClientIdentity>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    /// Never printed (its `Debug` is `***`); sent only in the CONNECT packet.
+    pub password: Option<Secret>,
     pub version: MqttVersion,
     pub client_id: String,
     pub keep_alive: Duration,

@@ -170,6 +170,46 @@ impl Mosquitto {
     pub async fn wait_log(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.log.wait_for(what, pred).await
     }
+
+    /// A broker that admits only `user` with `password` (a `mosquitto_passwd` file; no anonymous clients) on
+    /// every listener.
+    pub async fn start_with_password(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        let status = std::process::Command::new(mosquitto_passwd_bin())
+            .args(["-b", "-c"])
+            .arg(&file)
+            .args([user, password])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_passwd failed");
+        // Global settings (per_listener_settings is false), so the later allow_anonymous wins.
+        let settings = format!("allow_anonymous false\npassword_file {}\n", file.display());
+        Self::launch(dir, Some(&settings)).await.0
+    }
+
+    /// A broker with a plain listener (`port`, anonymous) and a TLS listener (the returned port) that requires a
+    /// client certificate signed by `pki`'s CA (mutual TLS).
+    pub async fn start_with_mtls(pki: &MtlsPki) -> (Self, u16) {
+        let listener = format!(
+            "certfile {}\nkeyfile {}\ncafile {}\nrequire_certificate true\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca.display()
+        );
+        Self::launch(tempfile::tempdir().unwrap(), Some(&listener)).await
+    }
+}
+
+fn mosquitto_passwd_bin() -> &'static str {
+    [
+        "/usr/bin/mosquitto_passwd",
+        "/usr/local/bin/mosquitto_passwd",
+        "/usr/sbin/mosquitto_passwd",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("mosquitto_passwd is not installed (it comes with mosquitto)")
 }
 
 /// Lines a child process prints, read by a background task that ends with this value.
@@ -667,4 +707,76 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.open.send_replace(true);
     }
+}
+
+/// A throw-away CA with a server certificate (localhost / 127.0.0.1) and a client certificate it signed, and a
+/// client certificate signed by another CA, as PEM files: what a mutual-TLS broker and its clients use.
+pub struct MtlsPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A client certificate (and key) that another CA signed: the broker must refuse it.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MtlsPki {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let leaf = |names: Vec<String>, common_name: &str, issuer: &Issuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, common_name);
+            (params.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
+        };
+        let (ca_pem, issuer) = ca("mqtt-llm test CA");
+        let server = leaf(
+            vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            "localhost",
+            &issuer,
+        );
+        let client = leaf(Vec::new(), "mqtt-llm", &issuer);
+        let (_, stranger_issuer) = ca("another CA");
+        let stranger = leaf(Vec::new(), "mqtt-llm", &stranger_issuer);
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_pem),
+            server_cert: write("server.pem", &server.0),
+            server_key: write("server.key", &server.1),
+            client_cert: write("client.pem", &client.0),
+            client_key: write("client.key", &client.1),
+            stranger_cert: write("stranger.pem", &stranger.0),
+            stranger_key: write("stranger.key", &stranger.1),
+            _dir: dir,
+        }
+    }
+}
+
+/// Process ids of every descendant of `pid` (children, their children, ...), from /proc.
+pub fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        for child in children_of(parent) {
+            found.push(child);
+            next.push(child);
+        }
+    }
+    found
 }

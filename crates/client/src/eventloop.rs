@@ -35,11 +35,15 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Capacity of the client's request queue (publishes and subscribes waiting for the event loop).
 pub(super) const REQUEST_QUEUE: usize = 4096;
 
-/// MQTT 5, clean start, TCP_NODELAY; TLS for `mqtts://`, trusting `--mqtt-ca` or the system's CA certificates.
+/// MQTT 5, clean start, TCP_NODELAY; TLS for `mqtts://`, trusting `--mqtt-ca` or the system's CA certificates and
+/// presenting the client certificate, if any.
 pub(super) fn mqtt_options(config: &ClientConfig) -> Result<MqttOptions, ClientError> {
     let BrokerUrl { host, port, tls } = BrokerUrl::parse(&config.broker)?;
     if config.ca_file.is_some() && !tls {
         return Err(ClientError::CaWithoutTls);
+    }
+    if config.client_cert.is_some() && !tls {
+        return Err(ClientError::ClientCertWithoutTls);
     }
     let mut opts = MqttOptions::new(&config.client_id, host, port);
     opts.set_keep_alive(Duration::from_secs(30))
@@ -47,7 +51,11 @@ pub(super) fn mqtt_options(config: &ClientConfig) -> Result<MqttOptions, ClientE
         .set_max_packet_size(Some(4 * 1024 * 1024))
         .set_network_options(crate::tls::network_options());
     if tls {
-        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let identity = match &config.client_cert {
+            Some(files) => Some(crate::tls::ClientIdentity::from_pem_files(files)?),
+            None => None,
+        };
+        let tls = crate::tls::client_config(config.ca_file.as_deref(), identity.as_ref())?;
         opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
             tls,
         )));

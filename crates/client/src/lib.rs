@@ -55,6 +55,8 @@ pub enum ClientError {
     Broker(#[from] BrokerUrlError),
     #[error("--mqtt-ca only applies to an mqtts:// broker")]
     CaWithoutTls,
+    #[error("--mqtt-client-cert and --mqtt-client-key only apply to an mqtts:// broker")]
+    ClientCertWithoutTls,
     #[error("TLS setup: {0}")]
     Tls(#[from] TlsError),
     /// The first connection failed in a way retrying cannot fix (TLS, CONNECT refused); the link's own words.
@@ -94,6 +96,8 @@ pub struct ClientConfig {
     pub client_id: String,
     /// PEM file of the CA certificate(s) to trust for `mqtts://` (`--mqtt-ca`); the system's when `None`.
     pub ca_file: Option<PathBuf>,
+    /// The certificate and key presented to a broker that asks for one (mutual TLS; `mqtts://` only).
+    pub client_cert: Option<tls::ClientCertFiles>,
 }
 
 impl ClientConfig {
@@ -102,12 +106,19 @@ impl ClientConfig {
             broker: broker.to_owned(),
             client_id: format!("{prefix}-{:08x}", rand::random::<u32>()),
             ca_file: None,
+            client_cert: None,
         }
     }
 
     /// Trust the CA certificate(s) of this PEM file for `mqtts://`.
     pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Self {
         self.ca_file = ca_file;
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to an `mqtts://` broker that asks for one.
+    pub fn with_client_cert(mut self, client_cert: Option<tls::ClientCertFiles>) -> Self {
+        self.client_cert = client_cert;
         self
     }
 }
