@@ -263,3 +263,19 @@ fn temperature_zero_is_a_valid_default() {
         0.0
     );
 }
+
+#[test]
+fn session_owner_flag() {
+    use mqtt_llm::session::OwnerMode;
+    let c = up(&["--model", "m"]).unwrap();
+    assert_eq!(c.projects.session_owner("general"), OwnerMode::None);
+    let c = up(&["--model", "m", "--session-owner", "client"]).unwrap();
+    assert_eq!(c.projects.session_owner("general"), OwnerMode::Client);
+    let err = up(&["--model", "m", "--session-owner", "user"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--session-owner") && err.contains("embedded broker"),
+        "{err}"
+    );
+}
