@@ -5,6 +5,8 @@
 //! first: the broker delivers one connection's messages to a subscriber in order, so anything denied would have
 //! arrived before it.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use std::process::Command;

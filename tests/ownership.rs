@@ -3,6 +3,8 @@
 //! and the last user message), and MQTT 5 test clients. Pinned defect: any client that reused another's
 //! `sessionId` got answers built on the victim's history and could replace the victim's system prompt.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use bytes::Bytes;
