@@ -82,11 +82,16 @@ impl Intake {
         if let Err(refusal) = self.claim_session(&mut request, &msg.props) {
             // The session's default topic is where its owner may be listening: an error there would reach the
             // owner as if it answered one of its requests. Only a reply topic of the requester's own is answered.
-            let own_topic = request.reply.topic != default_reply_topic(&project, &request.session);
-            let reply = own_topic.then_some(&request.reply);
-            refused(&project, reply, refusal.code());
-            if let Some(target) = reply {
-                self.publisher.reply(target, refusal.reply_text()).await;
+            if request.reply.topic == default_reply_topic(&project, &request.session) {
+                metrics::request_rejected(project.as_str(), refusal.code());
+                tracing::info!(
+                    project = project.as_str(),
+                    reason = refusal.code(),
+                    "request refused; not answered on the session's default topic, where its owner may listen"
+                );
+            } else {
+                refused(&project, Some(&request.reply), refusal.code());
+                self.publisher.reply(&request.reply, refusal.reply_text()).await;
             }
             return;
         }

@@ -48,7 +48,7 @@ const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Why `user` ownership is refused: the one sentence `up` exits with.
-pub const USER_OWNER_UNAVAILABLE: &str = "`user` needs mqtt-llm's embedded broker, which does not exist yet (an \
+const USER_OWNER_UNAVAILABLE: &str = "`user` needs mqtt-llm's embedded broker, which does not exist yet (an \
      external broker does not tell mqtt-llm who published a request): use `client` with broker ACLs instead (see the \
      README's Security section)";
 
