@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use mqtt_llm::llm::ChatStream;
-use mqtt_llm::session::{SessionKey, SessionStore};
+use mqtt_llm::session::{Owner, SessionKey, SessionStore};
 use mqtt_llm_protocol::topics::{ProjectName, ReplyPolicy, SessionId};
 use mqtt_llm_protocol::wire::{DeltaFrame, V5Props, WireLimits, parse_request};
 
@@ -114,6 +114,7 @@ fn history_benches(c: &mut Criterion) {
     for i in 0..20 {
         store.commit(
             &key,
+            &Owner::Unchecked,
             format!("question number {i}: what should I cook tonight with rice, beans and peppers?"),
             format!("answer number {i}: a quick burrito bowl works well; cook the rice, warm the beans, roast the peppers and season with cumin and lime."),
             Some(50 * (i + 1)),
@@ -123,6 +124,7 @@ fn history_benches(c: &mut Criterion) {
         b.iter(|| {
             store.prepare(
                 &key,
+                &Owner::Unchecked,
                 None,
                 "You are a helpful assistant.",
                 black_box("and for dessert?"),

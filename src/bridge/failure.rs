@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::admission::Refusal;
 use crate::llm::{LlmError, LlmErrorKind};
+use crate::session::OwnerRefusal;
 
 /// An accepted request that got no answer from the engine.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum Failure {
     /// Admission turned the request away when its turn came (the engine was not ready within `--engine-wait`).
     #[error(transparent)]
     Refused(Refusal),
+    /// The session was forgotten while the request waited and another client has claimed its id since.
+    #[error(transparent)]
+    SessionOwner(OwnerRefusal),
 }
 
 impl Failure {
@@ -35,6 +39,7 @@ impl Failure {
             Self::EmptyReply => "empty_reply",
             Self::EngineRestarted => "engine_restarting",
             Self::Refused(r) => r.code(),
+            Self::SessionOwner(r) => r.code(),
         }
     }
 
@@ -47,6 +52,7 @@ impl Failure {
             Self::EmptyReply => "No response generated".to_owned(),
             Self::EngineRestarted => "engine restarted, please retry".to_owned(),
             Self::Refused(r) => r.user_message(),
+            Self::SessionOwner(r) => r.to_string(),
         }
     }
 

@@ -1,4 +1,8 @@
-//! The intake: event loop → parse → [`Admission::admit`] → spawn the session's lane worker, or refuse.
+//! The intake: event loop → parse → claim the session ([`SessionStore::claim`], under `--session-owner client`)
+//! → [`Admission::admit`] → spawn the session's lane worker, or refuse.
+//!
+//! The claim comes before admission, on this one task, so a request is bound to its session's owner before it can
+//! be queued: of two first requests for a session from different clients, exactly one is admitted.
 //!
 //! Every refusal is counted and, when a reply topic is known, answered with an `Error: ...` text through the
 //! [`Publisher`]. [`overflow_handler`] is the same refusal on the event-loop task, for a message the intake had
@@ -16,15 +20,19 @@ use crate::config::ProjectCatalog;
 use crate::metrics;
 use crate::mqtt::eventloop::{Inbound, Overflow};
 use crate::mqtt::publisher::Publisher;
+use crate::session::owner::resolve_client_id;
+use crate::session::{Owner, OwnerMode, OwnerRefusal, SessionKey, SessionStore};
 use mqtt_llm_protocol::topics::{ProjectName, request_filter_project};
-use mqtt_llm_protocol::wire::{ReplyTarget, WireLimits, parse_request};
+use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget, V5Props, WireLimits, parse_request};
 
 /// The intake task, built by [`Bridge::new`](super::Bridge::new) with what it uses.
 #[derive(Debug)]
 pub struct Intake {
     pub(super) projects: Vec<ProjectName>,
     pub(super) limits: WireLimits,
-    /// Each project's `reply_prefixes` (where its MQTT 5 Response Topic may point).
+    /// Where sessions are claimed for their owners.
+    pub(super) sessions: SessionStore,
+    /// Each project's `reply_prefixes` (where its MQTT 5 Response Topic may point) and session ownership.
     pub(super) catalog: ProjectCatalog,
     pub(super) admission: Admission,
     pub(super) publisher: Publisher,
@@ -57,11 +65,11 @@ impl Intake {
         };
         metrics::request_received(project.as_str());
         let policy = self.catalog.reply_policy(project.as_str());
-        let request = match parse_request(&project, &msg.payload, &msg.props, &self.limits, policy) {
+        let mut request = match parse_request(&project, &msg.payload, &msg.props, &self.limits, policy) {
             Ok(r) => r,
             Err(rejection) => {
                 let refusal = Refusal::Invalid(rejection.error);
-                refused(&project, rejection.reply.as_ref(), &refusal);
+                refused(&project, rejection.reply.as_ref(), refusal.code());
                 if let Some(target) = &rejection.reply {
                     self.publisher.reply(target, refusal.reply_text()).await;
                 }
@@ -71,34 +79,53 @@ impl Intake {
         if let Some(reason) = request.reply_topic_fallback {
             metrics::reply_topic_fallback(project.as_str(), reason.as_str());
         }
+        if let Err(refusal) = self.claim_session(&mut request, &msg.props) {
+            // Answered like every refusal, on the request's reply topic. Without a replyTopic of its own that is the
+            // session's default topic, where the owner may listen too: it then learns that another client tried.
+            refused(&project, Some(&request.reply), refusal.code());
+            self.publisher.reply(&request.reply, refusal.reply_text()).await;
+            return;
+        }
         match self.admission.admit(request) {
             Ok(Admitted::Run(ticket)) => {
                 self.workers.spawn(worker::run_lane(Arc::clone(&self.worker), *ticket));
             }
             Ok(Admitted::Queued) => {}
             Err(Refused { refusal, reply }) => {
-                refused(&project, Some(&reply), &refusal);
+                refused(&project, Some(&reply), refusal.code());
                 self.publisher.reply(&reply, refusal.reply_text()).await;
             }
         }
     }
+
+    /// Under `client` ownership, resolve who the request speaks for, keep it in `request.client_id` (where the
+    /// lane worker reads it to check the session again) and claim the session for it. A refusal changes nothing.
+    fn claim_session(&self, request: &mut ChatRequest, props: &V5Props) -> Result<(), OwnerRefusal> {
+        let mode = self.catalog.session_owner(request.project.as_str());
+        if mode == OwnerMode::None {
+            return Ok(());
+        }
+        request.client_id = resolve_client_id(request, props)?;
+        let key = SessionKey {
+            project: request.project.clone(),
+            session: request.session.clone(),
+        };
+        self.sessions
+            .claim(&key, &Owner::of(mode, request.client_id.as_deref()))
+    }
 }
 
-/// Count a refusal and log it; the caller answers it when a reply topic is known.
-fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, refusal: &Refusal) {
-    metrics::request_rejected(project.as_str(), refusal.code());
+/// Count a refusal (`reason`: its stable code) and log it; the caller answers it when a reply topic is known.
+fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, reason: &'static str) {
+    metrics::request_rejected(project.as_str(), reason);
     match reply {
         Some(target) => tracing::info!(
             project = project.as_str(),
-            reason = refusal.code(),
+            reason,
             topic = target.topic,
             "request refused"
         ),
-        None => tracing::warn!(
-            project = project.as_str(),
-            reason = refusal.code(),
-            "request refused; no reply topic"
-        ),
+        None => tracing::warn!(project = project.as_str(), reason, "request refused; no reply topic"),
     }
 }
 

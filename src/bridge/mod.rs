@@ -80,6 +80,7 @@ impl Bridge {
         let intake = Intake {
             projects,
             limits: cfg.limits.clone(),
+            sessions: sessions.clone(),
             catalog,
             admission: admission.clone(),
             publisher,

@@ -19,8 +19,8 @@ use crate::engine::EngineHandle;
 use crate::llm::{ChatEvent, CompletionRequest, LlmClient, ThinkFilter, Usage, clean_reply};
 use crate::metrics;
 use crate::mqtt::publisher::Publisher;
-use crate::session::SessionStore;
-use mqtt_llm_protocol::wire::{FrameUsage, ReplyTarget};
+use crate::session::{Owner, SessionStore};
+use mqtt_llm_protocol::wire::{ChatRequest, FrameUsage, ReplyTarget};
 
 /// How long a request that lost its engine connection waits for the supervisor to notice a crash.
 pub const RESTART_NOTICE: Duration = Duration::from_secs(1);
@@ -125,7 +125,8 @@ impl Worker {
                 let context = generation
                     .usage
                     .map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
-                let dropped = self.sessions.commit(key, req.message.clone(), text, context);
+                let owner = self.owner(req, project);
+                let dropped = self.sessions.commit(key, &owner, req.message.clone(), text, context);
                 if dropped > 0 {
                     metrics::history_trimmed(dropped);
                 }
@@ -167,15 +168,27 @@ impl Worker {
         (noticed || self.engine.incarnation() != since) && !self.engine.state().is_terminal()
     }
 
-    fn completion_request(&self, ticket: &Ticket) -> CompletionRequest {
+    /// Who the request speaks for: the intake resolved its client id into `client_id` when it claimed the session.
+    fn owner(&self, req: &ChatRequest, project: &str) -> Owner {
+        Owner::of(self.catalog.session_owner(project), req.client_id.as_deref())
+    }
+
+    fn completion_request(&self, ticket: &Ticket) -> Result<CompletionRequest, Failure> {
         let (req, key) = (ticket.request(), ticket.key());
         let project = key.project.as_str();
         let system = self.catalog.system_prompt(project);
         let messages = self
             .sessions
-            .prepare(key, req.system_prompt.as_deref(), system, &req.message);
+            .prepare(
+                key,
+                &self.owner(req, project),
+                req.system_prompt.as_deref(),
+                system,
+                &req.message,
+            )
+            .map_err(Failure::SessionOwner)?;
         let defaults = self.settings.defaults;
-        CompletionRequest {
+        Ok(CompletionRequest {
             messages,
             temperature: Some(req.sampling.temperature.unwrap_or(defaults.temperature)),
             top_p: Some(req.sampling.top_p.unwrap_or(defaults.top_p)),
@@ -183,11 +196,11 @@ impl Worker {
             chat_template_kwargs: (self.settings.skip_thinking).then(|| serde_json::json!({"enable_thinking": false})),
             request_id: Some(req.request_id.clone()),
             priority: self.catalog.priority(project),
-        }
+        })
     }
 
     async fn stream_answer(&self, ticket: &Ticket, mut sink: Option<&mut StreamSink>) -> Result<Generation, Failure> {
-        let mut events = self.llm.chat_stream(&self.completion_request(ticket)).await?;
+        let mut events = self.llm.chat_stream(&self.completion_request(ticket)?).await?;
         let mut filter = self.settings.skip_thinking.then(ThinkFilter::new);
         let mut generation = Generation {
             raw: String::new(),

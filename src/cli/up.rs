@@ -32,6 +32,27 @@ impl MqttVersionArg {
     }
 }
 
+/// `--session-owner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionOwnerArg {
+    /// Any request may use any session (the original server's behaviour).
+    None,
+    /// A session belongs to the client id that created it.
+    Client,
+    /// A session belongs to the authenticated MQTT username (needs the embedded broker; refused for now).
+    User,
+}
+
+impl SessionOwnerArg {
+    fn raw(self) -> RawSessionOwner {
+        match self {
+            Self::None => RawSessionOwner::None,
+            Self::Client => RawSessionOwner::Client,
+            Self::User => RawSessionOwner::User,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     // ---- engine ----
@@ -210,6 +231,10 @@ pub struct UpArgs {
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+    /// Who may use a session: anyone (`none`), or only the client id that created it (`client`); a project's
+    /// `session_owner` in --config overrides it.
+    #[arg(long, value_enum, default_value_t = SessionOwnerArg::None)]
+    pub session_owner: SessionOwnerArg,
 
     // ---- operations ----
     /// Address of the HTTP server for /livez, /readyz and /metrics (port 0 picks a free port).
@@ -302,6 +327,7 @@ impl UpArgs {
                 max_sessions: self.max_sessions,
                 request_timeout: self.request_timeout,
                 max_payload_bytes: self.max_payload_bytes,
+                session_owner: self.session_owner.raw(),
             },
             ops: RawOps {
                 http: self.http,

@@ -311,3 +311,19 @@ fn password_file_and_client_certificate_flags() {
     );
     assert_eq!(refused(&["--mqtt-client-key", "k"]), ErrorKind::MissingRequiredArgument);
 }
+
+#[test]
+fn session_owner_flag() {
+    use mqtt_llm::session::OwnerMode;
+    let c = up(&["--model", "m"]).unwrap();
+    assert_eq!(c.projects.session_owner("general"), OwnerMode::None);
+    let c = up(&["--model", "m", "--session-owner", "client"]).unwrap();
+    assert_eq!(c.projects.session_owner("general"), OwnerMode::Client);
+    let err = up(&["--model", "m", "--session-owner", "user"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--session-owner") && err.contains("embedded broker"),
+        "{err}"
+    );
+}

@@ -35,7 +35,7 @@ pub use defaults::*;
 pub use engine::parse_gpus;
 pub use error::{ConfigError, Problem};
 pub use projects::{GENERAL, ProjectCatalog};
-pub use raw::{RawEngine, RawGpu, RawInstall, RawMqtt, RawOps, RawRequests, RawSettings};
+pub use raw::{RawEngine, RawGpu, RawInstall, RawMqtt, RawOps, RawRequests, RawSessionOwner, RawSettings};
 
 /// Everything `mqtt-llm up` runs with.
 #[derive(Debug, Clone)]
@@ -83,6 +83,7 @@ impl Config {
             Some(path) => ProjectCatalog::load(path)?,
             None => ProjectCatalog::builtin(),
         };
+        let projects = projects.with_default_session_owner(service::session_owner(&raw.requests)?);
         let engine = engine::engine_settings(&raw.engine, raw.ops.drain_timeout, projects.uses_priorities())?;
         let mqtt = service::mqtt_settings(&raw.mqtt)?;
         let session = service::session_settings(&raw.requests)?;

@@ -7,6 +7,8 @@ use mqtt_llm_protocol::topics::ReplyPolicy;
 use serde::Deserialize;
 
 use super::error::{ConfigError, Problem};
+use super::raw::RawSessionOwner;
+use crate::session::OwnerMode;
 
 /// The project whose prompt applies to any project without one of its own.
 pub const GENERAL: &str = "general";
@@ -45,8 +47,23 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The system prompt (and optional scheduling priority and reply prefixes) of every known project. Unknown
-/// projects use `general`'s prompt and priority; reply prefixes are never inherited.
+/// Why `user` ownership is refused: the one sentence `up` exits with.
+const USER_OWNER_UNAVAILABLE: &str = "`user` needs mqtt-llm's embedded broker, which does not exist yet (an \
+     external broker does not tell mqtt-llm who published a request): use `client` with broker ACLs instead (see the \
+     README's Security section)";
+
+/// A session ownership setting (`--session-owner`, a project's `session_owner`) as the request path runs it.
+pub(super) fn owner_mode(raw: RawSessionOwner) -> Result<OwnerMode, &'static str> {
+    match raw {
+        RawSessionOwner::None => Ok(OwnerMode::None),
+        RawSessionOwner::Client => Ok(OwnerMode::Client),
+        RawSessionOwner::User => Err(USER_OWNER_UNAVAILABLE),
+    }
+}
+
+/// The system prompt (and optional scheduling priority, reply prefixes and session ownership) of every known
+/// project. Unknown projects use `general`'s prompt and priority; reply prefixes and ownership are never inherited
+/// (a project without `session_owner` follows `--session-owner`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectCatalog {
     prompts: BTreeMap<String, String>,
@@ -54,6 +71,10 @@ pub struct ProjectCatalog {
     priorities: BTreeMap<String, i32>,
     /// Extra topic prefixes a project's MQTT 5 Response Topic may use; none built in.
     reply_policies: BTreeMap<String, ReplyPolicy>,
+    /// Projects whose `session_owner` overrides `--session-owner`.
+    session_owners: BTreeMap<String, OwnerMode>,
+    /// `--session-owner`: every other project's.
+    default_session_owner: OwnerMode,
 }
 
 /// The policy of a project without `reply_prefixes`: only `{p}/assistant_response/...`.
@@ -74,6 +95,8 @@ struct RawProject {
     priority: Option<i32>,
     /// Extra topic prefixes the project's MQTT 5 Response Topic may use.
     reply_prefixes: Option<Vec<String>>,
+    /// Overrides `--session-owner` for this project.
+    session_owner: Option<RawSessionOwner>,
 }
 
 impl Default for ProjectCatalog {
@@ -93,6 +116,8 @@ impl ProjectCatalog {
             prompts,
             priorities: BTreeMap::new(),
             reply_policies: BTreeMap::new(),
+            session_owners: BTreeMap::new(),
+            default_session_owner: OwnerMode::None,
         }
     }
 
@@ -117,6 +142,14 @@ impl ProjectCatalog {
             }
             if let Some(priority) = project.priority {
                 catalog.priorities.insert(name.clone(), priority);
+            }
+            if let Some(owner) = project.session_owner {
+                let mode = owner_mode(owner).map_err(|rule| ConfigError::Project {
+                    project: name.clone(),
+                    key: "session_owner",
+                    problem: rule.into(),
+                })?;
+                catalog.session_owners.insert(name.clone(), mode);
             }
             if let Some(prefixes) = project.reply_prefixes {
                 let policy = ReplyPolicy::new(&prefixes).map_err(|e| ConfigError::Project {
@@ -160,6 +193,20 @@ impl ProjectCatalog {
     /// `reply_prefixes`, never `general`'s (a prefix opens a publish target, so it is granted per project only).
     pub fn reply_policy(&self, project: &str) -> &ReplyPolicy {
         self.reply_policies.get(project).unwrap_or(&NO_EXTRA_PREFIXES)
+    }
+
+    /// The catalog with `mode` (`--session-owner`) for every project without its own `session_owner`.
+    pub fn with_default_session_owner(mut self, mode: OwnerMode) -> Self {
+        self.default_session_owner = mode;
+        self
+    }
+
+    /// How the project's sessions are owned: its own `session_owner`, else `--session-owner` (never `general`'s).
+    pub fn session_owner(&self, project: &str) -> OwnerMode {
+        self.session_owners
+            .get(project)
+            .copied()
+            .unwrap_or(self.default_session_owner)
     }
 
     /// Whether any project has a priority, so that the engine must run with `--scheduling-policy priority`.
@@ -263,6 +310,36 @@ mod tests {
                 assert!(msg.contains("projects.door.reply_prefixes"), "{bad}: {msg}");
             }
         }
+    }
+
+    #[test]
+    fn session_owner_is_per_project_over_the_flag_and_user_is_refused() {
+        let c = ProjectCatalog::builtin();
+        assert_eq!(c.session_owner("general"), OwnerMode::None);
+        let text = "[projects.maze]\nsession_owner = \"client\"\n[projects.general]\nsession_owner = \"none\"\n";
+        let c = ProjectCatalog::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.session_owner("maze"), OwnerMode::Client);
+        assert_eq!(c.session_owner("quiz"), OwnerMode::None);
+        let c = c.with_default_session_owner(OwnerMode::Client);
+        assert_eq!(
+            c.session_owner("general"),
+            OwnerMode::None,
+            "the project's own setting wins"
+        );
+        assert_eq!(c.session_owner("quiz"), OwnerMode::Client, "not inherited from general");
+        assert!(
+            c.system_prompt("maze").contains("JSON"),
+            "ownership alone keeps the prompt"
+        );
+        let err =
+            ProjectCatalog::from_toml("[projects.a]\nsession_owner = \"user\"\n", Path::new("x.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("projects.a.session_owner") && msg.contains("embedded broker"),
+            "{msg}"
+        );
+        let err = ProjectCatalog::from_toml("[projects.a]\nsession_owner = \"me\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("client"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,18 @@ pub struct RawRequests {
     #[serde(with = "text_duration")]
     pub request_timeout: Duration,
     pub max_payload_bytes: usize,
+    /// `--session-owner`: the default of every project without its own `session_owner`.
+    pub session_owner: RawSessionOwner,
+}
+
+/// `--session-owner` and a project's `session_owner`, as given; `user` is refused when the settings are built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSessionOwner {
+    #[default]
+    None,
+    Client,
+    User,
 }
 
 impl Default for RawRequests {
@@ -204,6 +216,7 @@ impl Default for RawRequests {
             max_sessions: DEFAULT_MAX_SESSIONS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT.value,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            session_owner: RawSessionOwner::None,
         }
     }
 }

@@ -10,13 +10,14 @@ use mqtt_llm_protocol::wire::WireLimits;
 
 use super::credentials::{client_identity, mqtt_password};
 use super::error::{ConfigError, Problem, invalid};
+use super::projects::owner_mode;
 use super::raw::{RawGpu, RawMqtt, RawRequests};
 use super::{BridgeConfig, SamplingDefaults};
 use crate::admission::AdmissionSettings;
 use crate::gpu::GpuSettings;
 use crate::mqtt::settings::{DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
 use crate::mqtt::{MqttSettings, MqttVersion};
-use crate::session::SessionSettings;
+use crate::session::{OwnerMode, SessionSettings};
 
 pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> {
     let BrokerUrl { host, port, tls } =
@@ -62,6 +63,11 @@ pub(super) fn session_settings(raw: &RawRequests) -> Result<SessionSettings, Con
         idle_timeout: raw.session_idle_timeout,
         max_sessions: non_zero("--max-sessions", raw.max_sessions)?,
     })
+}
+
+/// `--session-owner`, the default of projects without their own `session_owner`.
+pub(super) fn session_owner(raw: &RawRequests) -> Result<OwnerMode, ConfigError> {
+    owner_mode(raw.session_owner).map_err(|rule| invalid("--session-owner", rule))
 }
 
 /// The request path's settings; `max_packet_size` is MQTT's (`--max-packet-size`), which a payload must fit in.

@@ -46,6 +46,19 @@ fn zero_history_tokens_and_bad_versions_are_refused() {
 }
 
 #[test]
+fn session_owner_user_is_refused_and_client_applies_to_every_project() {
+    let (flag, problem) = refused(|r| r.requests.session_owner = RawSessionOwner::User);
+    assert_eq!(flag, "--session-owner");
+    assert!(problem.to_string().contains("embedded broker"), "{problem}");
+    let mut r = raw("m");
+    r.requests.session_owner = RawSessionOwner::Client;
+    let c = Config::from_raw(r).unwrap();
+    assert_eq!(c.projects.session_owner("any"), crate::session::OwnerMode::Client);
+    let c = Config::from_raw(raw("m")).unwrap();
+    assert_eq!(c.projects.session_owner("any"), crate::session::OwnerMode::None);
+}
+
+#[test]
 fn raw_settings_deserialize_with_defaults_and_refuse_unknown_keys() {
     let r: RawSettings = toml::from_str("[engine]\nmodel = \"m\"\nengine_grace = \"3s\"\n").unwrap();
     assert_eq!(r.engine.engine_grace, Duration::from_secs(3));

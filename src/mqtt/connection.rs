@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::client::{ClientError, ConnectionError};
+use crate::session::CLIENT_ID_PROPERTY;
 use mqtt_llm_protocol::wire::V5Props;
 
 /// A message received on one of our request topics.
@@ -57,6 +58,10 @@ impl From<rumqttc::Publish> for Inbound {
 impl From<rumqttc::v5::mqttbytes::v5::Publish> for Inbound {
     fn from(p: rumqttc::v5::mqttbytes::v5::Publish) -> Self {
         let props = p.properties.map(|pp| V5Props {
+            client_id: pp
+                .user_properties
+                .into_iter()
+                .find_map(|(key, value)| (key == CLIENT_ID_PROPERTY).then_some(value)),
             response_topic: pp.response_topic,
             correlation_data: pp.correlation_data,
         });

@@ -199,6 +199,37 @@ impl Mosquitto {
         );
         Self::launch(tempfile::tempdir().unwrap(), Some(&listener)).await
     }
+
+    /// A broker with one plain listener and the settings `conf` (e.g. `allow_anonymous false`, `acl_file ...`)
+    /// instead of the default ones, written after the `listener` line (so listener options such as
+    /// `use_username_as_clientid` apply to it); `files` (name, contents) are written into the broker's directory
+    /// first, and `{dir}` in `conf` stands for that directory.
+    pub async fn start_with_config(conf: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let settings = conf.replace("{dir}", dir.path().to_str().unwrap());
+        let conf = dir.path().join("mosquitto.conf");
+        for _ in 0..MOSQUITTO_TRIES {
+            let port = free_port();
+            let text = format!(
+                "per_listener_settings false\nset_tcp_nodelay true\npersistence false\n\
+                 listener {port} 127.0.0.1\n{settings}\n"
+            );
+            std::fs::write(&conf, text).unwrap();
+            if let (child, log, Started::Running) = Self::spawn(&conf).await {
+                return Self {
+                    port,
+                    child,
+                    log,
+                    conf,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("mosquitto found no free port in {MOSQUITTO_TRIES} tries");
+    }
 }
 
 fn mosquitto_passwd_bin() -> &'static str {

@@ -48,6 +48,8 @@ pub struct V5Props {
     pub response_topic: Option<String>,
     /// Opaque bytes the reply must carry back so the requester can match it.
     pub correlation_data: Option<Bytes>,
+    /// The `clientId` user property (the first one), naming the requester for session ownership.
+    pub client_id: Option<String>,
 }
 
 /// Where a reply (or an error reply) is published.

@@ -24,6 +24,7 @@ fn v5(topic: &str) -> V5Props {
     V5Props {
         response_topic: Some(topic.to_owned()),
         correlation_data: Some(Bytes::from_static(b"corr-1")),
+        ..V5Props::default()
     }
 }
 
@@ -618,6 +619,7 @@ fn correlation_data_is_carried_without_response_topic() {
     let props = V5Props {
         response_topic: None,
         correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+        ..V5Props::default()
     };
     let request = parse_with(br#"{"sessionId":"s1","message":"hi"}"#, &props).unwrap();
     assert_eq!(request.reply.topic, "general/assistant_response/s1");
