@@ -244,6 +244,7 @@ async fn run_inner(
         publisher,
     );
     bridge.spawn_session_sweeper(tracker, root.child_token());
+    bridge.spawn_queue_expiry(tracker, root.child_token());
     let intake_cancel = root.child_token();
     intake.spawn(inbound_rx, tracker, intake_cancel.clone());
     {

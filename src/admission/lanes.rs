@@ -71,6 +71,19 @@ impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
         job
     }
 
+    /// Take every waiting job (never a running one) for which `expired` holds, keeping the others in order.
+    pub fn take_waiting(&self, mut expired: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        for queue in self.lock().values_mut() {
+            if queue.iter().any(&mut expired) {
+                let (gone, kept): (VecDeque<T>, VecDeque<T>) = queue.drain(..).partition(&mut expired);
+                *queue = kept;
+                taken.extend(gone);
+            }
+        }
+        taken
+    }
+
     /// Number of active lanes.
     pub fn active(&self) -> usize {
         self.lock().len()
@@ -80,6 +93,26 @@ impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_waiting_jobs_are_taken_and_the_rest_keep_their_order() {
+        let lanes: Lanes<&str, u32> = Lanes::new(8);
+        assert_eq!(lanes.submit(&"a", 1), Submit::Run(1));
+        for job in [2, 3, 4, 5] {
+            assert_eq!(lanes.submit(&"a", job), Submit::Queued);
+        }
+        assert_eq!(lanes.submit(&"b", 10), Submit::Run(10));
+        assert_eq!(lanes.submit(&"b", 11), Submit::Queued);
+        // The running jobs (1, 10) are never taken, even when they match.
+        let mut taken = lanes.take_waiting(|j| j % 2 == 1);
+        taken.sort_unstable();
+        assert_eq!(taken, vec![3, 5, 11]);
+        assert_eq!(lanes.next(&"a"), Some(2));
+        assert_eq!(lanes.next(&"a"), Some(4));
+        assert_eq!(lanes.next(&"a"), None);
+        assert_eq!(lanes.next(&"b"), None);
+        assert_eq!(lanes.active(), 0);
+    }
 
     #[test]
     fn lanes_serialise_per_key_and_bound_the_queue() {

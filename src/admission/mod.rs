@@ -191,6 +191,13 @@ impl Admission {
         self.inner.capacity.retry_after()
     }
 
+    /// Take the tickets waiting behind their session's running request whose `--max-queue-wait` has passed at
+    /// `now`; run through a worker, each gets [`Refusal::QueueTimeout`] at once from [`Self::engine_slot`].
+    pub fn take_expired(&self, now: Instant) -> Vec<Ticket> {
+        let wait = self.inner.max_queue_wait;
+        self.inner.lanes.take_waiting(|t| t.accepted_at + wait <= now)
+    }
+
     /// Shutdown has started: refuse every new request from now on.
     pub fn stop_admitting(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
@@ -259,6 +266,27 @@ mod tests {
             admission.engine_slot(&third).await.expect_err("too late"),
             Refusal::QueueTimeout
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tickets_waiting_behind_their_session_expire_at_their_own_deadline() {
+        let (engine, _state) = EngineHandle::scripted(EngineState::Ready);
+        let admission = Admission::new(settings(Duration::from_secs(30)), engine);
+        let _running = run(admission.admit(request("a")));
+        assert!(matches!(admission.admit(request("a")), Ok(Admitted::Queued)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(matches!(admission.admit(request("a")), Ok(Admitted::Queued)));
+        assert!(admission.take_expired(Instant::now()).is_empty());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let expired = admission.take_expired(Instant::now());
+        assert_eq!(expired.len(), 1, "only the first waiting ticket is 30 s old");
+        assert_eq!(
+            admission.engine_slot(&expired[0]).await.expect_err("expired"),
+            Refusal::QueueTimeout
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(admission.take_expired(Instant::now()).len(), 1);
+        assert!(admission.next(&expired[0].key).is_none(), "the lane has nothing left");
     }
 
     #[tokio::test(start_paused = true)]

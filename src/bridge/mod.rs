@@ -35,6 +35,8 @@ use worker::{Worker, WorkerSettings};
 
 /// How often idle conversations are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often requests waiting behind their session are checked against `--max-queue-wait`.
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The bridge's handle: the session sweeper and the shutdown drain (the [`Intake`] runs the rest).
 #[derive(Debug)]
@@ -45,6 +47,8 @@ pub struct Bridge {
     session_settings: SessionSettings,
     /// Lane workers; drained on shutdown.
     workers: TaskTracker,
+    /// Answers the requests that waited too long behind their session.
+    worker: Arc<Worker>,
     /// Cancelled when the drain timeout passes: running and queued requests are answered with an error.
     abort: CancellationToken,
 }
@@ -77,6 +81,7 @@ impl Bridge {
             },
             abort: abort.clone(),
         };
+        let worker = Arc::new(worker);
         let intake = Intake {
             projects,
             limits: cfg.limits.clone(),
@@ -85,13 +90,14 @@ impl Bridge {
             admission: admission.clone(),
             publisher,
             workers: workers.clone(),
-            worker: Arc::new(worker),
+            worker: Arc::clone(&worker),
         };
         let bridge = Self {
             admission,
             sessions,
             session_settings: cfg.sessions,
             workers,
+            worker,
             abort,
         };
         (bridge, intake)
@@ -117,6 +123,26 @@ impl Bridge {
                     tracing::debug!(removed, "conversations forgotten");
                 }
                 crate::metrics::sessions(sessions.len());
+            }
+        });
+    }
+
+    /// Every [`EXPIRY_INTERVAL`], answer the requests that have waited `--max-queue-wait` behind their session's
+    /// running request with the overload reply, instead of letting them wait for their turn (the engine-slot wait
+    /// of a request whose turn has come is bounded by admission itself).
+    pub fn spawn_queue_expiry(&self, tracker: &TaskTracker, cancel: CancellationToken) {
+        let (admission, worker, workers) = (self.admission.clone(), Arc::clone(&self.worker), self.workers.clone());
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = cancel.cancelled() => break,
+                }
+                for ticket in admission.take_expired(tokio::time::Instant::now()) {
+                    workers.spawn(worker::answer_expired(Arc::clone(&worker), ticket));
+                }
             }
         });
     }

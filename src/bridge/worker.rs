@@ -70,6 +70,12 @@ pub(super) async fn run_lane(worker: Arc<Worker>, mut ticket: Ticket) {
     metrics::sessions(worker.sessions.len());
 }
 
+/// Answer a ticket taken out of its lane after `--max-queue-wait`: admission refuses it at once, and it gets the
+/// overload reply (and stream error frame) like any request refused at its turn.
+pub(super) async fn answer_expired(worker: Arc<Worker>, ticket: Ticket) {
+    worker.process(ticket).await;
+}
+
 impl Worker {
     async fn process(&self, ticket: Ticket) {
         let req = ticket.request();
