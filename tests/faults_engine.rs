@@ -2,6 +2,7 @@
 //! streams are in flight, SIGTERM of mqtt-llm under streaming load, and a 20× overload for 30 s. Each test checks
 //! that every request gets exactly one final reply, and prints what it measured on one `FAULT-FIGURES:` line
 //! (run with `--nocapture` to see them).
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -16,7 +17,7 @@ use support::proc::{
     Delivery, EngineTree, Recorder, RssSampler, long_message, open_loop, rss_summary_mib, start_streams,
     wait_readyz_200,
 };
-use support::{Mosquitto, MqttLlm, TestClient, WAIT, eventually, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, TestClient, eventually, sim_up_args_with};
 
 const RESTARTED: &str = "Error: engine restarted, please retry";
 const OVERLOADED: &str = "Error: Server is overloaded. Please try again in a moment.";
@@ -71,7 +72,10 @@ fn assert_each_stream_errored_once(seen: &ByTopic, sessions: &[String]) {
         assert_eq!(last["error"]["code"], "engine_restarting", "{s}'s last frame: {last}");
         let errors = frames.iter().filter(|f| f.json().get("error").is_some()).count();
         assert_eq!(errors, 1, "{s} got {errors} error frames");
-        assert!(frames.iter().all(|f| f.at <= reply_at), "{s}: a frame after the final reply");
+        assert!(
+            frames.iter().all(|f| f.at <= reply_at),
+            "{s}: a frame after the final reply"
+        );
     }
 }
 
@@ -204,6 +208,194 @@ async fn engine_sigstopped_mid_stream_is_detected_and_restarted() {
         detected.as_secs_f64(),
         all_errored.as_secs_f64(),
         ready_again.as_secs_f64(),
+        took.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_streaming_load_delivers_every_final_reply_once_then_exits_0() {
+    // 20 streams mid-answer when SIGTERM comes: their final replies are the last publishes before the
+    // DISCONNECT, so closing the connection before the broker acknowledged them (PUBACK) would lose some.
+    const N: usize = 20;
+    let (mut broker, mut server, client, mut recorder) =
+        stack(&["--engine-arg=--sim-itl-ms=20", "--stream-interval-ms", "0"]).await;
+    let tree = EngineTree::of(&server);
+    let streams = sessions("t", N);
+    // ~150 tokens at 20 ms: each stream has seconds left when the signal comes.
+    let mut seen = start_streams(&client, &mut recorder, &streams, &long_message(150)).await;
+    assert!(
+        !seen.keys().any(|t| t.starts_with("general/assistant_response/")),
+        "answered before SIGTERM: {:?}",
+        seen.keys()
+    );
+    server.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let (code, exited) = {
+        let exit = async {
+            let code = server.wait_exit().await;
+            (code, signalled.elapsed())
+        };
+        let (exit, ()) = tokio::join!(exit, until_replied(&mut recorder, &mut seen, &streams));
+        exit
+    };
+    assert_eq!(code, Some(0));
+    // mqtt-llm is gone: whatever else is still on its way to us is a duplicate.
+    late_arrivals(&mut recorder, &mut seen).await;
+    for s in &streams {
+        let replies = &seen[&format!("general/assistant_response/{s}")];
+        let texts: Vec<String> = replies.iter().map(Delivery::text).collect();
+        assert_eq!(texts.len(), 1, "{s} got {} final replies: {texts:?}", texts.len());
+        assert!(!texts[0].starts_with("Error"), "{s} was cut: {}", texts[0]);
+        assert_eq!(
+            replies[0].qos,
+            QoS::AtLeastOnce,
+            "{s}'s reply was not delivered at QoS 1"
+        );
+    }
+    let last_reply = streams
+        .iter()
+        .map(|s| seen[&format!("general/assistant_response/{s}")][0].at - signalled)
+        .max()
+        .unwrap();
+    eventually("the engine's processes are gone", || {
+        tree.group().is_empty() && !tree.any_left()
+    })
+    .await;
+    assert!(
+        !server.stderr.seen.iter().any(|l| l.contains("not acknowledged")),
+        "publishes left unacknowledged"
+    );
+    // Mosquitto says "disconnected." after a DISCONNECT, "closed its connection." or "Socket error" without one.
+    let gone = broker
+        .wait_log("mqtt-llm leaving the broker", |l| {
+            l.contains("Client mqtt-llm-")
+                && ["disconnected.", "closed its connection", "Socket error"]
+                    .iter()
+                    .any(|w| l.contains(w))
+        })
+        .await;
+    assert!(gone.ends_with("disconnected."), "mqtt-llm sent no DISCONNECT: {gone}");
+    eprintln!(
+        "FAULT-FIGURES: SIGTERM under streaming load: streams={N} replies_lost=0 duplicates=0 \
+         last_reply_after_s={:.2} sigterm_to_exit_s={:.2} exit_code=0 engine_processes_left=0",
+        last_reply.as_secs_f64(),
+        exited.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_20x_for_30s_answers_every_request_once_with_bounded_memory() {
+    // Capacity: 2 requests at the engine, each ~15 tokens at 20 ms (~0.3 s): ~6 requests/s. Offered: one every
+    // 8 ms (125/s), each in a new session, open loop: ~20× what is served.
+    const LOAD: Duration = Duration::from_secs(30);
+    const PERIOD: Duration = Duration::from_millis(8);
+    let (_broker, server, client, mut recorder) = stack(&[
+        "--max-inflight",
+        "2",
+        "--max-queued",
+        "16",
+        "--engine-arg=--sim-itl-ms=20",
+    ])
+    .await;
+    let rss = RssSampler::start(server.pid(), Duration::from_secs(1));
+    let started = Instant::now();
+    let sent = open_loop(
+        &client,
+        "o",
+        PERIOD,
+        LOAD,
+        |s| json!({"sessionId": s, "message": "load", "maxTokens": 16}),
+    )
+    .await;
+    let load_secs = started.elapsed().as_secs_f64();
+    let rss_during = rss.samples();
+
+    // Every request is answered once: an answer, or the overload refusal.
+    let mut replies: HashMap<String, Vec<Delivery>> = HashMap::new();
+    let answered = |replies: &HashMap<String, Vec<Delivery>>| sent.keys().all(|s| replies.contains_key(s));
+    while !answered(&replies) {
+        let d = recorder.recv().await;
+        if let Some(s) = d.topic.strip_prefix("general/assistant_response/") {
+            replies.entry(s.to_owned()).or_default().push(d);
+        }
+    }
+    let drained_after = started.elapsed().as_secs_f64() - load_secs;
+    for d in recorder.drain_for(Duration::from_millis(300)).await {
+        if let Some(s) = d.topic.strip_prefix("general/assistant_response/") {
+            replies.entry(s.to_owned()).or_default().push(d);
+        }
+    }
+    let duplicates: Vec<&String> = replies.iter().filter(|(_, r)| r.len() > 1).map(|(s, _)| s).collect();
+    assert!(duplicates.is_empty(), "answered more than once: {duplicates:?}");
+    let unknown: Vec<&String> = replies.keys().filter(|s| !sent.contains_key(*s)).collect();
+    assert!(unknown.is_empty(), "replies to nothing sent: {unknown:?}");
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    for (s, r) in &replies {
+        let text = r[0].text();
+        let outcome = if text == OVERLOADED {
+            "refused"
+        } else if text.starts_with("Error") {
+            "error"
+        } else {
+            assert!(text.starts_with("messages=2 "), "{s}: {text}");
+            "answered"
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        if outcome != "refused" {
+            latencies.push(r[0].at - sent[s]);
+        }
+    }
+    let (refused, answered_n) = (
+        outcomes.get("refused").copied().unwrap_or(0),
+        outcomes.get("answered").copied().unwrap_or(0),
+    );
+    assert!(answered_n > 0 && refused > 0, "{outcomes:?}");
+    latencies.sort();
+    let max_latency = latencies.last().copied().unwrap_or_default();
+    let p50 = latencies[latencies.len() / 2];
+    // Accepted requests wait behind at most `--max-queued` others, never for the whole load.
+    assert!(
+        max_latency < Duration::from_secs(20),
+        "an accepted request waited {max_latency:?}"
+    );
+    assert_eq!(
+        server.metric("mqtt_llm_requests_rejected_total").await,
+        refused as f64,
+        "every refusal is counted"
+    );
+
+    // The service recovers: nothing left queued, and a fresh request is answered.
+    support::proc::wait_metric_at_most(&server, "mqtt_llm_requests_queued", 0.0).await;
+    support::proc::wait_metric_at_most(&server, "mqtt_llm_requests_inflight", 0.0).await;
+    let (reply, took) = fresh_request(&client, &mut recorder, "after").await;
+    assert!(reply.ends_with("user=are you back"), "{reply}");
+
+    // Memory: bounded, and not growing with the number of requests served or refused.
+    let (start, max, end) = rss_summary_mib(&rss_during);
+    let half = rss_during.len() / 2;
+    let (first_half, second_half) = rss_during.split_at(half);
+    let (first_max, second_max) = (rss_summary_mib(first_half).1, rss_summary_mib(second_half).1);
+    eprintln!("RSS samples (KiB): {rss_during:?}");
+    assert!(max < 200.0, "RSS reached {max:.1} MiB");
+    // A leak grows the second half as much as the first; warm-up (pools, buffers) grows only the first.
+    let (first_growth, second_growth) = (first_max - start, second_max - first_max);
+    assert!(
+        second_growth <= f64::max(4.0, first_growth / 2.0),
+        "RSS kept growing: +{first_growth:.1} MiB in the first half of the load, +{second_growth:.1} MiB in the second"
+    );
+    let offered = sent.len() as f64 / load_secs;
+    let served = answered_n as f64 / load_secs;
+    eprintln!(
+        "FAULT-FIGURES: overload 30s: sent={} offered_per_s={offered:.0} served_per_s={served:.1} \
+         overload_factor={:.0}x answered={answered_n} refused={refused} errors={} replies_lost=0 duplicates=0 \
+         accepted_latency_p50_s={:.2} accepted_latency_max_s={:.2} last_reply_after_load_s={drained_after:.2} \
+         rss_mib_start={start:.1} rss_mib_max={max:.1} rss_mib_end={end:.1} recovery_request_s={:.2}",
+        sent.len(),
+        offered / served,
+        outcomes.get("error").copied().unwrap_or(0),
+        p50.as_secs_f64(),
+        max_latency.as_secs_f64(),
         took.as_secs_f64()
     );
 }

@@ -298,3 +298,15 @@ pub fn rss_summary_mib(samples: &[u64]) -> (f64, f64, f64) {
     let last = samples.last().copied().unwrap_or(0);
     (mib(first), mib(max), mib(last))
 }
+
+/// Poll `/metrics` (every 20 ms, for at most [`WAIT`]) until the metric, as [`MqttLlm::metric`] reads it, is at
+/// most `value` (for a gauge coming back down; [`MqttLlm::wait_metric`] waits for one going up).
+pub async fn wait_metric_at_most(server: &MqttLlm, prefix: &str, value: f64) {
+    let ok = tokio::time::timeout(WAIT, async {
+        while server.metric(prefix).await > value {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "{prefix} never came down to {value}");
+}
