@@ -186,6 +186,12 @@ async fn engine_sigstopped_mid_stream_is_detected_and_restarted() {
         })
         .await;
     let detected = stopped.elapsed();
+    // The stall (no token for 1 s, the engine's token counter unreadable) is enough: the hang is found without
+    // first waiting out a `/health` probe's 5 s timeout (regression: it used to take two 5 s timeouts, 10 s).
+    assert!(
+        detected < Duration::from_secs(5),
+        "a frozen engine was found hung only after {detected:?}"
+    );
     until_replied(&mut recorder, &mut seen, &streams).await;
     let all_errored = stopped.elapsed();
     wait_readyz_200(&server).await;

@@ -15,7 +15,7 @@ use super::activity::Activity;
 use super::command::EngineCommand;
 use super::guard;
 use super::handle::Control;
-use super::health::{HEALTH_FAILURES_TO_RESTART, START_POLL};
+use super::health::{HEALTH_FAILURES_TO_RESTART, HealthProbe, START_POLL, answer};
 use super::launch::{Incarnation, OUTPUT_DRAIN, signal_group, status_text};
 use super::logs::LogTail;
 use super::restart::{RestartDecision, RestartTracker};
@@ -146,10 +146,17 @@ impl Actor {
     }
 
     /// Probe and watch one incarnation until it ends; its process group is gone when this returns.
+    ///
+    /// The `/health` probe runs alongside the loop rather than in it: a frozen engine answers nothing, so a
+    /// probe takes its whole timeout, and while it does the loop must still see the child exit and check for a
+    /// stall on its own cadence.
     async fn watch_incarnation(&mut self, mut inc: Incarnation) -> Ending {
         let start_deadline = Instant::now() + self.cfg.start_timeout;
         let mut probe = tokio::time::interval(START_POLL);
         probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut health: Option<HealthProbe> = None;
+        let mut stall_check = tokio::time::interval(self.cfg.probe_interval);
+        stall_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ready_since: Option<Instant> = None;
         let mut health_failures = 0;
         let mut last_generated: Option<f64> = None;
@@ -192,8 +199,10 @@ impl Actor {
                     self.stop_group(&mut inc).await;
                     return Ending::Shutdown(msg.map(|Control::Shutdown { done }| done));
                 }
-                _ = probe.tick() => {
-                    match self.probe_health().await {
+                _ = probe.tick(), if health.is_none() => health = Some(Box::pin(self.probe_health())),
+                result = answer(&mut health) => {
+                    health = None;
+                    match result {
                         Ok(()) => {
                             health_failures = 0;
                             self.apply(EngineEvent::HealthOk);
@@ -202,6 +211,7 @@ impl Actor {
                                 let every = self.cfg.probe_interval;
                                 probe = tokio::time::interval_at(Instant::now() + every, every);
                                 probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                                stall_check.reset();
                             }
                         }
                         Err(reason) if ready_since.is_some() => {
@@ -215,11 +225,11 @@ impl Actor {
                         }
                         Err(_) => {}
                     }
-                    if ready_since.is_some() {
-                        if let Some(reason) = self.check_stall(&mut last_generated).await {
-                            self.stop_group(&mut inc).await;
-                            return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since) };
-                        }
+                }
+                _ = stall_check.tick(), if ready_since.is_some() => {
+                    if let Some(reason) = self.check_stall(&mut last_generated).await {
+                        self.stop_group(&mut inc).await;
+                        return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since) };
                     }
                 }
             }
