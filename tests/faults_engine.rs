@@ -186,6 +186,13 @@ async fn engine_sigstopped_mid_stream_is_detected_and_restarted() {
         })
         .await;
     let detected = stopped.elapsed();
+    // A request sent now waits for the next engine instead of going to the hung one.
+    client
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": "during", "message": "sent while the hung engine is stopped"}),
+        )
+        .await;
     // The stall (no token for 1 s, the engine's token counter unreadable) is enough: the hang is found without
     // first waiting out a `/health` probe's 5 s timeout (regression: it used to take two 5 s timeouts, 10 s).
     assert!(
@@ -194,11 +201,28 @@ async fn engine_sigstopped_mid_stream_is_detected_and_restarted() {
     );
     until_replied(&mut recorder, &mut seen, &streams).await;
     let all_errored = stopped.elapsed();
+    // They are answered once the hang is found, not after the engine's 5 s grace: they cannot finish any more.
+    assert!(
+        all_errored - detected < Duration::from_millis(2500),
+        "the streams were answered {:?} after the hang was found",
+        all_errored - detected
+    );
     wait_readyz_200(&server).await;
     let ready_again = stopped.elapsed();
     late_arrivals(&mut recorder, &mut seen).await;
     assert_each_stream_errored_once(&seen, &streams);
 
+    let during = loop {
+        if let Some(d) = seen.get("general/assistant_response/during") {
+            break d[0].text();
+        }
+        let d = recorder.recv().await;
+        seen.entry(d.topic.clone()).or_default().push(d);
+    };
+    assert!(
+        during.ends_with("user=sent while the hung engine is stopped"),
+        "{during}"
+    );
     eventually("the hung engine's process group is gone", || tree.group().is_empty()).await;
     assert!(!tree.any_left());
     let (reply, took) = fresh_request(&client, &mut recorder, "after").await;
