@@ -155,7 +155,13 @@ impl Worker {
         let _slot = self.admission.engine_slot(ticket).await.map_err(Failure::Refused)?;
         let incarnation = self.engine.incarnation();
         let _busy = self.engine.activity().begin();
-        match self.stream_answer(ticket, sink).await {
+        let answer = tokio::select! {
+            biased;
+            answer = self.stream_answer(ticket, sink) => answer,
+            // A hung engine keeps the stream open until its group is killed, after the grace: do not wait.
+            () = self.engine.restarting() => return Err(Failure::EngineRestarted),
+        };
+        match answer {
             Err(failure) if failure.may_be_engine_death() && self.engine_restarted_since(incarnation).await => {
                 Err(Failure::EngineRestarted)
             }

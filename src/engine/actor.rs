@@ -15,7 +15,7 @@ use super::activity::Activity;
 use super::command::EngineCommand;
 use super::guard;
 use super::handle::Control;
-use super::health::{HEALTH_FAILURES_TO_RESTART, START_POLL};
+use super::health::{HEALTH_FAILURES_TO_RESTART, HealthProbe, START_POLL, answer};
 use super::launch::{Incarnation, OUTPUT_DRAIN, signal_group, status_text};
 use super::logs::LogTail;
 use super::restart::{RestartDecision, RestartTracker};
@@ -31,6 +31,9 @@ pub(super) enum Ending {
         kind: &'static str,
         reason: String,
         ready_for: Option<Duration>,
+        /// Found hung, and not stopped yet: everyone is told first (in-flight requests are answered at once,
+        /// new ones wait for the next incarnation), then the group is stopped, which may take the whole grace.
+        hung: bool,
     },
 }
 
@@ -86,7 +89,7 @@ impl Actor {
         let mut ever_ready = false;
         let mut next = Some(first);
         loop {
-            let incarnation = match next.take() {
+            let mut incarnation = match next.take() {
                 Some(i) => i,
                 None => match self.launch(command) {
                     Ok(i) => i,
@@ -96,10 +99,10 @@ impl Actor {
                     }
                 },
             };
-            let ending = self.watch_incarnation(incarnation).await;
-            self.pgid.send_replace(None);
-            let (kind, reason, ready_for) = match ending {
+            let ending = self.watch_incarnation(&mut incarnation).await;
+            let (kind, reason, ready_for, hung) = match ending {
                 Ending::Shutdown(done) => {
+                    self.pgid.send_replace(None);
                     self.apply(EngineEvent::ShutDown);
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -110,12 +113,14 @@ impl Actor {
                     kind,
                     reason,
                     ready_for,
-                } => (kind, reason, ready_for),
+                    hung,
+                } => (kind, reason, ready_for, hung),
             };
             ever_ready |= ready_for.is_some();
             if !ever_ready {
                 // Never came up: a failed start, not something a restart fixes.
                 self.apply(EngineEvent::GaveUp { reason });
+                self.end_incarnation(&mut incarnation, hung).await;
                 return;
             }
             metrics::engine_restart(kind);
@@ -124,6 +129,7 @@ impl Actor {
                     self.apply(EngineEvent::GaveUp {
                         reason: format!("{reason}; {why}"),
                     });
+                    self.end_incarnation(&mut incarnation, hung).await;
                     return;
                 }
                 RestartDecision::Restart { attempt, delay } => {
@@ -131,6 +137,7 @@ impl Actor {
                         attempt,
                         reason: reason.clone(),
                     });
+                    self.end_incarnation(&mut incarnation, hung).await;
                     tracing::warn!(attempt, delay = ?delay, reason, "restarting the engine");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -145,11 +152,27 @@ impl Actor {
         }
     }
 
-    /// Probe and watch one incarnation until it ends; its process group is gone when this returns.
-    async fn watch_incarnation(&mut self, mut inc: Incarnation) -> Ending {
+    /// After a failure has been announced: stop the incarnation's group if it is still running (it hung).
+    async fn end_incarnation(&mut self, inc: &mut Incarnation, hung: bool) {
+        if hung {
+            self.stop_group(inc).await;
+        }
+        self.pgid.send_replace(None);
+    }
+
+    /// Probe and watch one incarnation until it ends. Its process group is gone when this returns, unless it
+    /// hung: then the caller stops it (see [`Ending::Failed`]).
+    ///
+    /// The `/health` probe runs alongside the loop rather than in it: a frozen engine answers nothing, so a
+    /// probe takes its whole timeout, and while it does the loop must still see the child exit and check for a
+    /// stall on its own cadence.
+    async fn watch_incarnation(&mut self, inc: &mut Incarnation) -> Ending {
         let start_deadline = Instant::now() + self.cfg.start_timeout;
         let mut probe = tokio::time::interval(START_POLL);
         probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut health: Option<HealthProbe> = None;
+        let mut stall_check = tokio::time::interval(self.cfg.probe_interval);
+        stall_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ready_since: Option<Instant> = None;
         let mut health_failures = 0;
         let mut last_generated: Option<f64> = None;
@@ -177,23 +200,25 @@ impl Actor {
                         (_, Some(_)) => format!("engine exited ({status})"),
                         (_, None) => format!("engine exited during start-up ({status})"),
                     };
-                    return Ending::Failed { kind: "crash", reason, ready_for: ready_for(ready_since) };
+                    return Ending::Failed { kind: "crash", reason, ready_for: ready_for(ready_since), hung: false };
                 }
                 _ = tokio::time::sleep_until(start_deadline), if ready_since.is_none() => {
-                    self.stop_group(&mut inc).await;
+                    self.stop_group(inc).await;
                     let reason = format!(
                         "engine did not become healthy within {}",
                         humantime::format_duration(self.cfg.start_timeout)
                     );
-                    return Ending::Failed { kind: "start_timeout", reason, ready_for: None };
+                    return Ending::Failed { kind: "start_timeout", reason, ready_for: None, hung: false };
                 }
                 msg = self.control.recv() => {
                     self.apply(EngineEvent::ShutdownRequested);
-                    self.stop_group(&mut inc).await;
+                    self.stop_group(inc).await;
                     return Ending::Shutdown(msg.map(|Control::Shutdown { done }| done));
                 }
-                _ = probe.tick() => {
-                    match self.probe_health().await {
+                _ = probe.tick(), if health.is_none() => health = Some(Box::pin(self.probe_health())),
+                result = answer(&mut health) => {
+                    health = None;
+                    match result {
                         Ok(()) => {
                             health_failures = 0;
                             self.apply(EngineEvent::HealthOk);
@@ -202,24 +227,23 @@ impl Actor {
                                 let every = self.cfg.probe_interval;
                                 probe = tokio::time::interval_at(Instant::now() + every, every);
                                 probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                                stall_check.reset();
                             }
                         }
                         Err(reason) if ready_since.is_some() => {
                             health_failures += 1;
                             self.apply(EngineEvent::HealthFailed { reason: reason.to_string() });
                             if health_failures >= HEALTH_FAILURES_TO_RESTART {
-                                self.stop_group(&mut inc).await;
                                 let reason = format!("engine hung: {health_failures} health probes failed ({reason})");
-                                return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since) };
+                                return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since), hung: true };
                             }
                         }
                         Err(_) => {}
                     }
-                    if ready_since.is_some() {
-                        if let Some(reason) = self.check_stall(&mut last_generated).await {
-                            self.stop_group(&mut inc).await;
-                            return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since) };
-                        }
+                }
+                _ = stall_check.tick(), if ready_since.is_some() => {
+                    if let Some(reason) = self.check_stall(&mut last_generated).await {
+                        return Ending::Failed { kind: "hang", reason, ready_for: ready_for(ready_since), hung: true };
                     }
                 }
             }

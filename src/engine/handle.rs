@@ -19,7 +19,9 @@
 //! A failure of an engine that was never ready is a failed start: terminal, with the log tail for diagnosis.
 //! Otherwise the engine is restarted after the [`RestartTracker`](super::restart::RestartTracker)'s back-off, until too many failures in its window
 //! make it terminal too (then `up` exits non-zero so systemd or compose can take over). Every stop of an
-//! incarnation is SIGTERM to the group, `grace`, SIGKILL to the group. Attach mode only probes.
+//! incarnation is SIGTERM to the group, `grace`, SIGKILL to the group; a hung one is declared `Restarting`
+//! before that stop, so that its requests are answered at once ([`EngineHandle::restarting`]) and new ones wait
+//! for the next incarnation instead of going to the hung one. Attach mode only probes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,6 +155,19 @@ impl EngineHandle {
         let mut rx = self.state.clone();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|s| s.is_ready() || s.is_terminal())).await;
         matches!(waited, Ok(Ok(s)) if s.is_ready())
+    }
+
+    /// Resolves once the engine is being restarted (it crashed, or hung and is being stopped): nothing running
+    /// on it now will finish. Never resolves if the actor is gone.
+    pub async fn restarting(&self) {
+        let mut rx = self.state.clone();
+        if rx
+            .wait_for(|s| matches!(s, EngineState::Restarting { .. }))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stop the engine and wait until its process group is gone.

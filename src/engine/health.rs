@@ -1,12 +1,15 @@
 //! The engine's health: `/health` probes, hang detection from the requests' progress and the engine's token
 //! counter, and attach mode (which only probes).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::actor::Actor;
 use super::state::{EngineEvent, EngineState};
+use crate::llm::PROBE_TIMEOUT;
 
 /// Health poll period while the engine starts.
 pub const START_POLL: Duration = Duration::from_millis(250);
@@ -22,20 +25,40 @@ pub(super) enum ProbeError {
     Timeout(Duration),
 }
 
+/// A `/health` probe in flight, owning what it uses, so that the actor can go on watching while it runs.
+pub(super) type HealthProbe = Pin<Box<dyn Future<Output = Result<(), ProbeError>> + Send>>;
+
+/// The answer of the probe in flight; never ready while none is.
+pub(super) async fn answer(probe: &mut Option<HealthProbe>) -> Result<(), ProbeError> {
+    match probe {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Actor {
-    pub(super) async fn probe_health(&self) -> Result<(), ProbeError> {
-        match tokio::time::timeout(crate::llm::PROBE_TIMEOUT, self.probe.health()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ProbeError::Engine(e)),
-            Err(_) => Err(ProbeError::Timeout(crate::llm::PROBE_TIMEOUT)),
+    /// One `/health` probe, bounded by [`PROBE_TIMEOUT`].
+    pub(super) fn probe_health(&self) -> impl Future<Output = Result<(), ProbeError>> + Send + 'static {
+        let client = self.probe.clone();
+        async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, client.health()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ProbeError::Engine(e)),
+                Err(_) => Err(ProbeError::Timeout(PROBE_TIMEOUT)),
+            }
         }
     }
 
     /// A hang: requests running with no token for `stall_timeout`, and the engine's generated-token counter did
-    /// not move since the last check (or cannot be read).
+    /// not move since the last check (or cannot be read). The counter gets no longer than `stall_timeout` (nor
+    /// [`PROBE_TIMEOUT`]) to answer: a frozen engine answers nothing, and the stall alone already took that long.
     pub(super) async fn check_stall(&self, last_generated: &mut Option<f64>) -> Option<String> {
         let stalled = self.activity.stalled_for()?;
-        let generated = self.probe.generation_tokens_total().await.ok();
+        let bound = self.cfg.stall_timeout.min(PROBE_TIMEOUT);
+        let generated = tokio::time::timeout(bound, self.probe.generation_tokens_total())
+            .await
+            .ok()
+            .and_then(Result::ok);
         let previous = std::mem::replace(last_generated, generated);
         if stalled < self.cfg.stall_timeout {
             return None;

@@ -10,6 +10,7 @@
 pub mod sim;
 
 pub mod llamacpp;
+pub mod proc;
 pub mod service;
 
 use std::net::SocketAddr;
