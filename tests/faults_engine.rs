@@ -429,3 +429,95 @@ async fn overload_20x_for_30s_answers_every_request_once_with_bounded_memory() {
         took.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_flood_no_request_waits_longer_than_max_queue_wait() {
+    // One request at the engine at a time, ~0.3 s each (~3/s), and ~50 requests/s offered for 6 s with the default
+    // --max-queued (1000, never reached): without a time bound the last accepted ones would wait ~100 s. Four
+    // requests of one session also wait behind each other.
+    const MAX_QUEUE_WAIT: Duration = Duration::from_secs(3);
+    // The expiry sweep runs every second; the rest is a loaded machine's slack.
+    const BOUND: Duration = Duration::from_millis(3000 + 1000 + 1500);
+    let (_broker, server, client, mut recorder) = stack(&[
+        "--max-inflight",
+        "1",
+        "--max-queue-wait",
+        "3s",
+        "--engine-arg=--sim-itl-ms=20",
+    ])
+    .await;
+    let mut sent = HashMap::new();
+    for i in 0..4 {
+        let body = json!({"sessionId": "lane", "message": format!("turn {i}"), "maxTokens": 16, "requestId": format!("lane{i}")});
+        client.publish_json("general/user_input", body).await;
+        sent.insert(format!("lane#{i}"), Instant::now());
+    }
+    let flood = open_loop(
+        &client,
+        "f",
+        Duration::from_millis(20),
+        Duration::from_secs(6),
+        |s| json!({"sessionId": s, "message": "load", "maxTokens": 16}),
+    )
+    .await;
+    let lane_sent = sent.clone();
+    sent.extend(flood.clone());
+
+    // Every request gets one reply, answer or overload, within the bound.
+    let mut replies: HashMap<String, Vec<(String, Instant)>> = HashMap::new();
+    let mut lane_replies = Vec::new();
+    let done = |replies: &HashMap<String, Vec<(String, Instant)>>, lane: usize| {
+        lane == 4 && flood.keys().all(|s| replies.contains_key(s))
+    };
+    while !done(&replies, lane_replies.len()) {
+        let d = recorder.recv().await;
+        match d.topic.strip_prefix("general/assistant_response/") {
+            Some("lane") => lane_replies.push((d.text(), d.at)),
+            Some(s) => replies.entry(s.to_owned()).or_default().push((d.text(), d.at)),
+            None => {}
+        }
+    }
+    for d in recorder.drain_for(Duration::from_millis(300)).await {
+        if let Some(s) = d.topic.strip_prefix("general/assistant_response/") {
+            assert!(s != "lane", "a fifth reply in the lane: {}", d.text());
+            replies.entry(s.to_owned()).or_default().push((d.text(), d.at));
+        }
+    }
+    let mut worst = Duration::ZERO;
+    let (mut answered, mut refused) = (0, 0);
+    for (s, r) in &replies {
+        assert_eq!(r.len(), 1, "{s} answered {} times", r.len());
+        let (text, at) = &r[0];
+        if text == OVERLOADED {
+            refused += 1;
+        } else {
+            assert!(text.starts_with("messages=2 "), "{s}: {text}");
+            answered += 1;
+        }
+        worst = worst.max(*at - flood[s]);
+    }
+    // The lane's four: the first runs; those still waiting behind it at 3 s are refused then, not at their turn.
+    let lane_start = lane_sent["lane#0"];
+    for (text, at) in &lane_replies {
+        worst = worst.max(*at - lane_start);
+        assert!(text == OVERLOADED || text.starts_with("messages="), "lane: {text}");
+    }
+    assert!(refused > 0 && answered > 0, "answered {answered}, refused {refused}");
+    assert!(
+        worst <= BOUND,
+        "a request waited {worst:?} for its reply (--max-queue-wait {MAX_QUEUE_WAIT:?})"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    let timeouts: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mqtt_llm_request_errors_total") && l.contains("code=\"queue_timeout\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(timeouts > 0.0, "queue timeouts are counted");
+    eprintln!(
+        "FAULT-FIGURES: flood with --max-queue-wait 3s: sent={} answered={answered} refused={refused} \
+         queue_timeouts={timeouts} worst_reply_s={:.2}",
+        sent.len(),
+        worst.as_secs_f64()
+    );
+}
