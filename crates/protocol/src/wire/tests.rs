@@ -967,6 +967,11 @@ fn invalid_json_is_never_plain_text() {
         rejection.error.reply_text(),
         "Error: invalid JSON: EOF while parsing a string at line 1 column 31"
     );
+    let rejection = parse(r#"{"sessionId":"s1","message":"hi"} x"#).unwrap_err();
+    assert_eq!(
+        rejection.error.reply_text(),
+        "Error: invalid JSON: trailing characters at line 1 column 35"
+    );
     // `[1,2`: only an MQTT 5 Response Topic can carry the error.
     check_rejection(
         "array, v5",
