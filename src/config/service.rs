@@ -108,6 +108,7 @@ pub(super) fn bridge_config(
         limits: WireLimits {
             max_payload_bytes: raw.max_payload_bytes,
             max_tokens_limit: raw.max_tokens_limit,
+            ..WireLimits::default()
         },
     })
 }

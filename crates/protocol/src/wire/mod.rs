@@ -7,6 +7,12 @@
 //! §1.4 `replyTopic` rule) and fixes its defects: parameters are validated (`temperature: 0` is honoured instead of
 //! `x or default`), and malformed input gets an `Error: …` reply wherever a reply topic can be derived instead of
 //! being dropped silently. The reply target is therefore resolved before anything else is validated.
+//!
+//! Input hygiene (differs from the original, whose plain-text rule also caught broken JSON): a payload whose first
+//! non-whitespace byte is `{` or `[` is meant as JSON and never becomes plain text. Its nesting is bounded by
+//! [`WireLimits::max_json_depth`], checked by a byte scan before `serde_json` sees it; when it cannot be parsed
+//! (too large, too deep, invalid JSON, not UTF-8), a shallow scan of its top-level object recovers `sessionId`,
+//! `replyTopic` and `requestId` so the error still reaches the sender (the `scan` module).
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -15,9 +21,15 @@ use super::topics::{
     ProjectName, ReplyPolicy, SessionId, TopicFallback, default_reply_topic, default_stream_topic, reply_base,
     stream_base, validate_client_topic, validate_response_topic,
 };
+use fields::{
+    generate_request_id, id_text_from, invalid, max_tokens_from, message_from, session_from, system_prompt_from,
+    temperature_from, top_p_from,
+};
 
 /// Default for [`WireLimits::max_payload_bytes`].
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 65_536;
+/// Default for [`WireLimits::max_json_depth`].
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
 /// Default for [`WireLimits::max_tokens_limit`].
 pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 32_768;
 /// Longest `requestId` / `clientId` kept, in bytes; longer ones are not echoed (request ids are regenerated).
@@ -28,6 +40,10 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 pub struct WireLimits {
     /// Larger payloads are rejected with [`RequestError::TooLarge`] (still answered when a reply topic is derivable).
     pub max_payload_bytes: usize,
+    /// Deepest nesting of a JSON payload (the outermost object is level 1); deeper ones are rejected with
+    /// [`RequestError::TooDeep`] before they are parsed. Keep it under 128, serde_json's own recursion limit, so
+    /// that this limit, with its own error text, is the one that applies.
+    pub max_json_depth: usize,
     /// Upper bound for a request's `maxTokens`.
     pub max_tokens_limit: u32,
 }
@@ -36,6 +52,7 @@ impl Default for WireLimits {
     fn default() -> Self {
         Self {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             max_tokens_limit: DEFAULT_MAX_TOKENS_LIMIT,
         }
     }
@@ -111,6 +128,13 @@ pub enum RequestError {
     TooLarge { size: usize, limit: usize },
     #[error("payload is not valid UTF-8")]
     NotUtf8,
+    /// A payload starting with `{` or `[` that nests deeper than [`WireLimits::max_json_depth`].
+    #[error("JSON nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    /// A payload starting with `{` or `[` that is not valid JSON; `detail` is serde_json's description with its
+    /// line and column.
+    #[error("invalid JSON: {detail}")]
+    InvalidJson { detail: String },
     #[error("request must be a JSON object")]
     NotObject,
     #[error("missing 'message'")]
@@ -132,6 +156,8 @@ impl RequestError {
         match self {
             Self::TooLarge { .. } => "too_large",
             Self::NotUtf8 => "not_utf8",
+            Self::TooDeep { .. } => "too_deep",
+            Self::InvalidJson { .. } => "invalid_json",
             Self::NotObject => "not_object",
             Self::MissingMessage => "missing_message",
             Self::MessageNotString => "message_not_string",
@@ -157,16 +183,38 @@ pub fn parse_request(
     policy: &ReplyPolicy,
 ) -> Result<ChatRequest, Rejection> {
     let ctx = Ctx { project, props, policy };
+    let json_container = scan::looks_like_json_container(payload);
     if payload.len() > limits.max_payload_bytes {
-        return Err(reject_oversize(&ctx, payload, limits.max_payload_bytes));
+        return Err(reject_oversize(&ctx, payload, json_container, limits.max_payload_bytes));
     }
     let Ok(text) = std::str::from_utf8(payload) else {
-        return Err(ctx.v5_only().reject(&ctx, RequestError::NotUtf8));
+        let routing = if json_container {
+            ctx.unparsed(payload)
+        } else {
+            ctx.v5_only()
+        };
+        return Err(routing.reject(&ctx, RequestError::NotUtf8));
     };
+    if !json_container {
+        // Plain text, or a JSON scalar (`"hi"`, `42`): the original server's rules, unchanged.
+        return match serde_json::from_str::<Value>(text) {
+            Err(_) => parse_plain_text(&ctx, text),
+            Ok(_) => Err(ctx.v5_only().reject(&ctx, RequestError::NotObject)),
+        };
+    }
+    if scan::nests_deeper_than(payload, limits.max_json_depth) {
+        let error = RequestError::TooDeep {
+            limit: limits.max_json_depth,
+        };
+        return Err(ctx.unparsed(payload).reject(&ctx, error));
+    }
     match serde_json::from_str::<Value>(text) {
-        Err(_) => parse_plain_text(&ctx, text),
         Ok(Value::Object(fields)) => parse_object(&ctx, &fields, limits),
         Ok(_) => Err(ctx.v5_only().reject(&ctx, RequestError::NotObject)),
+        Err(e) => {
+            let error = RequestError::InvalidJson { detail: e.to_string() };
+            Err(ctx.unparsed(payload).reject(&ctx, error))
+        }
     }
 }
 
@@ -244,6 +292,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// Routing of a payload starting with `{` or `[` that is not parsed whole: the routing fields of its top-level
+    /// object, read by [`scan::routing_fields`]. Only a `sessionId` the client named gives a session: an error
+    /// sent to a fresh `default-…` session would reach nobody who is waiting for it.
+    fn unparsed(&self, payload: &[u8]) -> Routing {
+        let fields = scan::routing_fields(payload);
+        let (reply_override, fallback) = self.override_target(fields.get("replyTopic"));
+        let session = match fields.get("sessionId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            named => session_from(named),
+        };
+        Routing {
+            session,
+            reply_override,
+            fallback,
+            request_id: id_text_from(fields.get("requestId"), true),
+        }
+    }
+
     /// Routing of a plain-text payload: the given fresh session.
     fn plain_text(&self, session: SessionId) -> Routing {
         let (reply_override, fallback) = self.override_target(None);
@@ -267,15 +334,19 @@ impl Ctx<'_> {
     }
 }
 
-/// The payload is refused for its size, but it is still decoded when possible so the client hears why.
-fn reject_oversize(ctx: &Ctx<'_>, payload: &[u8], limit: usize) -> Rejection {
-    let routing = match std::str::from_utf8(payload) {
-        Err(_) => ctx.v5_only(),
-        Ok(text) => match serde_json::from_str::<Value>(text) {
-            Err(_) => ctx.plain_text(SessionId::generate_default()),
-            Ok(Value::Object(fields)) => ctx.object(&fields),
-            Ok(_) => ctx.v5_only(),
-        },
+/// The payload is refused for its size, but the client still hears why when its reply topic can be found: JSON
+/// (`json_container`) by the shallow scan of its top level, never parsed whole; plain text in a fresh session.
+fn reject_oversize(ctx: &Ctx<'_>, payload: &[u8], json_container: bool, limit: usize) -> Rejection {
+    let routing = if json_container {
+        ctx.unparsed(payload)
+    } else {
+        match std::str::from_utf8(payload) {
+            Err(_) => ctx.v5_only(),
+            Ok(text) => match serde_json::from_str::<Value>(text) {
+                Err(_) => ctx.plain_text(SessionId::generate_default()),
+                Ok(_) => ctx.v5_only(),
+            },
+        }
     };
     routing.reject(
         ctx,
@@ -352,110 +423,6 @@ fn parse_object(ctx: &Ctx<'_>, fields: &Map<String, Value>, limits: &WireLimits)
     })
 }
 
-/// `sessionId`: absent, null or blank → a fresh `default-…` session; strings are trimmed; numbers and booleans use
-/// their JSON text (the original `str()`ed them); anything else, or text breaking the [`SessionId`] rules → `None`.
-fn session_from(value: Option<&Value>) -> Option<SessionId> {
-    let text = match value {
-        None | Some(Value::Null) => return Some(SessionId::generate_default()),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            return Some(SessionId::generate_default());
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Array(_) | Value::Object(_)) => return None,
-    };
-    SessionId::try_new(&text).ok()
-}
-
-/// `requestId` (numbers allowed) / `clientId` (strings only): trimmed, 1-128 bytes, no control characters; anything
-/// else is ignored (they are correlation and log aids, never a reason to refuse a request).
-fn id_text_from(value: Option<&Value>, allow_number: bool) -> Option<String> {
-    let text = match value {
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(Value::Number(n)) if allow_number => n.to_string(),
-        _ => return None,
-    };
-    let usable = !text.is_empty() && text.len() <= MAX_REQUEST_ID_BYTES && !text.chars().any(char::is_control);
-    usable.then_some(text)
-}
-
-/// 16 random lowercase hex digits.
-fn generate_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-fn message_from(value: Option<&Value>) -> Result<String, RequestError> {
-    match value {
-        None => Err(RequestError::MissingMessage),
-        Some(Value::String(s)) => {
-            let message = s.trim();
-            if message.is_empty() {
-                Err(RequestError::EmptyMessage)
-            } else {
-                Ok(message.to_owned())
-            }
-        }
-        Some(_) => Err(RequestError::MessageNotString),
-    }
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> RequestError {
-    RequestError::InvalidParam {
-        field,
-        reason: reason.into(),
-    }
-}
-
-/// A present, non-null JSON number as f64; `Err(())` for any other type.
-fn number(value: Option<&Value>) -> Result<Option<f64>, ()> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(()),
-        Some(_) => Err(()),
-    }
-}
-
-fn temperature_from(value: Option<&Value>) -> Result<Option<f32>, RequestError> {
-    let err = || invalid("temperature", "must be a number between 0 and 2");
-    match number(value).map_err(|()| err())? {
-        None => Ok(None),
-        Some(t) if t.is_finite() && (0.0..=2.0).contains(&t) => Ok(Some(t as f32)),
-        Some(_) => Err(err()),
-    }
-}
-
-fn top_p_from(value: Option<&Value>) -> Result<Option<f32>, RequestError> {
-    let err = || invalid("topP", "must be a number greater than 0 and at most 1");
-    match number(value).map_err(|()| err())? {
-        None => Ok(None),
-        Some(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Ok(Some(p as f32)),
-        Some(_) => Err(err()),
-    }
-}
-
-/// An integer-valued JSON number (`512` or `512.0`) in `1..=limit`.
-fn max_tokens_from(value: Option<&Value>, limit: u32) -> Result<Option<u32>, RequestError> {
-    let err = || invalid("maxTokens", format!("must be an integer between 1 and {limit}"));
-    match number(value).map_err(|()| err())? {
-        None => Ok(None),
-        Some(n) if n.fract() == 0.0 && n >= 1.0 && n <= f64::from(limit) => Ok(Some(n as u32)),
-        Some(_) => Err(err()),
-    }
-}
-
-/// `systemPrompt`: absent, null or blank → `None`; a string → trimmed; other types → invalid.
-fn system_prompt_from(value: Option<&Value>) -> Result<Option<String>, RequestError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let prompt = s.trim();
-            Ok((!prompt.is_empty()).then(|| prompt.to_owned()))
-        }
-        Some(_) => Err(invalid("systemPrompt", "must be a string")),
-    }
-}
-
 /// `streamTopic` when valid under `{p}/assistant_stream/` (§1.4 rules), else `{p}/assistant_stream/{session}`.
 fn stream_topic(project: &ProjectName, session: &SessionId, fields: &Map<String, Value>) -> String {
     fields
@@ -464,7 +431,11 @@ fn stream_topic(project: &ProjectName, session: &SessionId, fields: &Map<String,
         .unwrap_or_else(|| default_stream_topic(project, session))
 }
 
+mod fields;
 mod frames;
+mod scan;
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;
 

@@ -93,9 +93,17 @@ fn bad_input_table() {
             "not_utf8",
             To::Nowhere,
         ),
+        // JSON that is not UTF-8: the shallow scan still finds the session.
         (
             "not utf-8 json-like",
             b"{\"sessionId\":\"s1\",\"message\":\"\xc3\x28\"}".to_vec(),
+            "Error: payload is not valid UTF-8",
+            "not_utf8",
+            s1,
+        ),
+        (
+            "not utf-8 json-like, no session",
+            b"{\"message\":\"\xc3\x28\"}".to_vec(),
             "Error: payload is not valid UTF-8",
             "not_utf8",
             To::Nowhere,
@@ -377,7 +385,7 @@ fn bad_parameters_are_invalid_param() {
 fn oversize_payloads_are_refused_but_answered_where_possible() {
     let limits = WireLimits {
         max_payload_bytes: 100,
-        max_tokens_limit: DEFAULT_MAX_TOKENS_LIMIT,
+        ..WireLimits::default()
     };
     let padding = "x".repeat(200);
     let with_reply = json!({
@@ -390,6 +398,10 @@ fn oversize_payloads_are_refused_but_answered_where_possible() {
     let session_only = json!({"sessionId": "s1", "message": padding}).to_string();
     let bad_session = json!({"sessionId": "a/b", "message": padding}).to_string();
     let not_object = json!([padding]).to_string();
+    // Never parsed whole: these are read by the shallow scan of the top level only.
+    let truncated = format!(r#"{{"sessionId":"s1","message":"{padding}"#);
+    let deep = format!(r#"{{"x":{}{},"sessionId":"s1"}}"#, "[".repeat(5000), "]".repeat(5000));
+    let no_session = json!({"message": padding}).to_string();
     let mut not_utf8 = padding.clone().into_bytes();
     not_utf8.push(0xff);
     let cases: Vec<(&str, Vec<u8>, V5Props, To)> = vec![
@@ -416,6 +428,25 @@ fn oversize_payloads_are_refused_but_answered_where_possible() {
             padding.clone().into_bytes(),
             V5Props::default(),
             To::FreshSession,
+        ),
+        (
+            "truncated object",
+            truncated.into_bytes(),
+            V5Props::default(),
+            To::Topic("general/assistant_response/s1"),
+        ),
+        (
+            "deeply nested object",
+            deep.into_bytes(),
+            V5Props::default(),
+            To::Topic("general/assistant_response/s1"),
+        ),
+        // An error to a fresh default session would reach nobody waiting for it.
+        (
+            "object without sessionId",
+            no_session.into_bytes(),
+            V5Props::default(),
+            To::Nowhere,
         ),
         (
             "not an object",
@@ -739,9 +770,11 @@ fn plain_text_payload_is_the_message_in_a_fresh_session() {
     for (payload, message) in [
         ("hello", "hello"),
         ("  hello world \n", "hello world"),
-        ("{not json", "{not json"),
-        ("{\"message\": \"unterminated", "{\"message\": \"unterminated"),
         ("NaN", "NaN"),
+        // JSON-looking text further in is still text: only the first non-whitespace byte decides.
+        ("hello {\"message\": \"x\"}", "hello {\"message\": \"x\"}"),
+        ("x[1,2", "x[1,2"),
+        ("\u{a0}{\"sessionId\":\"s1\"}", "{\"sessionId\":\"s1\"}"),
     ] {
         let request = parse(payload).unwrap();
         assert_eq!(request.message, message);
@@ -760,6 +793,209 @@ fn plain_text_payload_is_the_message_in_a_fresh_session() {
     let a = parse("hi").unwrap();
     let b = parse("hi").unwrap();
     assert_ne!(a.session, b.session, "every plain-text message is a new session");
+}
+
+/// What a payload that is rejected by the input-hygiene rules must produce.
+fn check_rejection(case: &str, payload: &[u8], props: &V5Props, code: &str, to: To) -> Rejection {
+    let rejection = parse_with(payload, props).expect_err(case);
+    assert_eq!(rejection.error.code(), code, "{case}: {rejection:?}");
+    check_reply(rejection.reply.as_ref(), &to, case);
+    rejection
+}
+
+fn nested(levels: usize) -> String {
+    format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// The tester's defect: a valid request nested 5,000 deep overflowed serde_json's recursion limit, was then taken
+/// as plain text and answered, as a chat turn, on a random `default-…` session instead of `n1`.
+#[test]
+fn regression_deeply_nested_request_is_refused_on_its_own_session() {
+    let payload = format!(r#"{{"sessionId":"n1","message":"hi","x":{}}}"#, nested(5000));
+    let rejection = check_rejection(
+        "5000 deep",
+        payload.as_bytes(),
+        &V5Props::default(),
+        "too_deep",
+        To::Topic("general/assistant_response/n1"),
+    );
+    assert_eq!(rejection.error, RequestError::TooDeep { limit: 32 });
+    assert_eq!(rejection.error.reply_text(), "Error: JSON nested deeper than 32 levels");
+    // The routing fields are found wherever they are, before or after the deep member.
+    let payload = format!(
+        r#"{{"x":{},"message":"hi","requestId":"r9","sessionId":"n1","replyTopic":"general/assistant_response/n1/c"}}"#,
+        nested(5000)
+    );
+    let rejection = check_rejection(
+        "fields after the deep member",
+        payload.as_bytes(),
+        &V5Props::default(),
+        "too_deep",
+        To::Topic("general/assistant_response/n1/c"),
+    );
+    assert_eq!(rejection.request_id.as_deref(), Some("r9"));
+    // The MQTT 5 Response Topic still wins, with its correlation data.
+    let props = v5("general/assistant_response/v5");
+    let rejection = check_rejection(
+        "v5",
+        payload.as_bytes(),
+        &props,
+        "too_deep",
+        To::Topic("general/assistant_response/v5"),
+    );
+    assert_eq!(rejection.reply.unwrap().correlation_data, props.correlation_data);
+}
+
+#[test]
+fn nesting_limit_is_ours_and_configurable() {
+    // The request object is level 1: 31 levels inside it are allowed by default, 32 are not.
+    let at_limit = format!(r#"{{"sessionId":"s1","message":"hi","x":{}}}"#, nested(31));
+    assert_eq!(parse(&at_limit).unwrap().session.as_str(), "s1");
+    let over = format!(r#"{{"sessionId":"s1","message":"hi","x":{}}}"#, nested(32));
+    check_rejection(
+        "33 levels",
+        over.as_bytes(),
+        &V5Props::default(),
+        "too_deep",
+        To::Topic("general/assistant_response/s1"),
+    );
+    // Below serde_json's own limit (128) the bound is still ours.
+    let limits = WireLimits {
+        max_json_depth: 4,
+        ..WireLimits::default()
+    };
+    let parse_limited = |payload: &str| {
+        parse_request(
+            &general(),
+            payload.as_bytes(),
+            &V5Props::default(),
+            &limits,
+            &ReplyPolicy::none(),
+        )
+    };
+    let ok = r#"{"sessionId":"s1","message":"hi","x":[[[]]]}"#;
+    assert!(parse_limited(ok).is_ok());
+    let deep = r#"{"sessionId":"s1","message":"hi","x":[[[[]]]]}"#;
+    let rejection = parse_limited(deep).unwrap_err();
+    assert_eq!(rejection.error.reply_text(), "Error: JSON nested deeper than 4 levels");
+    // A deep array, not an object: no session to answer.
+    check_rejection(
+        "deep array",
+        nested(40).as_bytes(),
+        &V5Props::default(),
+        "too_deep",
+        To::Nowhere,
+    );
+}
+
+#[test]
+fn brackets_and_escaped_quotes_inside_strings_are_text() {
+    let deep_text = "[{".repeat(5000);
+    let request = parse_json(json!({"sessionId": "s1", "message": deep_text})).unwrap();
+    assert_eq!(request.message, deep_text);
+    let payload = r#"{"sessionId":"s1","message":"say \"[[[[{{\" and \\ then ]]]}","x":[["\"]]"]]}"#;
+    let request = parse(payload).unwrap();
+    assert_eq!(request.message, r#"say "[[[[{{" and \ then ]]]}"#);
+    // Truncated after an escaped quote: the scan does not take `\"` for the end of the string.
+    let payload = r#"{"message":"a \"quoted\" word","sessionId":"s1","stream":"#;
+    check_rejection(
+        "escaped quotes before the cut",
+        payload.as_bytes(),
+        &V5Props::default(),
+        "invalid_json",
+        To::Topic("general/assistant_response/s1"),
+    );
+}
+
+#[test]
+fn invalid_json_is_never_plain_text() {
+    let s1 = To::Topic("general/assistant_response/s1");
+    let cases: Vec<(&str, &str, To)> = vec![
+        ("truncated object", r#"{"sessionId":"s1","message":"hi"#, s1),
+        ("truncated after a member", r#"{"sessionId":"s1","message":"hi""#, s1),
+        (
+            "leading whitespace",
+            " \r\n\t{\"sessionId\":\"s1\",\"message\":\"hi\",}",
+            s1,
+        ),
+        ("trailing garbage", r#"{"sessionId":"s1","message":"hi"} x"#, s1),
+        ("bad literal", r#"{"sessionId":"s1","message":"hi","stream":yes}"#, s1),
+        (
+            "numeric session",
+            r#"{"sessionId":7,"message":"hi""#,
+            To::Topic("general/assistant_response/7"),
+        ),
+        (
+            "replyTopic wins",
+            r#"{"sessionId":"s1","replyTopic":"general/assistant_response/s1/c/r","message":"#,
+            To::Topic("general/assistant_response/s1/c/r"),
+        ),
+        (
+            "invalid replyTopic falls back",
+            r#"{"sessionId":"s1","replyTopic":"home/door/set","message":"#,
+            s1,
+        ),
+        // No session named: nobody to tell.
+        ("no session", r#"{"message":"hi""#, To::Nowhere),
+        ("null session", r#"{"sessionId":null,"message":"hi""#, To::Nowhere),
+        ("blank session", r#"{"sessionId":"  ","message":"hi""#, To::Nowhere),
+        ("invalid session", r#"{"sessionId":"a/b","message":"hi""#, To::Nowhere),
+        ("array session", r#"{"sessionId":["s1"],"message":"hi""#, To::Nowhere),
+        (
+            "session after the error",
+            r#"{"message":hi,"sessionId":"s1"}"#,
+            To::Nowhere,
+        ),
+        ("array", "[1,2", To::Nowhere),
+        ("not a member", "{not json", To::Nowhere),
+        ("lone brace", "{", To::Nowhere),
+        (
+            "invalid session, valid replyTopic",
+            r#"{"sessionId":"a/b","replyTopic":"general/assistant_response/x","message":"#,
+            To::Topic("general/assistant_response/x"),
+        ),
+    ];
+    for (case, payload, to) in cases {
+        let rejection = check_rejection(case, payload.as_bytes(), &V5Props::default(), "invalid_json", to);
+        assert!(
+            rejection.error.reply_text().starts_with("Error: invalid JSON: "),
+            "{case}: {}",
+            rejection.error.reply_text()
+        );
+    }
+    // The exact text names serde_json's finding and where.
+    let rejection = parse(r#"{"sessionId":"s1","message":"hi"#).unwrap_err();
+    assert_eq!(
+        rejection.error.reply_text(),
+        "Error: invalid JSON: EOF while parsing a string at line 1 column 31"
+    );
+    let rejection = parse(r#"{"sessionId":"s1","message":"hi"} x"#).unwrap_err();
+    assert_eq!(
+        rejection.error.reply_text(),
+        "Error: invalid JSON: trailing characters at line 1 column 35"
+    );
+    // `[1,2`: only an MQTT 5 Response Topic can carry the error.
+    check_rejection(
+        "array, v5",
+        b"[1,2",
+        &v5("general/assistant_response/r"),
+        "invalid_json",
+        To::Topic("general/assistant_response/r"),
+    );
+    // The client's request id is echoed when it was read.
+    let rejection = parse(r#"{"requestId":"r1","sessionId":"s1","message":"#).unwrap_err();
+    assert_eq!(rejection.request_id.as_deref(), Some("r1"));
+}
+
+#[test]
+fn json_scalars_and_text_keep_the_original_rules() {
+    // Valid JSON that is not an object: refused as before, whatever it starts with.
+    check_rejection("string", b"\"{\"", &V5Props::default(), "not_object", To::Nowhere);
+    check_rejection("array", b" [1,2] ", &V5Props::default(), "not_object", To::Nowhere);
+    // Text that merely contains JSON is a chat message, as in the original.
+    let request = parse(r#"please parse {"sessionId":"n1"}"#).unwrap();
+    assert!(!request.raw_json);
+    assert!(request.session.as_str().starts_with("default-"));
 }
 
 #[test]
@@ -852,8 +1088,8 @@ fn sampling_boundaries_are_accepted() {
 #[test]
 fn max_tokens_limit_comes_from_config() {
     let limits = WireLimits {
-        max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         max_tokens_limit: 1024,
+        ..WireLimits::default()
     };
     let payload = br#"{"sessionId":"s1","message":"hi","maxTokens":1025}"#;
     let rejection = parse_request(&general(), payload, &V5Props::default(), &limits, &ReplyPolicy::none()).unwrap_err();
@@ -1006,6 +1242,18 @@ fn error_codes_and_texts() {
         ),
         (RequestError::NotUtf8, "not_utf8", "Error: payload is not valid UTF-8"),
         (
+            RequestError::TooDeep { limit: 32 },
+            "too_deep",
+            "Error: JSON nested deeper than 32 levels",
+        ),
+        (
+            RequestError::InvalidJson {
+                detail: "EOF while parsing a string at line 1 column 31".into(),
+            },
+            "invalid_json",
+            "Error: invalid JSON: EOF while parsing a string at line 1 column 31",
+        ),
+        (
             RequestError::NotObject,
             "not_object",
             "Error: request must be a JSON object",
@@ -1045,6 +1293,7 @@ fn error_codes_and_texts() {
 fn limits_defaults() {
     let limits = WireLimits::default();
     assert_eq!(limits.max_payload_bytes, 65536);
+    assert_eq!(limits.max_json_depth, 32);
     assert_eq!(limits.max_tokens_limit, 32768);
 }
 
