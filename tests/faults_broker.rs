@@ -1,0 +1,210 @@
+//! The fault suite, broker half: what mqtt-llm does when its broker dies, stalls, forwards a packet larger than
+//! it accepts, or is flooded by a client. Each test prints one `FAULT-FIGURES:` line with what it measured (run
+//! with `--nocapture` to see them).
+//!
+//! The broker runs without persistence, as the fixtures' mosquitto does, so a `kill -9` forgets every session and
+//! subscription. The test clients therefore use clean sessions and re-subscribe after every ConnAck
+//! ([`Subscriber`]); mqtt-llm re-subscribes by itself. A reply published before its requester has re-subscribed
+//! would be dropped by the broker, not by mqtt-llm, so mqtt-llm reaches the broker through a [`StallProxy`] that
+//! is held closed until the clients are back: the outage mqtt-llm sees ends when the proxy opens.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::faults::{
+    StallProxy, Subscriber, broker_log, kill_broker, pubacks_to, published_topics, revive_broker, verbose_broker,
+    wait_broker_log, wait_metric_where,
+};
+use support::{MqttLlm, Received, sim_up_args};
+
+const CONNECTED: &str = "mqtt_llm_mqtt_connected";
+const CONNECTION_ERRORS: &str = "mqtt_llm_mqtt_connection_errors_total";
+const REPLIES: &str = "mqtt_llm_replies_total";
+const INFLIGHT: &str = "mqtt_llm_requests_inflight";
+
+/// `up` against `broker` with the simulator answering lorem ipsum (long enough for any `maxTokens`) after
+/// `extra` arguments.
+fn lorem_up_args(broker: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = sim_up_args(broker)
+        .into_iter()
+        .map(|a| {
+            if a == "--engine-arg=--sim-reply=echo" {
+                "--engine-arg=--sim-reply=lorem".to_owned()
+            } else {
+                a
+            }
+        })
+        .collect();
+    args.push("--engine-arg=--sim-reply-tokens=2000".to_owned());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// The messages one requester received, split into stream frames and final replies.
+#[derive(Debug, Default)]
+struct Inbox {
+    frames: Vec<serde_json::Value>,
+    replies: Vec<String>,
+}
+
+impl Inbox {
+    fn add(&mut self, m: Received) {
+        if m.topic.contains("/assistant_stream/") {
+            self.frames.push(m.json());
+        } else if m.topic.contains("/assistant_response/") {
+            self.replies.push(m.text());
+        } else {
+            panic!("message on an unexpected topic {}", m.topic);
+        }
+    }
+}
+
+/// Receive until this requester has its final reply.
+async fn until_reply(client: &mut Subscriber, inbox: &mut Inbox) {
+    while inbox.replies.is_empty() {
+        inbox.add(client.recv().await);
+    }
+}
+
+/// How long a reply that is coming at all may take after the broker is back: the figures are printed, and the
+/// losses asserted, after it.
+const REPLY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Receive until this requester has its final reply or `deadline` passes.
+async fn reply_before(client: &mut Subscriber, inbox: &mut Inbox, deadline: tokio::time::Instant) {
+    while inbox.replies.is_empty() {
+        match client.recv_before(deadline).await {
+            Some(m) => inbox.add(m),
+            None => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_stream_loses_no_final_reply() {
+    // Ten streaming requests: five short ones, whose final replies are written while the link to the broker is
+    // wedged and are therefore unacknowledged when the broker is killed, and five long ones still streaming then,
+    // which finish while the broker is down.
+    const SHORT: usize = 5;
+    const N: usize = 10;
+    let mut broker = verbose_broker().await;
+    let gate = StallProxy::start(broker.port).await;
+    let args = lorem_up_args(
+        &gate.url(),
+        &["--engine-arg=--sim-itl-ms=30", "--stream-interval-ms", "0"],
+    );
+    let server = MqttLlm::start(&args).await;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let filters = [
+            format!("general/assistant_response/k{i}"),
+            format!("general/assistant_stream/k{i}"),
+        ];
+        clients.push(Subscriber::connect(broker.port, &filters).await);
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let max_tokens = if i < SHORT { 15 } else { 120 };
+        client
+            .publish_json(
+                "general/user_input",
+                json!({"sessionId": format!("k{i}"), "requestId": format!("r{i}"), "message": "tell me a story",
+                       "stream": true, "maxTokens": max_tokens}),
+            )
+            .await;
+    }
+    // Every stream is under way once its requester has a frame.
+    let mut inboxes: Vec<Inbox> = (0..N).map(|_| Inbox::default()).collect();
+    for (client, inbox) in clients.iter_mut().zip(&mut inboxes) {
+        while inbox.frames.is_empty() {
+            inbox.add(client.recv().await);
+        }
+    }
+    // Wedge the link: what mqtt-llm writes from now on stays in the sockets, unacknowledged.
+    gate.stall_upstream();
+    wait_metric_where(&server, REPLIES, "counted the short replies", |v| v >= SHORT as f64).await;
+    let streaming = server.metric(INFLIGHT).await;
+    assert!(streaming > 0.0, "the long streams ended before the broker was killed");
+    kill_broker(&mut broker).await;
+    let killed = Instant::now();
+    // Hold mqtt-llm off until the requesters are back (see the module doc); it sees the broker gone.
+    gate.cut();
+    wait_metric_where(&server, CONNECTED, "dropped to 0", |v| v == 0.0).await;
+    // The long streams end while the broker is down: their replies wait in mqtt-llm.
+    wait_metric_where(&server, REPLIES, "counted every reply", |v| v >= N as f64).await;
+    revive_broker(&mut broker).await;
+    for client in &mut clients {
+        client.wait_subscribed(2).await;
+    }
+    let outage = killed.elapsed();
+    let errors_before = server.metric(CONNECTION_ERRORS).await;
+    gate.resume();
+    let back = Instant::now();
+    // Connected and subscribed again (the gauge is set on the SubAck, as `/readyz` is).
+    wait_metric_where(&server, CONNECTED, "rose to 1", |v| v == 1.0).await;
+    let reconnect = back.elapsed();
+
+    let deadline = tokio::time::Instant::now() + REPLY_DEADLINE;
+    for (client, inbox) in clients.iter_mut().zip(&mut inboxes) {
+        reply_before(client, inbox, deadline).await;
+    }
+    // Served as before: a new request after the outage.
+    clients[0]
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": "k0", "requestId": "after", "message": "still there?", "maxTokens": 5}),
+        )
+        .await;
+    let mut after = Inbox::default();
+    until_reply(&mut clients[0], &mut after).await;
+    // Every reply has been awaited; whatever still arrives is a duplicate.
+    for (client, inbox) in clients.iter_mut().zip(&mut inboxes) {
+        for m in client.drain_for(Duration::from_millis(300)).await {
+            inbox.add(m);
+        }
+    }
+    let lost = inboxes.iter().filter(|i| i.replies.is_empty()).count();
+    let duplicated: usize = inboxes.iter().map(|i| i.replies.len().saturating_sub(1)).sum();
+    let errors: Vec<&String> = inboxes
+        .iter()
+        .flat_map(|i| &i.replies)
+        .filter(|r| r.starts_with("Error"))
+        .collect();
+    let frames: usize = inboxes.iter().map(|i| i.frames.len()).sum();
+    let republished = published_topics(broker_log(&mut broker), "mqtt-llm-")
+        .iter()
+        .filter(|t| t.contains("/assistant_response/"))
+        .count();
+    // The revived broker acknowledges each of mqtt-llm's publishes right after logging it.
+    let published = published_topics(broker_log(&mut broker), "mqtt-llm-").len();
+    wait_broker_log(&mut broker, "a PUBACK for every publish of mqtt-llm", |log| {
+        pubacks_to(log, "mqtt-llm-") >= published
+    })
+    .await;
+    let pubacks = pubacks_to(broker_log(&mut broker), "mqtt-llm-");
+    eprintln!(
+        "FAULT-FIGURES: broker kill -9 mid-stream: requests={N} outage_ms={} reconnect_ms={} replies_lost={lost} \
+         replies_duplicated={duplicated} error_replies={} frames_received={frames} \
+         replies_published_after_restart={republished} pubacks_after_restart={pubacks} connection_errors={}",
+        outage.as_millis(),
+        reconnect.as_millis(),
+        errors.len(),
+        server.metric(CONNECTION_ERRORS).await,
+    );
+    let replies: Vec<usize> = inboxes.iter().map(|i| i.replies.len()).collect();
+    assert_eq!(lost, 0, "final replies lost; replies per requester: {replies:?}");
+    assert_eq!(
+        duplicated, 0,
+        "final replies duplicated; replies per requester: {replies:?}"
+    );
+    assert!(errors.is_empty(), "error replies: {errors:?}");
+    assert!(after.replies[0].len() > 1, "{:?}", after.replies);
+    assert!(
+        reconnect < Duration::from_secs(2),
+        "reconnected {reconnect:?} after the broker was back (connection errors before: {errors_before})"
+    );
+    let by_session: BTreeMap<usize, usize> = inboxes.iter().enumerate().map(|(i, b)| (i, b.frames.len())).collect();
+    assert!(by_session.values().all(|&n| n > 0), "{by_session:?}");
+}
