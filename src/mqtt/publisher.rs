@@ -16,9 +16,10 @@ const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 
 /// The number of QoS 1 publishes handed to the client and not yet acknowledged by the broker (PUBACK): those
-/// still in the client's request queue plus those in flight. The [`Publisher`] counts one up before it queues a
-/// publish (and down again if the client refuses it); the event-loop actor counts down on each PUBACK and, after
-/// a connection error, by the publishes the clean session will drop. Watched by
+/// still in the client's request queue plus those in flight, and final replies held across a broken connection.
+/// The [`Publisher`] counts one up before it queues a publish (and down again if the client refuses it); the
+/// event-loop actor counts down on each PUBACK and, after a connection error, by the frames (and replies beyond
+/// the bound) that it drops. Watched by
 /// [`MqttHandle::shutdown`](super::eventloop::MqttHandle::shutdown) so that it disconnects only once the count
 /// is 0.
 #[derive(Debug, Clone)]
