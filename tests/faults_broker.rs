@@ -191,7 +191,7 @@ async fn broker_killed_mid_stream_loses_no_final_reply() {
         outage.as_millis(),
         reconnect.as_millis(),
         errors.len(),
-        server.metric(CONNECTION_ERRORS).await,
+        server.metric(CONNECTION_ERRORS).await as u64,
     );
     let replies: Vec<usize> = inboxes.iter().map(|i| i.replies.len()).collect();
     assert_eq!(lost, 0, "final replies lost; replies per requester: {replies:?}");
@@ -207,4 +207,117 @@ async fn broker_killed_mid_stream_loses_no_final_reply() {
     );
     let by_session: BTreeMap<usize, usize> = inboxes.iter().enumerate().map(|(i, b)| (i, b.frames.len())).collect();
     assert!(by_session.values().all(|&n| n > 0), "{by_session:?}");
+}
+
+/// Poll the metric (nothing pushes it) until `pred` holds or `within` passes; how long it took, if it did.
+async fn metric_within(
+    server: &MqttLlm,
+    prefix: &str,
+    within: Duration,
+    pred: impl Fn(f64) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if pred(server.metric(prefix).await) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_broker_link_does_not_stall_the_engine_side() {
+    // 16 streams of 500 tokens, one frame per token: 8000 frames, more than the MQTT client's request queue
+    // (4096) holds while the link to the broker is wedged. (16 requests: mosquitto sends at most 20 QoS 1
+    // messages to a client before it acknowledges one, and mqtt-llm's PUBACKs are wedged too.)
+    const N: usize = 16;
+    let broker = support::Mosquitto::start().await;
+    let link = StallProxy::start(broker.port).await;
+    let args = lorem_up_args(&link.url(), &["--stream-interval-ms", "0"]);
+    let server = MqttLlm::start(&args).await;
+    let mut client = support::TestClient::connect(broker.port).await;
+    client.subscribe("general/assistant_response/#").await;
+    client.subscribe("general/assistant_stream/#").await;
+
+    // The broker still delivers requests; nothing mqtt-llm sends gets through.
+    link.stall_upstream();
+    for i in 0..N {
+        client
+            .publish_json(
+                "general/user_input",
+                json!({"sessionId": format!("w{i}"), "requestId": format!("w{i}"), "message": "a long story please",
+                       "stream": true, "maxTokens": 500}),
+            )
+            .await;
+    }
+    wait_metric_where(
+        &server,
+        "mqtt_llm_requests_received_total",
+        "counted every request",
+        |v| v >= N as f64,
+    )
+    .await;
+    // The engine side finishes every request while the link is wedged: each final reply is queued, no engine
+    // request is left open.
+    let stall_start = Instant::now();
+    let bound = Duration::from_secs(15);
+    let replied = metric_within(&server, REPLIES, bound, |v| v >= N as f64).await;
+    let left = bound.saturating_sub(stall_start.elapsed());
+    let drained = metric_within(&server, INFLIGHT, left, |v| v == 0.0).await;
+    let (status, _) = server.get("/livez").await;
+    let stalled_for = stall_start.elapsed();
+    link.resume();
+    let resumed = Instant::now();
+    let deadline = tokio::time::Instant::now() + REPLY_DEADLINE;
+    let mut inboxes: BTreeMap<String, Inbox> = BTreeMap::new();
+    while inboxes.values().filter(|i| !i.replies.is_empty()).count() < N {
+        let Ok(m) = tokio::time::timeout_at(deadline, client.recv()).await else {
+            break;
+        };
+        let session = m.topic.rsplit('/').next().unwrap_or_default().to_owned();
+        inboxes.entry(session).or_default().add(m);
+    }
+    let delivered_after = resumed.elapsed();
+    for m in client.drain_for(Duration::from_millis(300)).await {
+        let session = m.topic.rsplit('/').next().unwrap_or_default().to_owned();
+        inboxes.entry(session).or_default().add(m);
+    }
+    let replies: usize = inboxes.values().map(|i| i.replies.len()).sum();
+    let lost = N - inboxes.values().filter(|i| !i.replies.is_empty()).count();
+    let frames: usize = inboxes.values().map(|i| i.frames.len()).sum();
+    eprintln!(
+        "FAULT-FIGURES: stalled broker link: requests={N} engine_side_replied_ms={} engine_requests_drained_ms={} \
+         stalled_ms={} delivered_after_resume_ms={} replies_lost={lost} replies_received={replies} \
+         frames_received={frames} connection_errors={}",
+        replied.map_or("never".to_owned(), |d| d.as_millis().to_string()),
+        drained.map_or("never".to_owned(), |d| d.as_millis().to_string()),
+        stalled_for.as_millis(),
+        delivered_after.as_millis(),
+        server.metric(CONNECTION_ERRORS).await as u64,
+    );
+    assert!(
+        replied.is_some(),
+        "final replies not produced while the link was wedged"
+    );
+    assert!(
+        drained.is_some(),
+        "engine requests still open while the link was wedged"
+    );
+    assert_eq!(status, 200, "/livez while wedged");
+    assert_eq!((lost, replies), (0, N), "every request gets exactly one final reply");
+    // Frames were deferred and coalesced, never skipped: `seq` runs 0, 1, 2, ... and the deltas add up to the
+    // reply.
+    for (session, inbox) in &inboxes {
+        let seqs: Vec<u64> = inbox.frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+        let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "{session}: frames skipped or out of order");
+        let text: String = inbox.frames.iter().filter_map(|f| f["delta"].as_str()).collect();
+        assert_eq!(
+            text.trim(),
+            inbox.replies[0],
+            "{session}: the deltas do not add up to the reply"
+        );
+        assert_eq!(inbox.frames.last().unwrap()["done"], true, "{session}");
+    }
 }
