@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use super::client::{ConnectionError, MqttClient, MqttError};
 use super::connection::{Connection, LoopEvent, SetAside, V3, V5};
-use super::publisher::{Publisher, Unacked};
+use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
@@ -38,6 +38,8 @@ pub use super::connection::Inbound;
 
 /// Capacity of the client's request queue (publishes waiting for the event loop).
 const REQUEST_QUEUE: usize = 4096;
+// Delta frames stop queueing at half of it, so a broker that is behind or away leaves room for final replies.
+const _: () = assert!(FRAME_BACKLOG < REQUEST_QUEUE);
 /// QoS 1/2 publishes in flight to the broker at once.
 const INFLIGHT: u16 = 1000;
 
