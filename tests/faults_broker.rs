@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::faults::{
-    StallProxy, Subscriber, broker_log, kill_broker, pubacks_to, published_topics, revive_broker, verbose_broker,
-    wait_broker_log, wait_metric_where,
+    StallProxy, Subscriber, Version, broker_log, kill_broker, pubacks_to, publish_once, published_topics,
+    revive_broker, rss_kib, verbose_broker, wait_broker_log, wait_metric_where,
 };
-use support::{MqttLlm, Received, sim_up_args};
+use support::{MqttLlm, Received, sim_up_args, sim_up_args_with};
 
 const CONNECTED: &str = "mqtt_llm_mqtt_connected";
 const CONNECTION_ERRORS: &str = "mqtt_llm_mqtt_connection_errors_total";
@@ -320,4 +320,106 @@ async fn stalled_broker_link_does_not_stall_the_engine_side() {
         );
         assert_eq!(inbox.frames.last().unwrap()["done"], true, "{session}");
     }
+}
+
+/// Ask `project` one question on behalf of `session` and return the reply text.
+async fn ask(client: &mut support::TestClient, project: &str, session: &str) -> String {
+    client
+        .publish_json(
+            &format!("{project}/user_input"),
+            json!({"sessionId": session, "message": "ping", "maxTokens": 200}),
+        )
+        .await;
+    let mut others = Vec::new();
+    client
+        .recv_on(&format!("{project}/assistant_response/{session}"), &mut others)
+        .await
+        .text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_request_neither_disconnects_nor_loops() {
+    const BIG: usize = 10 * 1024 * 1024;
+    let mut broker = verbose_broker().await;
+    // One mqtt-llm per protocol version, each serving its own project, side by side on one broker.
+    let v5 = MqttLlm::start(&sim_up_args_with(&broker.url(), &["--projects", "big5"])).await;
+    let mut v3 = MqttLlm::start(&sim_up_args_with(
+        &broker.url(),
+        &["--projects", "big3", "--mqtt-version", "3"],
+    ))
+    .await;
+    let mut client = support::TestClient::connect(broker.port).await;
+    client.subscribe("+/assistant_response/#").await;
+    let first = ask(&mut client, "big5", "before").await;
+    assert!(first.ends_with("user=ping"), "{first}");
+    assert!(ask(&mut client, "big3", "before").await.ends_with("user=ping"));
+    let payload =
+        bytes::Bytes::from(serde_json::to_vec(&json!({"sessionId": "huge", "message": "x".repeat(BIG)})).unwrap());
+
+    let mut rounds = Vec::new();
+    for (i, version) in [Version::V5, Version::V311].into_iter().enumerate() {
+        // MQTT 5: mqtt-llm announced its Maximum Packet Size, so the broker never forwards the message to it.
+        publish_once(version, broker.port, "big5/user_input", payload.clone()).await;
+        // MQTT 3.1.1: the broker forwards it, and the MQTT client rejects the packet by closing the connection.
+        let errors = v3.metric(CONNECTION_ERRORS).await;
+        let started = Instant::now();
+        publish_once(version, broker.port, "big3/user_input", payload.clone()).await;
+        wait_metric_where(&v3, CONNECTION_ERRORS, "counted the rejection", |v| v > errors).await;
+        wait_metric_where(&v3, CONNECTED, "came back", |v| v == 1.0).await;
+        let back = started.elapsed();
+        // Both keep serving: other clients are answered.
+        let session = format!("after{i}");
+        let reply5 = ask(&mut client, "big5", &session).await;
+        let reply3 = ask(&mut client, "big3", &session).await;
+        assert!(
+            reply5.ends_with("user=ping") && reply3.ends_with("user=ping"),
+            "{reply5} / {reply3}"
+        );
+        rounds.push((version, back));
+    }
+    // No loop: the broker does not deliver the message again (clean session), so mqtt-llm stays connected.
+    let (before, connections) = (
+        v3.metric(CONNECTION_ERRORS).await,
+        v3.metric("mqtt_llm_mqtt_connections_total").await,
+    );
+    assert!(ask(&mut client, "big3", "later").await.ends_with("user=ping"));
+    // The broker says so in its log, once per message it kept from the MQTT 5 connection.
+    let too_large = "Dropping too large outgoing PUBLISH for mqtt-llm-";
+    wait_broker_log(&mut broker, "both oversized messages kept from mqtt-llm", |log| {
+        log.iter().filter(|l| l.contains(too_large)).count() >= 2
+    })
+    .await;
+    let kept_away = broker_log(&mut broker).iter().filter(|l| l.contains(too_large)).count();
+    let rejection = v3
+        .stderr
+        .wait_for("the rejection in the log", |l| l.contains("MQTT connection error"))
+        .await;
+    let v3_errors = v3.metric(CONNECTION_ERRORS).await;
+    eprintln!(
+        "FAULT-FIGURES: 10 MiB request: v5_connection_errors={} v5_kept_away_by_broker={kept_away} \
+         v3_connection_errors={} v3_connections_total={} v3_connected_again_after_ms=[{}] rss_v5_kib={} \
+         rss_v3_kib={}",
+        v5.metric(CONNECTION_ERRORS).await as u64,
+        v3_errors as u64,
+        v3.metric("mqtt_llm_mqtt_connections_total").await as u64,
+        rounds
+            .iter()
+            .map(|(v, d)| format!("{v:?}:{}", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(","),
+        rss_kib(v5.pid()),
+        rss_kib(v3.pid()),
+    );
+    eprintln!("MQTT 3.1.1 rejection: {rejection}");
+    assert_eq!(
+        kept_away, 2,
+        "the broker kept each oversized message from the MQTT 5 connection"
+    );
+    assert_eq!(v5.metric(CONNECTION_ERRORS).await, 0.0, "MQTT 5: never disconnected");
+    assert_eq!(
+        v3_errors, 2.0,
+        "MQTT 3.1.1: one rejection (a reconnect) per oversized message"
+    );
+    assert_eq!(v3_errors, before, "MQTT 3.1.1: reconnecting again and again");
+    assert_eq!(v3.metric("mqtt_llm_mqtt_connections_total").await, connections);
 }
