@@ -423,3 +423,154 @@ async fn ten_mib_request_neither_disconnects_nor_loops() {
     assert_eq!(v3_errors, before, "MQTT 3.1.1: reconnecting again and again");
     assert_eq!(v3.metric("mqtt_llm_mqtt_connections_total").await, connections);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
+    // One client subscribes to nothing and publishes FLOOD requests of 16 KiB as fast as it can (QoS 0), one in
+    // ten asking for a reply topic mqtt-llm must not use. Meanwhile another client asks a question every 200 ms.
+    const FLOOD: usize = 5000;
+    const PROBES: usize = 10;
+    const PROBE_BOUND: Duration = Duration::from_secs(10);
+    let mut broker = verbose_broker().await;
+    let args = sim_up_args_with(&broker.url(), &["--engine-arg=--sim-itl-ms=20", "--max-queued", "100"]);
+    let server = MqttLlm::start(&args).await;
+    let pid = server.pid();
+    let mut probe = support::TestClient::connect(broker.port).await;
+    probe.subscribe("general/assistant_response/probe/#").await;
+    let flooder = support::TestClient::connect(broker.port).await;
+    // Warm up, then take the baseline.
+    let warm = ask_probe(&mut probe, "warm").await;
+    assert!(warm.1.contains("user=ping"), "{}", warm.1);
+    let baseline = rss_kib(pid);
+
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        // Resident memory is sampled every 20 ms: nothing announces it.
+        let (peak, stop) = (peak.clone(), sampling.clone());
+        tasks.spawn(async move {
+            while !stop.is_cancelled() {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let flood_started = Instant::now();
+    {
+        let client = flooder.client.clone();
+        tasks.spawn(async move {
+            let evil = [
+                "victim/actuator",
+                "$SYS/broker",
+                "general/user_input",
+                "general/assistant_stream/x",
+                "#",
+            ];
+            let filler = "x".repeat(16 * 1024);
+            for i in 0..FLOOD {
+                let mut request = json!({"sessionId": format!("f{i}"), "message": filler, "maxTokens": 10});
+                if i % 10 == 0 {
+                    request["replyTopic"] = json!(evil[(i / 10) % evil.len()]);
+                }
+                client
+                    .publish(
+                        "general/user_input",
+                        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                        false,
+                        serde_json::to_vec(&request).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut refused = 0;
+    for i in 0..PROBES {
+        let (took, text) = ask_probe(&mut probe, &format!("p{i}")).await;
+        if text.starts_with("Error: Server is overloaded") {
+            refused += 1;
+        } else {
+            assert!(text.contains("user=ping"), "{text}");
+        }
+        latencies.push(took);
+        // Pace the probes across the flood (a measurement schedule, not a synchronisation).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The flood has been received and answered once every request is counted as received and none is queued.
+    wait_metric_where(&server, "mqtt_llm_requests_received_total", "counted the flood", |v| {
+        v >= (FLOOD + PROBES + 1) as f64
+    })
+    .await;
+    wait_metric_where(&server, "mqtt_llm_requests_queued", "drained", |v| v == 0.0).await;
+    let flood_ms = flood_started.elapsed().as_millis();
+    sampling.cancel();
+    while tasks.join_next().await.is_some() {}
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let after = rss_kib(pid);
+    let overloaded = server
+        .metric("mqtt_llm_requests_rejected_total{project=\"general\",reason=\"overloaded\"}")
+        .await;
+    let received = server.metric("mqtt_llm_requests_received_total").await;
+    let replies = server.metric(REPLIES).await;
+    let rejected = server.metric("mqtt_llm_requests_rejected_total").await;
+    let fallbacks = server.metric("mqtt_llm_reply_topic_fallbacks_total").await;
+    // Audit every publish mqtt-llm made (the broker logs each one it received, then acknowledges it).
+    wait_broker_log(&mut broker, "a PUBACK for every publish of mqtt-llm", |log| {
+        let published = published_topics(log, "mqtt-llm-").len();
+        published as f64 >= replies + rejected && pubacks_to(log, "mqtt-llm-") >= published
+    })
+    .await;
+    let topics = published_topics(broker_log(&mut broker), "mqtt-llm-");
+    let outside: Vec<&String> = topics
+        .iter()
+        .filter(|t| !t.starts_with("general/assistant_response/"))
+        .collect();
+    let max_latency = latencies.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "FAULT-FIGURES: flood: requests={FLOOD} flood_ms={flood_ms} received={received} overloaded={overloaded} \
+         rejected_total={rejected} replies={replies} reply_topic_fallbacks={fallbacks} probes={PROBES} \
+         probes_refused={refused} probe_latency_max_ms={} rss_baseline_kib={baseline} rss_peak_kib={peak} \
+         rss_after_kib={after} mqtt_llm_publishes={} pubacks={} published_outside_allowed={}",
+        max_latency.as_millis(),
+        topics.len(),
+        pubacks_to(broker_log(&mut broker), "mqtt-llm-"),
+        outside.len(),
+    );
+    assert!(
+        outside.is_empty(),
+        "published outside the project's reply topics: {outside:?}"
+    );
+    assert!(max_latency < PROBE_BOUND, "a probe waited {max_latency:?}");
+    assert!(overloaded > 0.0, "the flood was never refused as overloaded");
+    assert!(
+        fallbacks >= (FLOOD / 10) as f64,
+        "forbidden reply topics not replaced: {fallbacks}"
+    );
+    assert_eq!(
+        received,
+        replies + rejected,
+        "every request is answered or refused, exactly once"
+    );
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    assert!(
+        growth_mib < 64,
+        "resident memory grew by {growth_mib} MiB under the flood"
+    );
+}
+
+/// Ask the probe's question as `id` (reply on `general/assistant_response/probe/{id}`): (latency, reply text).
+async fn ask_probe(probe: &mut support::TestClient, id: &str) -> (Duration, String) {
+    let topic = format!("general/assistant_response/probe/{id}");
+    let asked = Instant::now();
+    probe
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": format!("probe-{id}"), "message": "ping", "maxTokens": 200, "replyTopic": topic}),
+        )
+        .await;
+    let mut others = Vec::new();
+    let reply = probe.recv_on(&topic, &mut others).await;
+    (asked.elapsed(), reply.text())
+}
