@@ -15,7 +15,7 @@ use crate::mqtt::publisher::Publisher;
 use mqtt_llm_protocol::wire::{DeltaFrame, DoneFrame, ErrorFrame, FrameError, FrameUsage, ReplyTarget};
 
 /// How long a delta frame that the publisher deferred waits at least before it is tried again.
-pub const BACKLOG_RETRY: Duration = Duration::from_millis(50);
+const BACKLOG_RETRY: Duration = Duration::from_millis(50);
 
 /// Publishes one request's stream frames.
 #[derive(Debug)]

@@ -332,3 +332,7 @@ impl<P: HeldPublish> Held<P> {
         count
     }
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;
