@@ -85,6 +85,17 @@ async fn reply_before(client: &mut Subscriber, inbox: &mut Inbox, deadline: toki
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_mid_stream_loses_no_final_reply() {
+    broker_killed_mid_stream("MQTT 5", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_stream_loses_no_final_reply_mqtt311() {
+    broker_killed_mid_stream("MQTT 3.1.1", &["--mqtt-version", "3"]).await;
+}
+
+/// The broker is `kill -9`ed with replies unacknowledged and streams running, and comes back on its port; mqtt-llm
+/// (started with `extra` arguments) speaks `version`.
+async fn broker_killed_mid_stream(version: &str, extra: &[&str]) {
     // Ten streaming requests: five short ones, whose final replies are written while the link to the broker is
     // wedged and are therefore unacknowledged when the broker is killed, and five long ones still streaming then,
     // which finish while the broker is down.
@@ -92,10 +103,8 @@ async fn broker_killed_mid_stream_loses_no_final_reply() {
     const N: usize = 10;
     let mut broker = verbose_broker().await;
     let gate = StallProxy::start(broker.port).await;
-    let args = lorem_up_args(
-        &gate.url(),
-        &["--engine-arg=--sim-itl-ms=30", "--stream-interval-ms", "0"],
-    );
+    let slow = ["--engine-arg=--sim-itl-ms=30", "--stream-interval-ms", "0"];
+    let args = lorem_up_args(&gate.url(), &[&slow[..], extra].concat());
     let server = MqttLlm::start(&args).await;
     let mut clients = Vec::new();
     for i in 0..N {
@@ -185,7 +194,7 @@ async fn broker_killed_mid_stream_loses_no_final_reply() {
     .await;
     let pubacks = pubacks_to(broker_log(&mut broker), "mqtt-llm-");
     eprintln!(
-        "FAULT-FIGURES: broker kill -9 mid-stream: requests={N} outage_ms={} reconnect_ms={} replies_lost={lost} \
+        "FAULT-FIGURES: broker kill -9 mid-stream ({version}): requests={N} outage_ms={} reconnect_ms={} replies_lost={lost} \
          replies_duplicated={duplicated} error_replies={} frames_received={frames} \
          replies_published_after_restart={republished} pubacks_after_restart={pubacks} connection_errors={}",
         outage.as_millis(),
