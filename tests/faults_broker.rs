@@ -441,12 +441,25 @@ async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
     const PROBES: usize = 10;
     const PROBE_BOUND: Duration = Duration::from_secs(10);
     let mut broker = verbose_broker().await;
-    let args = sim_up_args_with(&broker.url(), &["--engine-arg=--sim-itl-ms=20", "--max-queued", "100"]);
+    // An engine for 40 requests a second (8 at a time, 10 tokens of 20 ms): the flood is bound to overload it.
+    let args = sim_up_args_with(
+        &broker.url(),
+        &[
+            "--engine-arg=--sim-itl-ms=20",
+            "--max-inflight",
+            "8",
+            "--max-queued",
+            "100",
+        ],
+    );
     let server = MqttLlm::start(&args).await;
     let pid = server.pid();
     let mut probe = support::TestClient::connect(broker.port).await;
     probe.subscribe("general/assistant_response/probe/#").await;
     let flooder = support::TestClient::connect(broker.port).await;
+    // Sees the reply to the request the flooder sends last (the flooder itself reads nothing).
+    let mut marker = support::TestClient::connect(broker.port).await;
+    marker.subscribe("general/assistant_response/marker").await;
     // Warm up, then take the baseline.
     let warm = ask_probe(&mut probe, "warm").await;
     assert!(warm.1.contains("user=ping"), "{}", warm.1);
@@ -492,6 +505,18 @@ async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
                     .await
                     .unwrap();
             }
+            // Last, at QoS 1 (never dropped): once it is answered, mqtt-llm has read the whole flood.
+            let last = json!({"sessionId": "marker", "message": "ping", "maxTokens": 10,
+                              "replyTopic": "general/assistant_response/marker"});
+            client
+                .publish(
+                    "general/user_input",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    serde_json::to_vec(&last).unwrap(),
+                )
+                .await
+                .unwrap();
         });
     }
     let mut latencies = Vec::new();
@@ -507,11 +532,8 @@ async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
         // Pace the probes across the flood (a measurement schedule, not a synchronisation).
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The flood has been received and answered once every request is counted as received and none is queued.
-    wait_metric_where(&server, "mqtt_llm_requests_received_total", "counted the flood", |v| {
-        v >= (FLOOD + PROBES + 1) as f64
-    })
-    .await;
+    // The whole flood has been read once the last request is answered, and answered once none is queued.
+    marker.recv().await;
     wait_metric_where(&server, "mqtt_llm_requests_queued", "drained", |v| v == 0.0).await;
     let flood_ms = flood_started.elapsed().as_millis();
     sampling.cancel();
@@ -538,7 +560,7 @@ async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
         .collect();
     let max_latency = latencies.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "FAULT-FIGURES: flood: requests={FLOOD} flood_ms={flood_ms} received={received} overloaded={overloaded} \
+        "FAULT-FIGURES: flood: requests={FLOOD} flood_ms={flood_ms} received={received} (flood, probes, warm-up, last) overloaded={overloaded} \
          rejected_total={rejected} replies={replies} reply_topic_fallbacks={fallbacks} probes={PROBES} \
          probes_refused={refused} probe_latency_max_ms={} rss_baseline_kib={baseline} rss_peak_kib={peak} \
          rss_after_kib={after} mqtt_llm_publishes={} pubacks={} published_outside_allowed={}",
