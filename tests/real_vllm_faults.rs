@@ -47,8 +47,22 @@ async fn up(dir: &std::path::Path, broker: &Mosquitto) -> MqttLlm {
         .arg(dir.join("smollm2"))
         .args(["--served-model-name", "smollm2", "--max-model-len", "2048"])
         .args(["--engine-arg=--enforce-eager", "--skip-gpu-check", "--no-engine-log"])
-        .args(["--broker", &broker.url(), "--http", "127.0.0.1:0", "--engine-grace", "10s"])
-        .args(["--engine-probe-interval", "1s", "--stream-interval-ms", "0", "--drain-timeout", "120s"])
+        .args([
+            "--broker",
+            &broker.url(),
+            "--http",
+            "127.0.0.1:0",
+            "--engine-grace",
+            "10s",
+        ])
+        .args([
+            "--engine-probe-interval",
+            "1s",
+            "--stream-interval-ms",
+            "0",
+            "--drain-timeout",
+            "120s",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env("VLLM_HOST_IP", "127.0.0.1")
         .env("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -175,7 +189,10 @@ async fn real_vllm_sigkill_then_sigterm_with_streams_in_flight() {
         .copied()
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect();
-    assert!(leftovers.is_empty(), "processes of the killed engine left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "processes of the killed engine left: {leftovers:?}"
+    );
 
     // 2. SIGTERM of mqtt-llm while 4 streams run: each final reply is a real answer, delivered once; exit 0, no
     //    engine process left.

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let project = ProjectName::try_new("general").expect("valid project");
     let props = V5Props {
         response_topic: response_topic.clone(),
-        correlation_data: None,
+        ..V5Props::default()
     };
     let rt = response_topic.as_deref();
     match parse_request(&project, payload, &props, &limits, &policy) {

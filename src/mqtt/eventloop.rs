@@ -6,7 +6,9 @@
 //! On every ConnAck it re-subscribes `{project}/user_input` (QoS 1) for each project, and it reports itself
 //! ready (the `ready` watch) only once the broker has acknowledged those subscriptions, so that nothing published
 //! after `/readyz` turns 200 can be missed. A connection error marks it not ready and waits a capped exponential
-//! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again.
+//! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again. The final replies
+//! of a broken connection are held and published again after the next ConnAck, ahead of anything newer (see
+//! `connection`); its stream frames are dropped.
 //!
 //! Received publishes on a request topic go to the bridge over a bounded channel. When that channel is full the
 //! message is handed to an `overflow` callback together with the loop's [`Publisher`] (the callback answers
@@ -14,8 +16,8 @@
 //!
 //! Shutdown must not lose a reply: closing the socket while QoS 1 publishes are still unacknowledged loses them
 //! (the broker sees the connection reset, not our DISCONNECT). So the loop keeps the [`Unacked`] count current
-//! (down on each PUBACK, and by what a broken session drops), and [`MqttHandle::shutdown`] waits on that `watch`
-//! for 0, up to a deadline, before it queues the DISCONNECT.
+//! (down on each PUBACK, and by the frames and replies a broken connection drops; held replies still count), and
+//! [`MqttHandle::shutdown`] waits on that `watch` for 0, up to a deadline, before it queues the DISCONNECT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{ConnectionError, MqttClient, MqttError};
-use super::connection::{Connection, LoopEvent, V3, V5};
-use super::publisher::{Publisher, Unacked};
+use super::connection::{Connection, LoopEvent, SetAside, V3, V5};
+use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
@@ -36,6 +38,8 @@ pub use super::connection::Inbound;
 
 /// Capacity of the client's request queue (publishes waiting for the event loop).
 const REQUEST_QUEUE: usize = 4096;
+// Delta frames stop queueing at half of it, so a broker that is behind or away leaves room for final replies.
+const _: () = assert!(FRAME_BACKLOG < REQUEST_QUEUE);
 /// QoS 1/2 publishes in flight to the broker at once.
 const INFLIGHT: u16 = 1000;
 
@@ -106,11 +110,13 @@ pub fn spawn_mqtt(
     };
     let (client, conn) = match cfg.version {
         MqttVersion::V311 => {
-            let (client, conn) = connect_v3(cfg, transport);
+            let (client, eventloop) = connect_v3(cfg, transport);
+            let conn = V3::new(eventloop, client.clone(), &cfg.projects);
             (MqttClient::V3(client), Either::V3(conn))
         }
         MqttVersion::V5 => {
-            let (client, conn) = connect_v5(cfg, transport);
+            let (client, eventloop) = connect_v5(cfg, transport);
+            let conn = V5::new(eventloop, client.clone(), &cfg.projects);
             (MqttClient::V5(client), Either::V5(conn))
         }
     };
@@ -156,7 +162,7 @@ enum Either {
     V5(V5),
 }
 
-fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::AsyncClient, V3) {
+fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
     let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_keep_alive(cfg.keep_alive)
         .set_clean_session(true)
@@ -173,10 +179,13 @@ fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rum
     }
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, REQUEST_QUEUE);
     eventloop.set_network_options(mqtt_llm_client::tls::network_options());
-    (client.clone(), V3(eventloop, client))
+    (client, eventloop)
 }
 
-fn connect_v5(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::v5::AsyncClient, V5) {
+fn connect_v5(
+    cfg: &MqttSettings,
+    transport: Option<rumqttc::Transport>,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
     let mut opts = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_keep_alive(cfg.keep_alive)
         .set_clean_start(true)
@@ -190,8 +199,7 @@ fn connect_v5(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rum
         opts.set_transport(t);
     }
     opts.set_network_options(mqtt_llm_client::tls::network_options());
-    let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, REQUEST_QUEUE);
-    (client.clone(), V5(eventloop, client))
+    rumqttc::v5::AsyncClient::new(opts, REQUEST_QUEUE)
 }
 
 struct LoopShared {
@@ -223,6 +231,23 @@ impl LoopShared {
         }
     }
 
+    /// After a connection error: count what the broken connection dropped (its held replies still count as
+    /// unacknowledged).
+    fn set_aside(&self, aside: SetAside) {
+        if aside.frames_dropped > 0 || aside.replies_dropped > 0 {
+            tracing::warn!(
+                frames = aside.frames_dropped,
+                replies = aside.replies_dropped,
+                "publishes dropped with the broken MQTT connection"
+            );
+        }
+        metrics::mqtt_publishes_dropped("frame", aside.frames_dropped);
+        metrics::mqtt_publishes_dropped("reply", aside.replies_dropped);
+        self.publisher
+            .unacked()
+            .settled(aside.frames_dropped + aside.replies_dropped);
+    }
+
     /// After a connection error: not ready, then wait the next back-off delay (or until cancelled).
     /// Returns false when cancelled.
     async fn wait_before_reconnect(
@@ -245,8 +270,6 @@ impl LoopShared {
 /// The actor's loop, the same for both protocol versions.
 async fn run(mut conn: impl Connection, shared: LoopShared) {
     let mut backoff = shared.backoff.build();
-    // Whether the session's publishes are still ours to count: an error drops them (once per session).
-    let mut session = false;
     loop {
         let event = tokio::select! {
             ev = conn.next() => ev,
@@ -254,9 +277,9 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
         };
         match event {
             Ok(LoopEvent::Connected) => {
-                tracing::info!("MQTT connected");
+                let held = conn.republish();
+                tracing::info!(republished = held, "MQTT connected");
                 backoff = shared.backoff.build();
-                session = true;
                 if let Err(e) = conn.subscribe(shared.projects.iter().map(request_topic).collect()) {
                     tracing::error!(error = %e, "cannot queue the subscriptions");
                 }
@@ -276,13 +299,7 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
             }
             Ok(LoopEvent::Other) => {}
             Err(e) => {
-                if std::mem::take(&mut session) {
-                    let dropped = conn.dropped_publishes();
-                    if dropped > 0 {
-                        tracing::warn!(dropped, "publishes dropped with the broken MQTT session");
-                    }
-                    shared.publisher.unacked().settled(dropped);
-                }
+                shared.set_aside(conn.set_aside());
                 if !shared.wait_before_reconnect(&mut backoff, e).await {
                     break;
                 }

@@ -2,7 +2,8 @@
 //!
 //! - [`eventloop`]: the actor that owns the `rumqttc` event loop (connect, re-subscribe, classify, reconnect);
 //!   [`spawn_mqtt`](eventloop::spawn_mqtt) returns its handle and the [`Publisher`](publisher::Publisher).
-//! - `connection`: what differs between MQTT 3.1.1 and 5 (polling, classifying, subscribing).
+//! - `connection`: what differs between MQTT 3.1.1 and 5 (polling, classifying, subscribing), and the final
+//!   replies held across a broken connection.
 //! - [`publisher`]: the one way a reply, an error text or a stream frame leaves the service.
 //! - [`client`]: the raw publishing handle over MQTT 3.1.1 or 5, and the typed MQTT errors.
 //! - [`settings`]: the connection's settings ([`MqttSettings`]), built by `config`.

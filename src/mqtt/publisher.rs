@@ -15,10 +15,16 @@ use mqtt_llm_protocol::wire::ReplyTarget;
 const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 
+/// Publishes waiting for the broker (queued or in flight) from which on a delta frame is not queued: its text
+/// waits for the next frame instead. Half the client's request queue, so that a broker that is behind or away
+/// fills the queue with final replies (and done frames), never with previews, and no worker waits on a frame.
+pub(super) const FRAME_BACKLOG: usize = 2048;
+
 /// The number of QoS 1 publishes handed to the client and not yet acknowledged by the broker (PUBACK): those
-/// still in the client's request queue plus those in flight. The [`Publisher`] counts one up before it queues a
-/// publish (and down again if the client refuses it); the event-loop actor counts down on each PUBACK and, after
-/// a connection error, by the publishes the clean session will drop. Watched by
+/// still in the client's request queue plus those in flight, and final replies held across a broken connection.
+/// The [`Publisher`] counts one up before it queues a publish (and down again if the client refuses it); the
+/// event-loop actor counts down on each PUBACK and, after a connection error, by the frames (and replies beyond
+/// the bound) that it drops. Watched by
 /// [`MqttHandle::shutdown`](super::eventloop::MqttHandle::shutdown) so that it disconnects only once the count
 /// is 0.
 #[derive(Debug, Clone)]
@@ -35,6 +41,10 @@ impl Unacked {
 
     fn queued(&self) {
         self.0.send_modify(|n| *n += 1);
+    }
+
+    fn count(&self) -> usize {
+        *self.0.borrow()
     }
 
     /// `count` publishes were acknowledged, refused by the client or dropped with a session.
@@ -67,7 +77,44 @@ impl Publisher {
         self.send(target, Bytes::from(text), TEXT).await
     }
 
-    /// Publish one stream frame as JSON. Returns whether the publish was queued.
+    /// Publish one delta frame as JSON unless [`FRAME_BACKLOG`] publishes already wait for the broker (or the
+    /// client's queue is full): never waits. Returns whether the frame was queued; when not, the caller keeps
+    /// its text for a later frame.
+    pub fn try_frame(&self, target: &ReplyTarget, frame: &impl Serialize) -> bool {
+        if self.backlogged() {
+            return false;
+        }
+        let json = match serde_json::to_vec(frame) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a stream frame");
+                return false;
+            }
+        };
+        let msg = Outgoing {
+            topic: target.topic.clone(),
+            payload: Bytes::from(json),
+            correlation_data: target.correlation_data.clone(),
+            content_type: JSON,
+        };
+        self.unacked.queued();
+        match self.client.try_publish(msg) {
+            Ok(()) => true,
+            Err(e) => {
+                self.unacked.settled(1);
+                tracing::debug!(error = %e, "stream frame deferred: the MQTT client's queue is full");
+                false
+            }
+        }
+    }
+
+    /// Whether so many publishes wait for the broker that delta frames are deferred ([`Self::try_frame`]).
+    pub fn backlogged(&self) -> bool {
+        self.unacked.count() >= FRAME_BACKLOG
+    }
+
+    /// Publish one stream frame as JSON; waits only while the client's queue is full (done and error frames,
+    /// and the last text before them). Returns whether the publish was queued.
     pub async fn frame(&self, target: &ReplyTarget, frame: &impl Serialize) -> bool {
         match serde_json::to_vec(frame) {
             Ok(json) => self.send(target, Bytes::from(json), JSON).await,

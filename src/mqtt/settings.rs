@@ -11,7 +11,10 @@ use crate::secret::Secret;
 
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// The longest reconnect delay before jitter (which adds up to as much again): a broker that comes back is
+/// reached again within 1.6 s, however long it was away. A refused or failed connection attempt every second
+/// or so costs a broker nothing worth saving, and every reply waits while mqtt-llm is away.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_millis(800);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MqttVersion {

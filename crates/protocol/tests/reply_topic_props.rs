@@ -251,7 +251,7 @@ proptest! {
         policy in policy(),
     ) {
         let (payload, limits) = payload(&fields, &shape);
-        let props = V5Props { response_topic: response_topic.clone(), correlation_data: None };
+        let props = V5Props { response_topic: response_topic.clone(), ..V5Props::default() };
         let outcome = parse_request(&project(), &payload, &props, &limits, &policy);
         check_outcome(&outcome, &payload, response_topic.as_deref(), &policy)?;
     }
@@ -262,7 +262,7 @@ proptest! {
         response_topic in prop::option::of(topic()),
         policy in policy(),
     ) {
-        let props = V5Props { response_topic: response_topic.clone(), correlation_data: None };
+        let props = V5Props { response_topic: response_topic.clone(), ..V5Props::default() };
         let outcome = parse_request(&project(), &payload, &props, &WireLimits::default(), &policy);
         check_outcome(&outcome, &payload, response_topic.as_deref(), &policy)?;
     }
