@@ -146,6 +146,26 @@ async fn until_replied(recorder: &mut Recorder, seen: &mut HashMap<String, Vec<D
     }
 }
 
+/// The processes of `group` still alive (zombies aside) after up to 10 s: the kernel and init reap the rest.
+async fn survivors(group: &[i32]) -> Vec<i32> {
+    let alive = || -> Vec<i32> {
+        group
+            .iter()
+            .copied()
+            .filter(|&p| support::proc::state(p).is_some_and(|s| s != 'Z'))
+            .collect()
+    };
+    let started = Instant::now();
+    while !alive().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = alive();
+    for &p in &left {
+        eprintln!("left: {p} {:?}", support::proc::cmdline(p));
+    }
+    left
+}
+
 fn finals(seen: &HashMap<String, Vec<Delivery>>, session: &str) -> Vec<String> {
     seen.get(&format!("general/assistant_response/{session}"))
         .map(|ds| ds.iter().map(Delivery::text).collect())
@@ -216,11 +236,7 @@ async fn real_vllm_sigkill_then_sigterm_with_streams_in_flight() {
         assert!(!replies[0].starts_with("Error"), "{s}: {}", replies[0]);
     }
     assert_eq!(code, Some(0));
-    let leftovers: Vec<i32> = group
-        .iter()
-        .copied()
-        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-        .collect();
+    let leftovers = survivors(&group).await;
     assert!(leftovers.is_empty(), "engine processes left after exit: {leftovers:?}");
     eprintln!(
         "REAL-VLLM-FIGURES: ready_s={ready_s:.1} sigkill: streams=4 replies_lost=0 all_errored_after_s={errored_s:.2} \

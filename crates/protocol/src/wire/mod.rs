@@ -103,7 +103,8 @@ pub struct ChatRequest {
     pub stream: Option<String>,
     /// Echoed in stream frames; the client's `requestId`, or 16 generated lowercase hex digits.
     pub request_id: String,
-    /// For logs only.
+    /// The client the request speaks for: its `clientId` field as parsed; under `--session-owner client` the intake
+    /// replaces it with the resolved owner (field, MQTT 5 user property or reply-topic segment).
     pub client_id: Option<String>,
     /// Set when a `replyTopic` or Response Topic was given but not usable (the default topic is used instead).
     pub reply_topic_fallback: Option<TopicFallback>,
