@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::admission::Admission;
 use crate::bridge::{Bridge, overflow_handler};
 use crate::config::Config;
 use crate::engine::{EngineError, EngineHandle, EngineMode, EngineState, spawn_engine};
@@ -216,10 +217,12 @@ async fn run_inner(
 
     // MQTT, its publisher, and the bridge.
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let admission = Admission::new(config.bridge.admission, engine.clone());
     let overflow = overflow_handler(
         config.mqtt.projects.clone(),
         config.bridge.limits.clone(),
         config.projects.clone(),
+        admission.clone(),
     );
     let (mqtt, publisher) = match spawn_mqtt(
         &config.mqtt,
@@ -237,6 +240,7 @@ async fn run_inner(
     };
     let (bridge, intake) = Bridge::new(
         &config.bridge,
+        admission,
         config.mqtt.projects.clone(),
         config.projects.clone(),
         llm,

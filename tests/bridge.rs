@@ -431,13 +431,16 @@ async fn session_queue_overflow_is_refused_with_an_error() {
 async fn server_overload_is_refused_with_the_original_text() {
     let mut h = Harness::start(&["--max-queued", "1", "--engine-arg=--sim-itl-ms=50"]).await;
     h.send(json!({"sessionId": "o1", "message": "slow one"})).await;
-    h.send(json!({"sessionId": "o2", "message": "no room"})).await;
+    h.send(json!({"sessionId": "o2", "message": "no room", "stream": true}))
+        .await;
     let mut others = Vec::new();
     let refused = h.client.recv_on("general/assistant_response/o2", &mut others).await;
     assert_eq!(
         refused.text(),
         "Error: Server is overloaded. Please try again in a moment."
     );
+    // MQTT 5 clients are told when to retry: nothing has drained yet, so the no-sample hint (5 s).
+    assert_eq!(refused.user_property("retryAfterMs"), Some("5000"));
     let ok = h.client.recv_on("general/assistant_response/o1", &mut others).await;
     assert!(ok.text().ends_with("user=slow one"), "{}", ok.text());
     let metric = "mqtt_llm_requests_rejected_total{project=\"general\",reason=\"overloaded\"}";

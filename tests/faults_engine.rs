@@ -448,7 +448,8 @@ async fn under_a_flood_no_request_waits_longer_than_max_queue_wait() {
     .await;
     let mut sent = HashMap::new();
     for i in 0..4 {
-        let body = json!({"sessionId": "lane", "message": format!("turn {i}"), "maxTokens": 16, "requestId": format!("lane{i}")});
+        let body = json!({"sessionId": "lane", "message": format!("turn {i}"), "maxTokens": 16,
+                          "requestId": format!("lane{i}"), "stream": true});
         client.publish_json("general/user_input", body).await;
         sent.insert(format!("lane#{i}"), Instant::now());
     }
@@ -466,6 +467,7 @@ async fn under_a_flood_no_request_waits_longer_than_max_queue_wait() {
     // Every request gets one reply, answer or overload, within the bound.
     let mut replies: HashMap<String, Vec<(String, Instant)>> = HashMap::new();
     let mut lane_replies = Vec::new();
+    let mut lane_errors = Vec::new();
     let done = |replies: &HashMap<String, Vec<(String, Instant)>>, lane: usize| {
         lane == 4 && flood.keys().all(|s| replies.contains_key(s))
     };
@@ -474,6 +476,9 @@ async fn under_a_flood_no_request_waits_longer_than_max_queue_wait() {
         match d.topic.strip_prefix("general/assistant_response/") {
             Some("lane") => lane_replies.push((d.text(), d.at)),
             Some(s) => replies.entry(s.to_owned()).or_default().push((d.text(), d.at)),
+            None if d.topic == "general/assistant_stream/lane" && d.json().get("error").is_some() => {
+                lane_errors.push(d.json()["error"].clone());
+            }
             None => {}
         }
     }
@@ -501,6 +506,17 @@ async fn under_a_flood_no_request_waits_longer_than_max_queue_wait() {
     for (text, at) in &lane_replies {
         worst = worst.max(*at - lane_start);
         assert!(text == OVERLOADED || text.starts_with("messages="), "lane: {text}");
+    }
+    // Each refused stream ended with an error frame that says when to retry (from the drain rate: 1-60 s).
+    let lane_refused = lane_replies.iter().filter(|(t, _)| t == OVERLOADED).count();
+    assert!(lane_refused > 0, "no lane request waited 3 s: {lane_replies:?}");
+    assert_eq!(lane_errors.len(), lane_refused, "{lane_errors:?}");
+    for e in &lane_errors {
+        assert_eq!(e["code"], "queue_timeout", "{e}");
+        let ms = e["retryAfterMs"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no retryAfterMs: {e}"));
+        assert!((1000..=60_000).contains(&ms), "{e}");
     }
     assert!(refused > 0 && answered > 0, "answered {answered}, refused {refused}");
     assert!(

@@ -49,6 +49,15 @@ impl Refusal {
         }
     }
 
+    /// Whether the client is told when to retry ([`Admission::retry_after`](super::Admission::retry_after)): the
+    /// refusals that mean "too busy now", not those of a bad request or a shutdown.
+    pub fn hints_retry(&self) -> bool {
+        match self {
+            Self::Overloaded | Self::SessionQueueFull | Self::EngineNotReady | Self::QueueTimeout => true,
+            Self::Invalid(_) | Self::ShuttingDown => false,
+        }
+    }
+
     /// Stable code for metrics and error frames.
     pub fn code(&self) -> &'static str {
         self.entry().0

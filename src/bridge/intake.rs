@@ -93,7 +93,8 @@ impl Intake {
             Ok(Admitted::Queued) => {}
             Err(Refused { refusal, reply }) => {
                 refused(&project, Some(&reply), refusal.code());
-                self.publisher.reply(&reply, refusal.reply_text()).await;
+                let hint = refusal.hints_retry().then(|| self.admission.retry_after());
+                self.publisher.refusal(&reply, refusal.reply_text(), hint).await;
             }
         }
     }
@@ -130,9 +131,16 @@ fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, reason: &'static 
 }
 
 /// The event loop's answer to a message the intake had no room for: "overloaded", published without waiting.
-/// `catalog` gives each project's reply prefixes, as for the [`Intake`].
-pub fn overflow_handler(projects: Vec<ProjectName>, limits: WireLimits, catalog: ProjectCatalog) -> Overflow {
-    Arc::new(move |publisher: &Publisher, msg: Inbound| overflow(publisher, &projects, &limits, &catalog, msg))
+/// `catalog` gives each project's reply prefixes, as for the [`Intake`]; `admission` the retry hint.
+pub fn overflow_handler(
+    projects: Vec<ProjectName>,
+    limits: WireLimits,
+    catalog: ProjectCatalog,
+    admission: Admission,
+) -> Overflow {
+    Arc::new(move |publisher: &Publisher, msg: Inbound| {
+        overflow(publisher, &projects, &limits, &catalog, &admission, msg)
+    })
 }
 
 fn overflow(
@@ -140,6 +148,7 @@ fn overflow(
     projects: &[ProjectName],
     limits: &WireLimits,
     catalog: &ProjectCatalog,
+    admission: &Admission,
     msg: Inbound,
 ) {
     let Some(project) = request_filter_project(&msg.topic, projects) else {
@@ -160,7 +169,7 @@ fn overflow(
         );
         return;
     };
-    if !publisher.try_reply(target, &refusal.reply_text()) {
+    if !publisher.try_reply(target, &refusal.reply_text(), Some(admission.retry_after())) {
         tracing::error!("overloaded and cannot even say so");
     }
 }

@@ -56,13 +56,13 @@ pub struct Bridge {
 impl Bridge {
     pub fn new(
         cfg: &BridgeConfig,
+        admission: Admission,
         projects: Vec<ProjectName>,
         catalog: ProjectCatalog,
         llm: LlmClient,
         engine: EngineHandle,
         publisher: Publisher,
     ) -> (Self, Intake) {
-        let admission = Admission::new(cfg.admission, engine.clone());
         let sessions = SessionStore::new(cfg.sessions.max_history_tokens);
         let workers = TaskTracker::new();
         let abort = CancellationToken::new();

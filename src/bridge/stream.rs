@@ -127,7 +127,7 @@ impl StreamSink {
         self.send(&frame).await;
     }
 
-    pub async fn error(&mut self, code: &str, message: String) {
+    pub async fn error(&mut self, code: &str, message: String, retry_after: Option<Duration>) {
         self.flush_all().await;
         let frame = ErrorFrame {
             request_id: self.request_id.clone(),
@@ -135,6 +135,7 @@ impl StreamSink {
             error: FrameError {
                 code: code.to_owned(),
                 message,
+                retry_after_ms: retry_after.map(millis),
             },
         };
         self.send(&frame).await;

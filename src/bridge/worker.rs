@@ -139,10 +139,14 @@ impl Worker {
             }
             Err(failure) => {
                 tracing::warn!(project, session = key.session.as_str(), code = failure.code(), error = %failure.user_message(), "request failed");
+                let hint = match &failure {
+                    Failure::Refused(r) if r.hints_retry() => Some(self.admission.retry_after()),
+                    _ => None,
+                };
                 if let Some(sink) = sink.as_mut() {
-                    sink.error(failure.code(), failure.user_message()).await;
+                    sink.error(failure.code(), failure.user_message(), hint).await;
                 }
-                self.publisher.reply(&req.reply, failure.reply_text()).await;
+                self.publisher.refusal(&req.reply, failure.reply_text(), hint).await;
                 metrics::reply_published(project, Some(failure.code()));
                 metrics::request_timing(project, total, None);
             }

@@ -13,6 +13,8 @@ pub struct Outgoing {
     pub correlation_data: Option<Bytes>,
     /// MQTT 5 Content Type (`text/plain` replies, `application/json` frames).
     pub content_type: &'static str,
+    /// MQTT 5 user property `retryAfterMs` (overload refusals): when the client should try again.
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A request the `rumqttc` client could not queue (it keeps the request, payload included; boxed, since a v5
@@ -66,12 +68,19 @@ pub enum MqttClient {
     V5(rumqttc::v5::AsyncClient),
 }
 
+/// The MQTT 5 user property of an overload refusal that says when to retry, in milliseconds.
+pub const RETRY_AFTER_PROPERTY: &str = "retryAfterMs";
+
 fn v5_properties(msg: &Outgoing) -> rumqttc::v5::mqttbytes::v5::PublishProperties {
     rumqttc::v5::mqttbytes::v5::PublishProperties {
         // 1 = the payload is UTF-8 text (replies and JSON frames both are).
         payload_format_indicator: Some(1),
         correlation_data: msg.correlation_data.clone(),
         content_type: Some(msg.content_type.to_owned()),
+        user_properties: msg
+            .retry_after_ms
+            .map(|ms| vec![(RETRY_AFTER_PROPERTY.to_owned(), ms.to_string())])
+            .unwrap_or_default(),
         ..Default::default()
     }
 }

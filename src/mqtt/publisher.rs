@@ -3,6 +3,7 @@
 //! a failed publish is logged and counted here, once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -74,7 +75,14 @@ impl Publisher {
     /// Publish a final reply (or `Error: ...`) text. Waits only while the client's queue is full; never call it
     /// from the event-loop task. Returns whether the publish was queued.
     pub async fn reply(&self, target: &ReplyTarget, text: String) -> bool {
-        self.send(target, Bytes::from(text), TEXT).await
+        self.send(target, Bytes::from(text), TEXT, None).await
+    }
+
+    /// Publish a refusal's reply text, as [`Self::reply`]; under MQTT 5 with the user property `retryAfterMs` when
+    /// `retry_after` is given (the text stays the one the original's clients test for).
+    pub async fn refusal(&self, target: &ReplyTarget, text: String, retry_after: Option<Duration>) -> bool {
+        self.send(target, Bytes::from(text), TEXT, retry_after.map(millis))
+            .await
     }
 
     /// Publish one delta frame as JSON unless [`FRAME_BACKLOG`] publishes already wait for the broker (or the
@@ -96,6 +104,7 @@ impl Publisher {
             payload: Bytes::from(json),
             correlation_data: target.correlation_data.clone(),
             content_type: JSON,
+            retry_after_ms: None,
         };
         self.unacked.queued();
         match self.client.try_publish(msg) {
@@ -117,7 +126,7 @@ impl Publisher {
     /// and the last text before them). Returns whether the publish was queued.
     pub async fn frame(&self, target: &ReplyTarget, frame: &impl Serialize) -> bool {
         match serde_json::to_vec(frame) {
-            Ok(json) => self.send(target, Bytes::from(json), JSON).await,
+            Ok(json) => self.send(target, Bytes::from(json), JSON, None).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a stream frame");
                 false
@@ -127,23 +136,31 @@ impl Publisher {
 
     /// Publish a reply text without waiting (fails when the client's queue is full): the only way the
     /// event-loop task may publish. Returns whether the publish was queued.
-    pub fn try_reply(&self, target: ReplyTarget, text: &str) -> bool {
+    pub fn try_reply(&self, target: ReplyTarget, text: &str, retry_after: Option<Duration>) -> bool {
         let msg = Outgoing {
             topic: target.topic,
             payload: Bytes::copy_from_slice(text.as_bytes()),
             correlation_data: target.correlation_data,
             content_type: TEXT,
+            retry_after_ms: retry_after.map(millis),
         };
         self.unacked.queued();
         self.counted(self.client.try_publish(msg))
     }
 
-    async fn send(&self, target: &ReplyTarget, payload: Bytes, content_type: &'static str) -> bool {
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        payload: Bytes,
+        content_type: &'static str,
+        retry_after_ms: Option<u64>,
+    ) -> bool {
         let msg = Outgoing {
             topic: target.topic.clone(),
             payload,
             correlation_data: target.correlation_data.clone(),
             content_type,
+            retry_after_ms,
         };
         // Counted before it is queued, so that its PUBACK can never come before the count.
         self.unacked.queued();
@@ -161,4 +178,9 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -268,6 +268,11 @@ impl Subscriber {
                         let _ = tx.send(Received {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
+                            user_properties: p
+                                .properties
+                                .as_ref()
+                                .map(|pp| pp.user_properties.clone())
+                                .unwrap_or_default(),
                             correlation_data: p.properties.and_then(|pp| pp.correlation_data),
                         });
                     }

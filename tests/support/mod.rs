@@ -447,9 +447,19 @@ pub struct Received {
     pub topic: String,
     pub payload: Bytes,
     pub correlation_data: Option<Bytes>,
+    /// MQTT 5 user properties (e.g. `retryAfterMs` on an overload refusal).
+    pub user_properties: Vec<(String, String)>,
 }
 
 impl Received {
+    /// The MQTT 5 user property `name`, if the message carries it.
+    pub fn user_property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.payload).into_owned()
     }
@@ -491,6 +501,11 @@ impl TestClient {
                         let _ = tx.send(Received {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
+                            user_properties: p
+                                .properties
+                                .as_ref()
+                                .map(|pp| pp.user_properties.clone())
+                                .unwrap_or_default(),
                             correlation_data: p.properties.and_then(|pp| pp.correlation_data),
                         });
                     }

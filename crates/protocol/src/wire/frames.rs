@@ -52,6 +52,9 @@ pub struct FrameError {
     /// Stable snake_case code.
     pub code: String,
     pub message: String,
+    /// For overload refusals: when to retry, in milliseconds (from the server's current drain rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Client-side view used by tests and tools: parse any frame. Variant order matters for `untagged`: a done frame

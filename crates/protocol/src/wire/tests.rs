@@ -1355,6 +1355,7 @@ fn error_frame_json() {
         error: FrameError {
             code: "engine_unavailable".into(),
             message: "Error: engine unavailable".into(),
+            retry_after_ms: None,
         },
     };
     let text = serde_json::to_string(&frame).unwrap();
