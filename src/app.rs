@@ -25,6 +25,7 @@ use crate::llm::{LlmClient, LlmError};
 use crate::metrics;
 use crate::mqtt::client::MqttError;
 use crate::mqtt::eventloop::{Inbound, spawn_mqtt};
+use crate::mqtt::status::Presence;
 
 /// Messages from the event loop waiting for the intake.
 const INBOUND_QUEUE: usize = 4096;
@@ -210,6 +211,12 @@ async fn run_inner(
     };
     let llm = LlmClient::new(engine.base_url().clone(), model.clone(), config.engine.connect_timeout)
         .map_err(AppError::LlmSetup)?;
+    let presence = Presence {
+        topic: config.mqtt.status_topic.clone(),
+        model: model.clone(),
+        projects: config.mqtt.projects.iter().map(|p| p.as_str().to_owned()).collect(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
     let _ = events.send(AppEvent::EngineReady {
         url: engine.base_url().clone(),
         model,
@@ -226,6 +233,7 @@ async fn run_inner(
     );
     let (mqtt, publisher) = match spawn_mqtt(
         &config.mqtt,
+        presence,
         inbound_tx,
         overflow,
         mqtt_ready_tx,

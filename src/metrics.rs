@@ -29,6 +29,7 @@ pub const MQTT_CONNECTED: &str = "mqtt_llm_mqtt_connected";
 pub const MQTT_CONNECTIONS: &str = "mqtt_llm_mqtt_connections_total";
 pub const MQTT_CONNECTION_ERRORS: &str = "mqtt_llm_mqtt_connection_errors_total";
 pub const MQTT_PUBLISH_ERRORS: &str = "mqtt_llm_mqtt_publish_errors_total";
+pub const MQTT_UNACKED_AT_SHUTDOWN: &str = "mqtt_llm_mqtt_unacked_at_shutdown_total";
 pub const MQTT_PUBLISHES_DROPPED: &str = "mqtt_llm_mqtt_publishes_dropped_total";
 pub const ENGINE_READY: &str = "mqtt_llm_engine_ready";
 pub const ENGINE_RESTARTS: &str = "mqtt_llm_engine_restarts_total";
@@ -83,6 +84,7 @@ const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
     (Service, Counter, MQTT_CONNECTIONS, "Successful broker connections (ConnAck)."),
     (Service, Counter, MQTT_CONNECTION_ERRORS, "Broker connection errors (each followed by a reconnect attempt)."),
     (Service, Counter, MQTT_PUBLISH_ERRORS, "Publishes that could not be handed to the MQTT client."),
+    (Service, Counter, MQTT_UNACKED_AT_SHUTDOWN, "Publishes the broker had not acknowledged when the drain deadline passed."),
     (Service, Counter, MQTT_PUBLISHES_DROPPED, "Publishes dropped with a broken broker connection, by kind (frame; reply: beyond the held replies' bound)."),
     (Service, Gauge, ENGINE_READY, "1 while the engine is ready."),
     (Service, Counter, ENGINE_RESTARTS, "Engine restarts, by cause (crash, hang, start_timeout)."),
@@ -203,6 +205,11 @@ pub fn mqtt_connection_error() {
 
 pub fn mqtt_publish_error() {
     counter!(MQTT_PUBLISH_ERRORS).increment(1);
+}
+
+/// `count` publishes were still unacknowledged when the shutdown's drain deadline passed.
+pub fn mqtt_unacked_at_shutdown(count: usize) {
+    counter!(MQTT_UNACKED_AT_SHUTDOWN).increment(count as u64);
 }
 
 /// `count` publishes of `kind` (`frame` or `reply`) dropped with a broken broker connection.

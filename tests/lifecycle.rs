@@ -182,3 +182,56 @@ async fn real_vllm_without_a_gpu_driver_is_refused_with_an_explanation() {
         "{line}"
     );
 }
+
+/// The next message on `mqtt-llm/status`, as JSON, with its retain flag.
+async fn next_status(client: &mut TestClient) -> (serde_json::Value, bool) {
+    let mut others = Vec::new();
+    let r = client.recv_on("mqtt-llm/status", &mut others).await;
+    (r.json(), r.retain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_online_while_serving_offline_after_sigterm_and_the_will_after_a_kill() {
+    let mut broker = Mosquitto::start().await;
+    let mut server = MqttLlm::start(&sim_up_args_with(&broker.url(), &["--projects", "general,maze"])).await;
+
+    // A device that subscribes after start-up finds the retained "online".
+    let mut device = TestClient::connect(broker.port).await;
+    device.subscribe("mqtt-llm/status").await;
+    let (online, retained) = next_status(&mut device).await;
+    assert!(retained, "the status is retained");
+    assert_eq!(online["status"], "online", "{online}");
+    assert_eq!(online["model"], "sim-model");
+    assert_eq!(online["projects"], json!(["general", "maze"]));
+    assert!(online["since"].is_string(), "{online}");
+
+    // SIGTERM: "offline" (shutdown) arrives, and only then does mqtt-llm disconnect cleanly; the Will is not sent.
+    server.signal(Signal::SIGTERM);
+    let (offline, _) = next_status(&mut device).await;
+    assert_eq!(offline["status"], "offline", "{offline}");
+    assert_eq!(offline["reason"], "shutdown", "{offline}");
+    assert_eq!(server.wait_exit().await, Some(0));
+    broker
+        .wait_log("mqtt-llm's clean DISCONNECT", |l| {
+            l.contains("mqtt-llm-") && l.contains(" disconnected")
+        })
+        .await;
+    let mut late = TestClient::connect(broker.port).await;
+    late.subscribe("mqtt-llm/status").await;
+    let (kept, retained) = next_status(&mut late).await;
+    assert!(retained);
+    assert_eq!(
+        kept["reason"], "shutdown",
+        "the retained status is the shutdown notice, not the Will: {kept}"
+    );
+
+    // A new instance turns it online again; SIGKILL leaves it to the broker's Will: "offline" (connection lost).
+    let server = MqttLlm::start(&sim_up_args(&broker.url())).await;
+    let (online, _) = next_status(&mut late).await;
+    assert_eq!(online["status"], "online", "{online}");
+    server.signal(Signal::SIGKILL);
+    let (will, retained) = next_status(&mut late).await;
+    assert_eq!(will["status"], "offline", "{will}");
+    assert_eq!(will["reason"], "connection lost", "{will}");
+    assert!(!retained, "delivered live, not from the store");
+}

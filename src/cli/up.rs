@@ -181,6 +181,9 @@ pub struct UpArgs {
     /// Maximum MQTT packet size in bytes, both directions.
     #[arg(long, default_value_t = DEFAULT_MAX_PACKET_SIZE)]
     pub max_packet_size: u32,
+    /// The retained online/offline status goes to `{PREFIX}/status` (with a Last Will for a lost connection).
+    #[arg(long, env = "MQTT_LLM_STATUS_PREFIX", default_value = DEFAULT_STATUS_PREFIX)]
+    pub status_prefix: String,
     /// Projects to serve: `{project}/user_input` is subscribed for each (comma or space separated).
     #[arg(long, env = "MQTT_LLM_PROJECTS", default_value = DEFAULT_PROJECTS)]
     pub projects: String,
@@ -308,6 +311,7 @@ impl UpArgs {
                 mqtt_version: self.mqtt_version.number(),
                 mqtt_client_id: self.mqtt_client_id.clone(),
                 max_packet_size: self.max_packet_size,
+                status_prefix: self.status_prefix.clone(),
                 projects: self.projects.clone(),
             },
             requests: RawRequests {

@@ -53,6 +53,8 @@ pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
 /// 3 (3.1.1) or 5.
 pub const DEFAULT_MQTT_VERSION: u8 = 5;
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
+/// `{prefix}/status` carries the retained online/offline status.
+pub const DEFAULT_STATUS_PREFIX: &str = "mqtt-llm";
 pub const DEFAULT_PROJECTS: &str = super::GENERAL;
 
 // ---- requests ----

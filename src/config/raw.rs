@@ -138,6 +138,8 @@ pub struct RawMqtt {
     pub mqtt_client_id: Option<String>,
     pub max_packet_size: u32,
     pub projects: String,
+    /// The status topic is `{status_prefix}/status`.
+    pub status_prefix: String,
 }
 
 impl Default for RawMqtt {
@@ -154,6 +156,7 @@ impl Default for RawMqtt {
             mqtt_client_id: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             projects: DEFAULT_PROJECTS.to_owned(),
+            status_prefix: DEFAULT_STATUS_PREFIX.to_owned(),
         }
     }
 }

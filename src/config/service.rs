@@ -51,9 +51,25 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         keep_alive: DEFAULT_KEEP_ALIVE,
         max_packet_size: raw.max_packet_size,
         projects,
+        status_topic: status_topic(&raw.status_prefix)?,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
     })
+}
+
+/// `{prefix}/status`; the prefix is a plain topic (no wildcard, NUL or leading `$`, no empty level at either end).
+fn status_topic(prefix: &str) -> Result<String, ConfigError> {
+    let bad = |why: &'static str| Err(invalid("--status-prefix", why));
+    if prefix.is_empty() || prefix.starts_with('/') || prefix.ends_with('/') {
+        return bad("must be a topic such as `mqtt-llm` or `site/ai` (not empty, no leading or trailing `/`)");
+    }
+    if prefix.contains(['+', '#', '\0']) {
+        return bad("must not contain the wildcards `+`, `#` or NUL");
+    }
+    if prefix.starts_with('$') {
+        return bad("must not start with `$` (broker topics)");
+    }
+    Ok(crate::mqtt::status::Presence::topic_for(prefix))
 }
 
 pub(super) fn session_settings(raw: &RawRequests) -> Result<SessionSettings, ConfigError> {

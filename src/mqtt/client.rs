@@ -15,6 +15,8 @@ pub struct Outgoing {
     pub content_type: &'static str,
     /// MQTT 5 user property `retryAfterMs` (overload refusals): when the client should try again.
     pub retry_after_ms: Option<u64>,
+    /// Retained (the status topic only).
+    pub retain: bool,
 }
 
 /// A request the `rumqttc` client could not queue (it keeps the request, payload included; boxed, since a v5
@@ -103,11 +105,11 @@ impl MqttClient {
         let (topic, payload) = (msg.topic.clone(), msg.payload.clone());
         let result = match self {
             Self::V3(c) => c
-                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .publish(topic, QoS::AtLeastOnce, msg.retain, payload)
                 .await
                 .map_err(Into::into),
             Self::V5(c) => (c
-                .publish_with_properties(topic, V5_QOS, false, payload, v5_properties(&msg))
+                .publish_with_properties(topic, V5_QOS, msg.retain, payload, v5_properties(&msg))
                 .await)
                 .map_err(Into::into),
         };
@@ -119,11 +121,10 @@ impl MqttClient {
         let (topic, payload) = (msg.topic.clone(), msg.payload.clone());
         let result = match self {
             Self::V3(c) => c
-                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .try_publish(topic, QoS::AtLeastOnce, msg.retain, payload)
                 .map_err(Into::into),
-            Self::V5(c) => {
-                (c.try_publish_with_properties(topic, V5_QOS, false, payload, v5_properties(&msg))).map_err(Into::into)
-            }
+            Self::V5(c) => (c.try_publish_with_properties(topic, V5_QOS, msg.retain, payload, v5_properties(&msg)))
+                .map_err(Into::into),
         };
         msg.failed(result)
     }

@@ -17,7 +17,12 @@
 //! Shutdown must not lose a reply: closing the socket while QoS 1 publishes are still unacknowledged loses them
 //! (the broker sees the connection reset, not our DISCONNECT). So the loop keeps the [`Unacked`] count current
 //! (down on each PUBACK, and by the frames and replies a broken connection drops; held replies still count), and
-//! [`MqttHandle::shutdown`] waits on that `watch` for 0, up to a deadline, before it queues the DISCONNECT.
+//! [`MqttHandle::shutdown`] waits on that `watch` for 0, up to a deadline, then publishes the retained offline
+//! status, waits for its PUBACK too, and only then queues the DISCONNECT (which makes the broker discard our Last
+//! Will: the Will, `offline` with reason `connection lost`, is for deaths without a DISCONNECT).
+//!
+//! Presence ([`Presence`]): every time the subscriptions are acknowledged the loop publishes the retained `online`
+//! status (a Will may have turned it `offline` while we were away).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +36,7 @@ use super::client::{ConnectionError, MqttClient, MqttError};
 use super::connection::{Connection, LoopEvent, SetAside, V3, V5};
 use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
+use super::status::{OfflineReason, Presence};
 use crate::metrics;
 use mqtt_llm_protocol::topics::{ProjectName, request_topic};
 
@@ -55,6 +61,9 @@ pub struct MqttHandle {
     /// QoS 1 publishes queued or in flight, not yet acknowledged by the broker.
     unacked: watch::Receiver<usize>,
     stopped: CancellationToken,
+    /// Publishes the offline status at shutdown.
+    publisher: Publisher,
+    presence: Arc<Presence>,
 }
 
 impl MqttHandle {
@@ -70,18 +79,38 @@ impl MqttHandle {
     /// Wait until the broker has acknowledged every publish queued so far (replies included), but not past
     /// `ack_deadline`; then send DISCONNECT and wait, up to `timeout`, for the event loop to write it and stop.
     /// Publishes still unacknowledged at the deadline are logged (they may be lost).
-    pub async fn shutdown(&self, ack_deadline: tokio::time::Instant, timeout: Duration) {
+    /// Wait until every publish queued so far is acknowledged, up to `deadline`; whether it was.
+    async fn wait_acked(&self, deadline: tokio::time::Instant) -> bool {
         let mut unacked = self.unacked.clone();
         // (The `Ref` the wait returns must not live across an await.)
-        let acked = tokio::time::timeout_at(ack_deadline, unacked.wait_for(|n| *n == 0))
+        tokio::time::timeout_at(deadline, unacked.wait_for(|n| *n == 0))
             .await
-            .is_ok();
+            .is_ok()
+    }
+
+    pub async fn shutdown(&self, ack_deadline: tokio::time::Instant, timeout: Duration) {
+        let acked = self.wait_acked(ack_deadline).await;
         if !acked {
             let unacked = *self.unacked.borrow();
+            metrics::mqtt_unacked_at_shutdown(unacked);
             tracing::warn!(
                 unacked,
                 "publishes not acknowledged by the broker at the drain deadline"
             );
+        }
+        // The retained offline status, acknowledged before the DISCONNECT (half of `timeout` at most, so that the
+        // DISCONNECT itself keeps the other half).
+        if self.is_ready() {
+            let topic = &self.presence.topic;
+            if self
+                .publisher
+                .try_status(topic, self.presence.offline(OfflineReason::Shutdown))
+            {
+                let status_deadline = tokio::time::Instant::now() + timeout / 2;
+                if !self.wait_acked(status_deadline).await {
+                    tracing::warn!(topic, "the offline status was not acknowledged before the DISCONNECT");
+                }
+            }
         }
         self.client.disconnect().await;
         if tokio::time::timeout(timeout, self.stopped.cancelled()).await.is_err() {
@@ -94,6 +123,7 @@ impl MqttHandle {
 /// `ready` is set while connected and subscribed. Returns the actor's handle and the one [`Publisher`].
 pub fn spawn_mqtt(
     cfg: &MqttSettings,
+    presence: Presence,
     inbound: mpsc::Sender<Inbound>,
     overflow: Overflow,
     ready: watch::Sender<bool>,
@@ -110,12 +140,12 @@ pub fn spawn_mqtt(
     };
     let (client, conn) = match cfg.version {
         MqttVersion::V311 => {
-            let (client, eventloop) = connect_v3(cfg, transport);
+            let (client, eventloop) = connect_v3(cfg, transport, &presence);
             let conn = V3::new(eventloop, client.clone(), &cfg.projects);
             (MqttClient::V3(client), Either::V3(conn))
         }
         MqttVersion::V5 => {
-            let (client, eventloop) = connect_v5(cfg, transport);
+            let (client, eventloop) = connect_v5(cfg, transport, &presence);
             let conn = V5::new(eventloop, client.clone(), &cfg.projects);
             (MqttClient::V5(client), Either::V5(conn))
         }
@@ -125,7 +155,9 @@ pub fn spawn_mqtt(
     let publisher = Publisher::new(client.clone(), unacked);
     let ready_rx = ready.subscribe();
     let stopped = CancellationToken::new();
+    let presence = Arc::new(presence);
     let shared = LoopShared {
+        presence: Arc::clone(&presence),
         projects: cfg.projects.clone(),
         inbound,
         overflow,
@@ -151,6 +183,8 @@ pub fn spawn_mqtt(
         ready: ready_rx,
         unacked: unacked_rx,
         stopped,
+        publisher: publisher.clone(),
+        presence,
     };
     Ok((handle, publisher))
 }
@@ -162,8 +196,18 @@ enum Either {
     V5(V5),
 }
 
-fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+fn connect_v3(
+    cfg: &MqttSettings,
+    transport: Option<rumqttc::Transport>,
+    presence: &Presence,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
     let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_last_will(rumqttc::LastWill::new(
+        &presence.topic,
+        presence.offline(OfflineReason::ConnectionLost),
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ));
     opts.set_keep_alive(cfg.keep_alive)
         .set_clean_session(true)
         .set_max_packet_size(cfg.max_packet_size as usize, cfg.max_packet_size as usize)
@@ -185,8 +229,16 @@ fn connect_v3(cfg: &MqttSettings, transport: Option<rumqttc::Transport>) -> (rum
 fn connect_v5(
     cfg: &MqttSettings,
     transport: Option<rumqttc::Transport>,
+    presence: &Presence,
 ) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
     let mut opts = rumqttc::v5::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        &presence.topic,
+        presence.offline(OfflineReason::ConnectionLost),
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        true,
+        None,
+    ));
     opts.set_keep_alive(cfg.keep_alive)
         .set_clean_start(true)
         .set_max_packet_size(Some(cfg.max_packet_size))
@@ -204,6 +256,7 @@ fn connect_v5(
 
 struct LoopShared {
     projects: Vec<ProjectName>,
+    presence: Arc<Presence>,
     inbound: mpsc::Sender<Inbound>,
     overflow: Overflow,
     publisher: Publisher,
@@ -289,6 +342,10 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
                     tracing::error!(refused, "broker refused request-topic subscriptions");
                 }
                 tracing::info!(projects = shared.projects.len(), "subscribed");
+                let presence = &shared.presence;
+                if !shared.publisher.try_status(&presence.topic, presence.online()) {
+                    tracing::warn!(topic = presence.topic, "cannot queue the online status");
+                }
                 shared.set_ready(true);
             }
             Ok(LoopEvent::Message(msg)) => shared.deliver(msg),

@@ -7,11 +7,13 @@
 //! - [`publisher`]: the one way a reply, an error text or a stream frame leaves the service.
 //! - [`client`]: the raw publishing handle over MQTT 3.1.1 or 5, and the typed MQTT errors.
 //! - [`settings`]: the connection's settings ([`MqttSettings`]), built by `config`.
+//! - [`status`]: the retained online/offline status ([`Presence`](status::Presence)) and its Last Will.
 
 pub mod client;
 mod connection;
 pub mod eventloop;
 pub mod publisher;
 pub mod settings;
+pub mod status;
 
 pub use settings::{MqttSettings, MqttVersion};

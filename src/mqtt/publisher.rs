@@ -105,6 +105,7 @@ impl Publisher {
             correlation_data: target.correlation_data.clone(),
             content_type: JSON,
             retry_after_ms: None,
+            retain: false,
         };
         self.unacked.queued();
         match self.client.try_publish(msg) {
@@ -143,6 +144,7 @@ impl Publisher {
             correlation_data: target.correlation_data,
             content_type: TEXT,
             retry_after_ms: retry_after.map(millis),
+            retain: false,
         };
         self.unacked.queued();
         self.counted(self.client.try_publish(msg))
@@ -161,10 +163,26 @@ impl Publisher {
             correlation_data: target.correlation_data.clone(),
             content_type,
             retry_after_ms,
+            retain: false,
         };
         // Counted before it is queued, so that its PUBACK can never come before the count.
         self.unacked.queued();
         self.counted(self.client.publish(msg).await)
+    }
+
+    /// Publish a retained status message (JSON) without waiting: from the event-loop task (once subscribed) and
+    /// at shutdown. Counted as unacknowledged like every QoS 1 publish. Returns whether it was queued.
+    pub(super) fn try_status(&self, topic: &str, payload: bytes::Bytes) -> bool {
+        let msg = Outgoing {
+            topic: topic.to_owned(),
+            payload,
+            correlation_data: None,
+            content_type: JSON,
+            retry_after_ms: None,
+            retain: true,
+        };
+        self.unacked.queued();
+        self.counted(self.client.try_publish(msg))
     }
 
     fn counted(&self, result: Result<(), super::client::MqttError>) -> bool {

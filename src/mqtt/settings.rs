@@ -40,6 +40,8 @@ pub struct MqttSettings {
     /// Largest packet we send or accept.
     pub max_packet_size: u32,
     pub projects: Vec<ProjectName>,
+    /// `{--status-prefix}/status`: the retained online/offline status and the Last Will.
+    pub status_topic: String,
     /// Reconnect back-off bounds.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,

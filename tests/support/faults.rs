@@ -268,6 +268,7 @@ impl Subscriber {
                         let _ = tx.send(Received {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
+                            retain: p.retain,
                             user_properties: p
                                 .properties
                                 .as_ref()

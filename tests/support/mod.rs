@@ -447,6 +447,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Bytes,
     pub correlation_data: Option<Bytes>,
+    /// The retain flag: set on a retained message delivered at subscription time.
+    pub retain: bool,
     /// MQTT 5 user properties (e.g. `retryAfterMs` on an overload refusal).
     pub user_properties: Vec<(String, String)>,
 }
@@ -501,6 +503,7 @@ impl TestClient {
                         let _ = tx.send(Received {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
+                            retain: p.retain,
                             user_properties: p
                                 .properties
                                 .as_ref()
