@@ -13,15 +13,13 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 use support::proc::{Delivery, Recorder};
-use support::{Lines, Mosquitto, MqttLlm, TestClient, children_of, group_members, mqtt_llm_bin};
-use tokio::process::Command;
+use support::{Mosquitto, MqttLlm, TestClient, children_of, group_members};
 
 /// Start-up of real vLLM on 2 cores, and a restart.
 const ENGINE_START: Duration = Duration::from_secs(300);
@@ -40,52 +38,40 @@ fn installation() -> Option<PathBuf> {
 }
 
 async fn up(dir: &std::path::Path, broker: &Mosquitto) -> MqttLlm {
-    let mut child = Command::new(mqtt_llm_bin())
-        .args(["up", "--vllm-bin"])
-        .arg(dir.join("venv/bin/vllm"))
-        .arg("--model")
-        .arg(dir.join("smollm2"))
-        .args(["--served-model-name", "smollm2", "--max-model-len", "2048"])
-        .args(["--engine-arg=--enforce-eager", "--skip-gpu-check", "--no-engine-log"])
-        .args([
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    let mut args: Vec<String> = vec!["up".into(), "--vllm-bin".into(), path("venv/bin/vllm")];
+    args.extend(["--model".into(), path("smollm2")]);
+    args.extend(
+        [
+            "--served-model-name",
+            "smollm2",
+            "--max-model-len",
+            "2048",
+            "--engine-arg=--enforce-eager",
+            "--skip-gpu-check",
+            "--no-engine-log",
             "--broker",
             &broker.url(),
             "--http",
             "127.0.0.1:0",
             "--engine-grace",
             "10s",
-        ])
-        .args([
             "--engine-probe-interval",
             "1s",
             "--stream-interval-ms",
             "0",
             "--drain-timeout",
             "120s",
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("VLLM_HOST_IP", "127.0.0.1")
-        .env("VLLM_CPU_KVCACHE_SPACE", "1")
-        .env("MQTT_LLM_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = Lines::read(child.stdout.take().unwrap());
-    let stderr = Lines::read(child.stderr.take().unwrap());
-    let mut server = MqttLlm {
-        child,
-        http: ([127, 0, 0, 1], 0).into(),
-        stdout,
-        stderr,
-    };
-    let line = server
-        .stdout
-        .wait_for("http listening", |l| l.starts_with("http listening on "))
-        .await;
-    server.http = line.trim_start_matches("http listening on ").parse().unwrap();
+        ]
+        .map(String::from),
+    );
+    let env = [
+        ("HF_HUB_OFFLINE", "1"),
+        ("VLLM_HOST_IP", "127.0.0.1"),
+        ("VLLM_CPU_KVCACHE_SPACE", "1"),
+        ("MQTT_LLM_LOG", "info"),
+    ];
+    let server = MqttLlm::spawn_with_env(&args, &env).await;
     wait_ready(&server).await;
     server
 }

@@ -6,39 +6,12 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use nix::sys::signal::Signal;
-use support::{Lines, Mosquitto, MqttLlm, descendants_of, mqtt_llm_bin, proc_stats, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, descendants_of, mqtt_llm_bin, proc_stats, sim_up_args_with};
 use tokio::process::Command;
 
 const USER: &str = "llm";
 const PASSWORD: &str = "pw-5f1e0c9a-not-for-children";
-
-/// `mqtt-llm ARGS` with `env` added to the test's environment, once its HTTP server listens.
-async fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> MqttLlm {
-    let mut child = Command::new(mqtt_llm_bin())
-        .args(args)
-        .env("MQTT_LLM_LOG", "info,mqtt_llm=debug")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = Lines::read(child.stdout.take().unwrap());
-    let stderr = Lines::read(child.stderr.take().unwrap());
-    let line = stdout
-        .wait_for("http listening", |l| l.starts_with("http listening on "))
-        .await;
-    MqttLlm {
-        child,
-        http: line.trim_start_matches("http listening on ").parse().unwrap(),
-        stdout,
-        stderr,
-    }
-}
 
 /// `/proc/PID/FILE` as text (NUL separators as newlines); empty once the process is gone.
 fn proc_file(pid: i32, file: &str) -> String {
@@ -105,7 +78,7 @@ fn assert_not_printed(lines: &[String], secret: &str) {
 async fn the_password_of_the_environment_reaches_the_broker_but_no_child() {
     let broker = Mosquitto::start_with_password(USER, PASSWORD).await;
     let args = sim_up_args_with(&broker.url(), &["--mqtt-username", USER]);
-    let mut server = spawn_with_env(&args, &[("MQTT_LLM_MQTT_PASSWORD", PASSWORD)]).await;
+    let mut server = MqttLlm::spawn_with_env(&args, &[("MQTT_LLM_MQTT_PASSWORD", PASSWORD)]).await;
     // Ready means subscribed: the broker took the password.
     server.wait_ready().await;
     assert_children_clean(&server, PASSWORD);

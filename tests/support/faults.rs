@@ -265,17 +265,7 @@ impl Subscriber {
                         subscribed_tx.send_modify(|n| *n += 1);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Received {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload,
-                            retain: p.retain,
-                            user_properties: p
-                                .properties
-                                .as_ref()
-                                .map(|pp| pp.user_properties.clone())
-                                .unwrap_or_default(),
-                            correlation_data: p.properties.and_then(|pp| pp.correlation_data),
-                        });
+                        let _ = tx.send(Received::from(p));
                     }
                     Ok(_) => {}
                     // Reconnect pacing, not synchronisation: the next poll reconnects.

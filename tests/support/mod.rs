@@ -343,7 +343,12 @@ impl MqttLlm {
 
     /// Start it and wait only for its HTTP server.
     pub async fn spawn(args: &[String]) -> Self {
-        let mut this = Self::spawn_raw(args).await;
+        Self::spawn_with_env(args, &[]).await
+    }
+
+    /// [`Self::spawn`] with `env` added to the test's environment.
+    pub async fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut this = Self::spawn_raw_with_env(args, env).await;
         let line = this
             .stdout
             .wait_for("http listening", |l| l.starts_with("http listening on "))
@@ -354,9 +359,14 @@ impl MqttLlm {
 
     /// Start it without waiting for anything (for start-up failures).
     pub async fn spawn_raw(args: &[String]) -> Self {
+        Self::spawn_raw_with_env(args, &[]).await
+    }
+
+    async fn spawn_raw_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(mqtt_llm_bin())
             .args(args)
             .env("MQTT_LLM_LOG", "info,mqtt_llm=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -449,8 +459,27 @@ pub struct Received {
     pub correlation_data: Option<Bytes>,
     /// The retain flag: set on a retained message delivered at subscription time.
     pub retain: bool,
+    /// The QoS the broker delivered it with.
+    pub qos: rumqttc::v5::mqttbytes::QoS,
+    /// When the test client received it.
+    pub at: std::time::Instant,
     /// MQTT 5 user properties (e.g. `retryAfterMs` on an overload refusal).
     pub user_properties: Vec<(String, String)>,
+}
+
+impl From<rumqttc::v5::mqttbytes::v5::Publish> for Received {
+    fn from(p: rumqttc::v5::mqttbytes::v5::Publish) -> Self {
+        let props = p.properties.unwrap_or_default();
+        Self {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload,
+            retain: p.retain,
+            qos: p.qos,
+            at: std::time::Instant::now(),
+            user_properties: props.user_properties,
+            correlation_data: props.correlation_data,
+        }
+    }
 }
 
 impl Received {
@@ -500,17 +529,7 @@ impl TestClient {
                         let _ = sub_tx.send(());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Received {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload,
-                            retain: p.retain,
-                            user_properties: p
-                                .properties
-                                .as_ref()
-                                .map(|pp| pp.user_properties.clone())
-                                .unwrap_or_default(),
-                            correlation_data: p.properties.and_then(|pp| pp.correlation_data),
-                        });
+                        let _ = tx.send(Received::from(p));
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -569,6 +588,11 @@ impl TestClient {
     }
 
     /// The next message on exactly `topic`; messages on other topics are returned in `others`.
+    /// The next message (any topic), waiting at most `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Received> {
+        tokio::time::timeout(wait, self.rx.recv()).await.ok().flatten()
+    }
+
     pub async fn recv_on(&mut self, topic: &str, others: &mut Vec<Received>) -> Received {
         loop {
             let m = self.recv().await;

@@ -6,11 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{MqttLlm, TestClient, WAIT, children_of, group_members, proc_stats};
@@ -120,105 +115,11 @@ impl RssSampler {
     }
 }
 
-/// One publish a [`Recorder`] received.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub at: Instant,
-}
-
-impl Delivery {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.payload).into_owned()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
+/// One publish a [`Recorder`] received, with its QoS and arrival time.
+pub type Delivery = super::Received;
 
 /// An MQTT 5 subscriber that keeps, for each delivery, the QoS the broker delivered it with and when it arrived.
-pub struct Recorder {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<Delivery>,
-    subacks: mpsc::UnboundedReceiver<()>,
-    _tasks: JoinSet<()>,
-}
-
-impl Recorder {
-    pub async fn connect(port: u16) -> Self {
-        let id = format!("recorder-{:08x}", rand::random::<u32>());
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(Some(4 * 1024 * 1024));
-        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (sub_tx, subacks) = mpsc::unbounded_channel();
-        let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = conn_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Delivery {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload,
-                            qos: p.qos,
-                            at: Instant::now(),
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        tokio::time::timeout(WAIT, conn_rx.recv())
-            .await
-            .expect("the recorder could not connect");
-        Self {
-            client,
-            rx,
-            subacks,
-            _tasks: tasks,
-        }
-    }
-
-    /// Subscribe at QoS 1 and wait for the SubAck.
-    pub async fn subscribe(&mut self, filter: &str) {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        tokio::time::timeout(WAIT, self.subacks.recv())
-            .await
-            .expect("no SubAck");
-    }
-
-    /// The next delivery, waiting at most `wait`.
-    pub async fn recv_within(&mut self, wait: Duration) -> Option<Delivery> {
-        tokio::time::timeout(wait, self.rx.recv()).await.ok().flatten()
-    }
-
-    /// The next delivery (any topic), waiting at most [`WAIT`].
-    pub async fn recv(&mut self) -> Delivery {
-        self.recv_within(WAIT).await.expect("no message received")
-    }
-
-    /// Whatever arrives within `window` (only to assert that nothing more arrives after everything expected
-    /// was observed; never to wait for something expected).
-    pub async fn drain_for(&mut self, window: Duration) -> Vec<Delivery> {
-        let mut got = Vec::new();
-        while let Some(d) = self.recv_within(window).await {
-            got.push(d);
-        }
-        got
-    }
-}
+pub type Recorder = TestClient;
 
 /// A request asking for a stream, for session `session`: echo mode answers with a line that holds `message`,
 /// one token per word or so, so a long message makes a long stream.
