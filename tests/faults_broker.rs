@@ -606,3 +606,74 @@ async fn ask_probe(probe: &mut support::TestClient, id: &str) -> (Duration, Stri
     let reply = probe.recv_on(&topic, &mut others).await;
     (asked.elapsed(), reply.text())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_link_is_noticed_by_keep_alive_and_loses_no_reply() {
+    // Four requests of ~1 s each (50 words echoed at 20 ms a token) are running when the link to the broker goes
+    // silent both ways without closing (a black-holed network path): no FIN, no RST, nothing.
+    const N: usize = 4;
+    const KEEP_ALIVE: Duration = Duration::from_secs(5);
+    let broker = support::Mosquitto::start().await;
+    let link = StallProxy::start(broker.port).await;
+    let args = sim_up_args_with(
+        &link.url(),
+        &["--mqtt-keep-alive", "5s", "--engine-arg=--sim-itl-ms=20"],
+    );
+    let server = MqttLlm::start(&args).await;
+    let mut client = support::TestClient::connect(broker.port).await;
+    client.subscribe("general/assistant_response/#").await;
+    let words = support::proc::long_message(50);
+    for i in 0..N {
+        client
+            .publish_json(
+                "general/user_input",
+                json!({"sessionId": format!("d{i}"), "message": words}),
+            )
+            .await;
+    }
+    wait_metric_where(&server, INFLIGHT, "had every request running", |v| v >= N as f64).await;
+    link.stall();
+    let silent = Instant::now();
+    // Only keep-alive can tell: PINGREQ unanswered within the next keep-alive period.
+    wait_metric_where(&server, CONNECTION_ERRORS, "noticed the dead link", |v| v >= 1.0).await;
+    let noticed = silent.elapsed();
+    // A working path again (the wedged connection is dead to both ends by now).
+    link.resume();
+    wait_metric_where(&server, CONNECTED, "reconnected", |v| v == 1.0).await;
+    let reconnected = silent.elapsed();
+    let mut inboxes: BTreeMap<String, Inbox> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + REPLY_DEADLINE;
+    while inboxes.len() < N {
+        let Ok(m) = tokio::time::timeout_at(deadline, client.recv()).await else {
+            break;
+        };
+        let session = m.topic.rsplit('/').next().unwrap_or_default().to_owned();
+        inboxes.entry(session).or_default().add(m);
+    }
+    for m in client.drain_for(Duration::from_millis(300)).await {
+        let session = m.topic.rsplit('/').next().unwrap_or_default().to_owned();
+        inboxes.entry(session).or_default().add(m);
+    }
+    let lost = N - inboxes.len();
+    let duplicates: usize = inboxes.values().map(|i| i.replies.len().saturating_sub(1)).sum();
+    eprintln!(
+        "FAULT-FIGURES: silently dead broker link (keep-alive 5s): noticed_after_s={:.2} reconnected_after_s={:.2} \
+         requests={N} replies_lost={lost} duplicates={duplicates}",
+        noticed.as_secs_f64(),
+        reconnected.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "replies lost: {inboxes:?}");
+    // At least once: a reply that reached the broker while its PUBACK was swallowed by the dead link is sent
+    // again after the reconnect (README, Lifecycle: broker outage); never a different or an error reply.
+    for (session, inbox) in &inboxes {
+        assert!((1..=2).contains(&inbox.replies.len()), "{session}: {:?}", inbox.replies);
+        for reply in &inbox.replies {
+            assert!(reply.ends_with(&words), "{session}: {reply}");
+        }
+    }
+    // Noticed within two keep-alive periods (one to send PINGREQ, one to miss its PINGRESP), plus slack.
+    assert!(
+        noticed <= 2 * KEEP_ALIVE + Duration::from_secs(3),
+        "the dead link was noticed only after {noticed:?}"
+    );
+}

@@ -181,6 +181,9 @@ pub struct UpArgs {
     /// Maximum MQTT packet size in bytes, both directions.
     #[arg(long, default_value_t = DEFAULT_MAX_PACKET_SIZE)]
     pub max_packet_size: u32,
+    /// MQTT keep-alive: a link that goes silent without closing is noticed within about twice this.
+    #[arg(long, default_value = DEFAULT_MQTT_KEEP_ALIVE.text, value_parser = humantime::parse_duration)]
+    pub mqtt_keep_alive: Duration,
     /// The retained online/offline status goes to `{PREFIX}/status` (with a Last Will for a lost connection).
     #[arg(long, env = "MQTT_LLM_STATUS_PREFIX", default_value = DEFAULT_STATUS_PREFIX)]
     pub status_prefix: String,
@@ -312,6 +315,7 @@ impl UpArgs {
                 mqtt_client_id: self.mqtt_client_id.clone(),
                 max_packet_size: self.max_packet_size,
                 status_prefix: self.status_prefix.clone(),
+                mqtt_keep_alive: self.mqtt_keep_alive,
                 projects: self.projects.clone(),
             },
             requests: RawRequests {

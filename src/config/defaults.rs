@@ -53,6 +53,7 @@ pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
 /// 3 (3.1.1) or 5.
 pub const DEFAULT_MQTT_VERSION: u8 = 5;
 pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1024 * 1024;
+pub const DEFAULT_MQTT_KEEP_ALIVE: DefaultDuration = DefaultDuration::new("30s");
 /// `{prefix}/status` carries the retained online/offline status.
 pub const DEFAULT_STATUS_PREFIX: &str = "mqtt-llm";
 pub const DEFAULT_PROJECTS: &str = super::GENERAL;

@@ -140,6 +140,9 @@ pub struct RawMqtt {
     pub projects: String,
     /// The status topic is `{status_prefix}/status`.
     pub status_prefix: String,
+    /// MQTT keep-alive: how soon a silently dead link is noticed (within about twice this).
+    #[serde(with = "text_duration")]
+    pub mqtt_keep_alive: Duration,
 }
 
 impl Default for RawMqtt {
@@ -157,6 +160,7 @@ impl Default for RawMqtt {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             projects: DEFAULT_PROJECTS.to_owned(),
             status_prefix: DEFAULT_STATUS_PREFIX.to_owned(),
+            mqtt_keep_alive: DEFAULT_MQTT_KEEP_ALIVE.value,
         }
     }
 }

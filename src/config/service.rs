@@ -15,7 +15,7 @@ use super::raw::{RawGpu, RawMqtt, RawRequests};
 use super::{BridgeConfig, SamplingDefaults};
 use crate::admission::AdmissionSettings;
 use crate::gpu::GpuSettings;
-use crate::mqtt::settings::{DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
+use crate::mqtt::settings::{DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
 use crate::mqtt::{MqttSettings, MqttVersion};
 use crate::session::{OwnerMode, SessionSettings};
 
@@ -48,13 +48,24 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         password: mqtt_password(raw)?,
         version,
         client_id,
-        keep_alive: DEFAULT_KEEP_ALIVE,
+        keep_alive: keep_alive(raw.mqtt_keep_alive)?,
         max_packet_size: raw.max_packet_size,
         projects,
         status_topic: status_topic(&raw.status_prefix)?,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
     })
+}
+
+/// `--mqtt-keep-alive`: whole seconds (the protocol's unit), from 5 s (the MQTT client's minimum) to 65535 s.
+pub(super) fn keep_alive(d: Duration) -> Result<Duration, ConfigError> {
+    if d.subsec_nanos() != 0 || d < Duration::from_secs(5) || d > Duration::from_secs(u64::from(u16::MAX)) {
+        return Err(invalid(
+            "--mqtt-keep-alive",
+            "must be whole seconds between 5s and 65535s",
+        ));
+    }
+    Ok(d)
 }
 
 /// `{prefix}/status`; the prefix is a plain topic (no wildcard, NUL or leading `$`, no empty level at either end).

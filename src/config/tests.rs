@@ -239,3 +239,37 @@ fn client_certificate_mistakes_are_refused_by_flag() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn keep_alive_status_prefix_and_queue_wait_are_checked() {
+    use std::time::Duration;
+    for bad in [
+        Duration::from_secs(2),
+        Duration::from_millis(5500),
+        Duration::from_secs(70_000),
+    ] {
+        assert_eq!(
+            refused(|r| r.mqtt.mqtt_keep_alive = bad).0,
+            "--mqtt-keep-alive",
+            "{bad:?}"
+        );
+    }
+    for bad in ["", "a/", "/a", "a/+", "a/#", "$SYS"] {
+        assert_eq!(
+            refused(|r| r.mqtt.status_prefix = bad.into()).0,
+            "--status-prefix",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        refused(|r| r.requests.max_queue_wait = Duration::ZERO).0,
+        "--max-queue-wait"
+    );
+    let mut r = raw("m");
+    r.mqtt.mqtt_keep_alive = Duration::from_secs(5);
+    r.mqtt.status_prefix = "site/ai".into();
+    let c = Config::from_raw(r).unwrap();
+    assert_eq!(c.mqtt.keep_alive, Duration::from_secs(5));
+    assert_eq!(c.mqtt.status_topic, "site/ai/status");
+    assert_eq!(c.bridge.admission.max_queue_wait, Duration::from_secs(30));
+}

@@ -9,7 +9,6 @@ use mqtt_llm_protocol::topics::ProjectName;
 
 use crate::secret::Secret;
 
-pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
 /// The longest reconnect delay before jitter (which adds up to as much again): a broker that comes back is
 /// reached again within 1.6 s, however long it was away. A refused or failed connection attempt every second
