@@ -218,6 +218,11 @@ async fn the_readme_acl_recipe_confines_devices_and_mqtt_llm() {
     let _server = MqttLlm::start(&sim_up_args_with(&broker.url(), &flags)).await;
 
     let mut kiosk1 = Device::connect(broker.port, "kiosk-1").await;
+    // mqtt-llm's account may write its status, and devices may read it.
+    assert!(granted(&kiosk1.subscribe("mqtt-llm/status").await));
+    let (topic, status) = kiosk1.next_message().await;
+    assert_eq!(topic, "mqtt-llm/status");
+    assert!(status.contains(r#""status":"online""#), "{status}");
     assert!(granted(
         &kiosk1.subscribe("general/assistant_response/+/kiosk-1/#").await
     ));
