@@ -250,8 +250,8 @@ async fn bad_input_gets_an_error_reply_or_is_counted() {
             "Error: invalid 'temperature': must be a number between 0 and 2".into(),
         ),
         (
-            json!({"sessionId": "bad", "message": "hi", "topP": 0}),
-            "Error: invalid 'topP': must be a number greater than 0 and at most 1".into(),
+            json!({"sessionId": "bad", "message": "hi", "topP": -0.1}),
+            "Error: invalid 'topP': must be a number between 0 and 1".into(),
         ),
         (
             json!({"sessionId": "bad", "message": "hi", "maxTokens": 0}),

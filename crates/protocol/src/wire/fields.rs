@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{MAX_REQUEST_ID_BYTES, RequestError, SessionId};
+use super::{MAX_REQUEST_ID_BYTES, RequestError, SamplingOverrides, SessionId};
 
 /// `sessionId`: absent, null or blank → a fresh `default-…` session; strings are trimmed; numbers and booleans use
 /// their JSON text (the original `str()`ed them); anything else, or text breaking the [`SessionId`] rules → `None`.
@@ -77,12 +77,31 @@ pub(super) fn temperature_from(value: Option<&Value>) -> Result<Option<f32>, Req
     }
 }
 
+/// `topP`: 0 to 1. `0` (the web chat's slider reaches it) keeps only the most likely token, which is greedy
+/// decoding; it comes back as `Some(0.0)` and [`SamplingOverrides::greedy_when_top_p_is_zero`] turns it into what
+/// the engine accepts.
 pub(super) fn top_p_from(value: Option<&Value>) -> Result<Option<f32>, RequestError> {
-    let err = || invalid("topP", "must be a number greater than 0 and at most 1");
+    let err = || invalid("topP", "must be a number between 0 and 1");
     match number(value).map_err(|()| err())? {
         None => Ok(None),
-        Some(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Ok(Some(p as f32)),
+        Some(p) if p.is_finite() && (0.0..=1.0).contains(&p) => Ok(Some(p as f32)),
         Some(_) => Err(err()),
+    }
+}
+
+impl SamplingOverrides {
+    /// `topP: 0` as greedy decoding: vLLM refuses `top_p` 0 (it must be in (0, 1]), so the request is sent as
+    /// `temperature` 0 with the configured `top_p` (greedy sampling ignores it), exactly as `temperature: 0` is.
+    /// Any `temperature` the request also gave is overridden: only the top token can be chosen either way.
+    pub(super) fn greedy_when_top_p_is_zero(self) -> Self {
+        match self.top_p {
+            Some(p) if p == 0.0 => Self {
+                temperature: Some(0.0),
+                top_p: None,
+                ..self
+            },
+            _ => self,
+        }
     }
 }
 

@@ -82,7 +82,7 @@ pub struct ReplyTarget {
 pub struct SamplingOverrides {
     /// 0 ≤ t ≤ 2.
     pub temperature: Option<f32>,
-    /// 0 < p ≤ 1.
+    /// 0 < p ≤ 1 (a request's `topP: 0` arrives as `temperature: Some(0.0)`, greedy decoding).
     pub top_p: Option<f32>,
     /// 1 ≤ n ≤ [`WireLimits::max_tokens_limit`].
     pub max_tokens: Option<u32>,
@@ -402,7 +402,8 @@ fn parse_object(ctx: &Ctx<'_>, fields: &Map<String, Value>, limits: &WireLimits)
         temperature: temperature_from(fields.get("temperature")).map_err(reject)?,
         top_p: top_p_from(fields.get("topP")).map_err(reject)?,
         max_tokens: max_tokens_from(fields.get("maxTokens"), limits.max_tokens_limit).map_err(reject)?,
-    };
+    }
+    .greedy_when_top_p_is_zero();
     let system_prompt = system_prompt_from(fields.get("systemPrompt")).map_err(reject)?;
     let stream = match fields.get("stream") {
         None | Some(Value::Null | Value::Bool(false)) => None,

@@ -67,7 +67,7 @@ fn long_session() -> String {
 /// The full bad-input table: exact reply text, exact reply topic (or none), and the metrics code.
 #[test]
 fn bad_input_table() {
-    let top_p = "Error: invalid 'topP': must be a number greater than 0 and at most 1";
+    let top_p = "Error: invalid 'topP': must be a number between 0 and 1";
     let s1 = To::Topic("general/assistant_response/s1");
     let cases: Vec<(&str, Vec<u8>, &str, &str, To)> = vec![
         // Not JSON: the payload is the message; empty → error to the fresh session's topic.
@@ -320,7 +320,7 @@ fn bad_input_table() {
         // Parameter errors still honour a valid replyTopic.
         (
             "bad param with replyTopic",
-            br#"{"sessionId":"s1","message":"hi","topP":0,"replyTopic":"general/assistant_response/s1/c1/r1"}"#
+            br#"{"sessionId":"s1","message":"hi","topP":1.5,"replyTopic":"general/assistant_response/s1/c1/r1"}"#
                 .to_vec(),
             top_p,
             "invalid_param",
@@ -345,11 +345,11 @@ fn bad_parameters_are_invalid_param() {
             &["-0.1", "2.01", "1e308", r#""0.5""#, "true", "[0.5]"],
             "Error: invalid 'temperature': must be a number between 0 and 2",
         ),
-        // topP: (0, 1].
+        // topP: 0..=1 (0 is greedy decoding).
         (
             "topP",
-            &["0", "0.0", "-0.5", "1.01", r#""0.9""#],
-            "Error: invalid 'topP': must be a number greater than 0 and at most 1",
+            &["-0.5", "-1e-9", "1.01", r#""0.9""#, "true"],
+            "Error: invalid 'topP': must be a number between 0 and 1",
         ),
         // maxTokens: integer in 1..=limit.
         (
@@ -1070,6 +1070,10 @@ fn sampling_boundaries_are_accepted() {
         (json!({"topP": 1}), overrides_top_p(1.0)),
         (json!({"topP": 0.01}), overrides_top_p(0.01)),
         (json!({"topP": null}), SamplingOverrides::default()),
+        // topP 0 keeps only the top token: greedy, sent as temperature 0 (vLLM refuses top_p 0).
+        (json!({"topP": 0}), overrides_temperature(0.0)),
+        (json!({"topP": 0.0}), overrides_temperature(0.0)),
+        (json!({"topP": 0, "temperature": 0.7}), overrides_temperature(0.0)),
         (json!({"maxTokens": 1}), overrides_max_tokens(1)),
         (json!({"maxTokens": 32768}), overrides_max_tokens(32768)),
         (json!({"maxTokens": 512.0}), overrides_max_tokens(512)),
@@ -1082,6 +1086,30 @@ fn sampling_boundaries_are_accepted() {
         }
         let request = parse_json(payload).unwrap();
         assert_eq!(request.sampling, want, "params {params}");
+    }
+}
+
+/// The web chat's slider reaches `topP: 0`; the original sent it as `x or 0.9`, mqtt-llm as greedy decoding. Its
+/// request must reach the engine exactly as a `temperature: 0` request does, whatever else it carries.
+#[test]
+fn top_p_zero_is_the_same_request_as_temperature_zero() {
+    for extra in [
+        json!({}),
+        json!({"maxTokens": 64}),
+        json!({"temperature": 1.5, "maxTokens": 64}),
+    ] {
+        let with = |params: Value| {
+            let mut payload = json!({"sessionId": "s1", "message": "hi"});
+            if let (Value::Object(p), Value::Object(e), Value::Object(q)) = (&mut payload, &extra, &params) {
+                p.extend(e.clone());
+                p.extend(q.clone());
+            }
+            parse_json(payload).unwrap().sampling
+        };
+        let greedy = with(json!({"topP": 0}));
+        assert_eq!(greedy, with(json!({"temperature": 0, "topP": null})), "extra {extra}");
+        assert_eq!(greedy.temperature, Some(0.0), "extra {extra}");
+        assert_eq!(greedy.top_p, None, "extra {extra}");
     }
 }
 
@@ -1277,10 +1305,10 @@ fn error_codes_and_texts() {
         (
             RequestError::InvalidParam {
                 field: "topP",
-                reason: "must be a number greater than 0 and at most 1".into(),
+                reason: "must be a number between 0 and 1".into(),
             },
             "invalid_param",
-            "Error: invalid 'topP': must be a number greater than 0 and at most 1",
+            "Error: invalid 'topP': must be a number between 0 and 1",
         ),
     ];
     for (error, code, text) in cases {
