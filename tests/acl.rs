@@ -214,8 +214,17 @@ async fn the_readme_acl_recipe_confines_devices_and_mqtt_llm() {
         "llm-secret",
         "--session-owner",
         "client",
+        // The legacy status is not retained: a short interval lets the door see one after it subscribes.
+        "--legacy-status-interval",
+        "200ms",
     ];
     let _server = MqttLlm::start(&sim_up_args_with(&broker.url(), &flags)).await;
+
+    // mqtt-llm's account may write the legacy status on the first project's topic, and devices may read it.
+    assert!(granted(&door.subscribe("general/status").await));
+    let (topic, legacy) = door.next_message().await;
+    assert_eq!(topic, "general/status");
+    assert!(legacy.contains(r#""status":"online""#), "{legacy}");
 
     let mut kiosk1 = Device::connect(broker.port, "kiosk-1").await;
     // mqtt-llm's account may write its status, and devices may read it.

@@ -187,6 +187,13 @@ pub struct UpArgs {
     /// The retained online/offline status goes to `{PREFIX}/status` (with a Last Will for a lost connection).
     #[arg(long, env = "MQTT_LLM_STATUS_PREFIX", default_value = DEFAULT_STATUS_PREFIX)]
     pub status_prefix: String,
+    /// Publish the successor server's liveness on `{first project}/status` (`{"service","status":"online","ts"}`
+    /// while connected, `offline` on shutdown), beside mqtt-llm's own status.
+    #[arg(long, env = "MQTT_LLM_LEGACY_STATUS", default_value_t = DEFAULT_LEGACY_STATUS, action = clap::ArgAction::Set)]
+    pub legacy_status: bool,
+    /// Between two legacy `online` messages.
+    #[arg(long, default_value = DEFAULT_LEGACY_STATUS_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub legacy_status_interval: Duration,
     /// Projects to serve: `{project}/user_input` is subscribed for each (comma or space separated).
     #[arg(long, env = "MQTT_LLM_PROJECTS", default_value = DEFAULT_PROJECTS)]
     pub projects: String,
@@ -316,6 +323,8 @@ impl UpArgs {
                 max_packet_size: self.max_packet_size,
                 status_prefix: self.status_prefix.clone(),
                 mqtt_keep_alive: self.mqtt_keep_alive,
+                legacy_status: self.legacy_status,
+                legacy_status_interval: self.legacy_status_interval,
                 projects: self.projects.clone(),
             },
             requests: RawRequests {

@@ -57,6 +57,10 @@ pub const DEFAULT_MQTT_KEEP_ALIVE: DefaultDuration = DefaultDuration::new("30s")
 /// `{prefix}/status` carries the retained online/offline status.
 pub const DEFAULT_STATUS_PREFIX: &str = "mqtt-llm";
 pub const DEFAULT_PROJECTS: &str = super::GENERAL;
+/// The successor server's heartbeat on `{first project}/status` is on by default (its tools watch it).
+pub const DEFAULT_LEGACY_STATUS: bool = true;
+/// The successor's heartbeat period.
+pub const DEFAULT_LEGACY_STATUS_INTERVAL: DefaultDuration = DefaultDuration::new("30s");
 
 // ---- requests ----
 pub const DEFAULT_MAX_INFLIGHT: usize = 64;

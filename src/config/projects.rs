@@ -15,7 +15,9 @@ pub const GENERAL: &str = "general";
 
 /// Built-in prompts, written for mqtt-llm. They keep what the existing clients parse: `driving` replies end with
 /// the state tags `<Cont or EOS><PlayerOp:x><AgentOP:y>`, `maze` replies are a JSON object with `hint` (and
-/// `suggestion`).
+/// `suggestion`). `prompt_portal` is the project the prompt-portal and OwOGPT backends publish on; the successor
+/// server (`llama3/llamacpp_mqtt_deploy.py`, its `SYSTEM_PROMPTS`, seed-protocol §5) gave it a prompt that follows
+/// the user's template and the format it asks for, which those backends' users test their templates against.
 const BUILTIN: &[(&str, &str)] = &[
     (
         GENERAL,
@@ -45,7 +47,16 @@ const BUILTIN: &[(&str, &str)] = &[
         "You are a classmate thinking through the physics of a racing game (force, mass, acceleration) with the \
          player. Be concise and curious, reason together, and never reveal the answer outright.",
     ),
+    (
+        PROMPT_PORTAL,
+        "You are an assistant for testing and refining prompt templates. Follow the user's prompt template: its \
+         instructions, style and tone, so that its effect on your answers shows. When it asks for a specific format \
+         (JSON or any other), reply in exactly that format and nothing else. Be clear and concise.",
+    ),
 ];
+
+/// The prompt-portal / OwOGPT project (built in; subscribed only when `--projects` names it).
+pub const PROMPT_PORTAL: &str = "prompt_portal";
 
 /// Why `user` ownership is refused: the one sentence `up` exits with.
 const USER_OWNER_UNAVAILABLE: &str = "`user` needs mqtt-llm's embedded broker, which does not exist yet (an \
@@ -228,6 +239,17 @@ mod tests {
                 .contains("<Cont or EOS><PlayerOp:x><AgentOP:y>")
         );
         assert!(c.system_prompt("maze").contains("\"hint\""));
+    }
+
+    #[test]
+    fn prompt_portal_is_built_in_and_follows_the_users_template() {
+        let c = ProjectCatalog::builtin();
+        let prompt = c.system_prompt(PROMPT_PORTAL);
+        assert_ne!(prompt, c.system_prompt(GENERAL));
+        assert!(
+            prompt.contains("prompt template") && prompt.contains("format"),
+            "{prompt}"
+        );
     }
 
     #[test]

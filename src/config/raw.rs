@@ -143,6 +143,11 @@ pub struct RawMqtt {
     /// MQTT keep-alive: how soon a silently dead link is noticed (within about twice this).
     #[serde(with = "text_duration")]
     pub mqtt_keep_alive: Duration,
+    /// The successor server's heartbeat on `{first project}/status`.
+    pub legacy_status: bool,
+    /// Between two legacy `online` messages.
+    #[serde(with = "text_duration")]
+    pub legacy_status_interval: Duration,
 }
 
 impl Default for RawMqtt {
@@ -161,6 +166,8 @@ impl Default for RawMqtt {
             projects: DEFAULT_PROJECTS.to_owned(),
             status_prefix: DEFAULT_STATUS_PREFIX.to_owned(),
             mqtt_keep_alive: DEFAULT_MQTT_KEEP_ALIVE.value,
+            legacy_status: DEFAULT_LEGACY_STATUS,
+            legacy_status_interval: DEFAULT_LEGACY_STATUS_INTERVAL.value,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use mqtt_llm_protocol::broker::BrokerUrl;
-use mqtt_llm_protocol::topics::parse_project_list;
+use mqtt_llm_protocol::topics::{ProjectName, parse_project_list};
 use mqtt_llm_protocol::wire::WireLimits;
 
 use super::credentials::{client_identity, mqtt_password};
@@ -15,6 +15,7 @@ use super::raw::{RawGpu, RawMqtt, RawRequests};
 use super::{BridgeConfig, SamplingDefaults};
 use crate::admission::AdmissionSettings;
 use crate::gpu::GpuSettings;
+use crate::mqtt::legacy_status::LegacyStatusSettings;
 use crate::mqtt::settings::{DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
 use crate::mqtt::{MqttSettings, MqttVersion};
 use crate::session::{OwnerMode, SessionSettings};
@@ -38,6 +39,8 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         .mqtt_client_id
         .clone()
         .unwrap_or_else(|| format!("mqtt-llm-{:08x}", rand::random::<u32>()));
+    let status_topic = status_topic(&raw.status_prefix)?;
+    let legacy_status = legacy_status(raw, &projects, &status_topic)?;
     Ok(MqttSettings {
         host,
         port,
@@ -51,7 +54,8 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         keep_alive: keep_alive(raw.mqtt_keep_alive)?,
         max_packet_size: raw.max_packet_size,
         projects,
-        status_topic: status_topic(&raw.status_prefix)?,
+        status_topic,
+        legacy_status,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
     })
@@ -66,6 +70,38 @@ pub(super) fn keep_alive(d: Duration) -> Result<Duration, ConfigError> {
         ));
     }
     Ok(d)
+}
+
+/// Shortest `--legacy-status-interval`: a heartbeat, not a flood.
+const MIN_LEGACY_STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `--legacy-status`: the successor's heartbeat on `{first project}/status`, unless turned off.
+fn legacy_status(
+    raw: &RawMqtt,
+    projects: &[ProjectName],
+    status_topic: &str,
+) -> Result<Option<LegacyStatusSettings>, ConfigError> {
+    if !raw.legacy_status {
+        return Ok(None);
+    }
+    if raw.legacy_status_interval < MIN_LEGACY_STATUS_INTERVAL {
+        return Err(invalid("--legacy-status-interval", "must be at least 100ms"));
+    }
+    let Some(first) = projects.first() else {
+        return Ok(None);
+    };
+    let topic = LegacyStatusSettings::topic_for(first);
+    if topic == status_topic {
+        return Err(invalid(
+            "--legacy-status",
+            "the first project's status topic is mqtt-llm's own (`--status-prefix`): change one, or turn the legacy \
+             status off",
+        ));
+    }
+    Ok(Some(LegacyStatusSettings {
+        topic,
+        interval: raw.legacy_status_interval,
+    }))
 }
 
 /// `{prefix}/status`; the prefix is a plain topic (no wildcard, NUL or leading `$`, no empty level at either end).

@@ -273,3 +273,31 @@ fn keep_alive_status_prefix_and_queue_wait_are_checked() {
     assert_eq!(c.mqtt.status_topic, "site/ai/status");
     assert_eq!(c.bridge.admission.max_queue_wait, Duration::from_secs(30));
 }
+
+#[test]
+fn legacy_status_is_on_the_first_projects_topic_unless_turned_off() {
+    let mut r = raw("m");
+    r.mqtt.projects = "maze, general".into();
+    let c = Config::from_raw(r).unwrap();
+    let legacy = c.mqtt.legacy_status.expect("on by default");
+    assert_eq!(legacy.topic, "maze/status");
+    assert_eq!(legacy.interval, Duration::from_secs(30));
+
+    let mut r = raw("m");
+    r.mqtt.legacy_status = false;
+    assert_eq!(Config::from_raw(r).unwrap().mqtt.legacy_status, None);
+
+    assert_eq!(
+        refused(|r| r.mqtt.legacy_status_interval = Duration::from_millis(99)).0,
+        "--legacy-status-interval"
+    );
+    assert_eq!(
+        refused(|r| {
+            r.mqtt.projects = "site".into();
+            r.mqtt.status_prefix = "site".into();
+        })
+        .0,
+        "--legacy-status",
+        "the two status topics would be one"
+    );
+}

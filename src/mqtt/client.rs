@@ -15,7 +15,7 @@ pub struct Outgoing {
     pub content_type: &'static str,
     /// MQTT 5 user property `retryAfterMs` (overload refusals): when the client should try again.
     pub retry_after_ms: Option<u64>,
-    /// Retained (the status topic only).
+    /// Retained (mqtt-llm's status topic only; the legacy status is not).
     pub retain: bool,
 }
 

@@ -22,7 +22,10 @@
 //! Will: the Will, `offline` with reason `connection lost`, is for deaths without a DISCONNECT).
 //!
 //! Presence ([`Presence`]): every time the subscriptions are acknowledged the loop publishes the retained `online`
-//! status (a Will may have turned it `offline` while we were away).
+//! status (a Will may have turned it `offline` while we were away). Beside it, unless turned off, a heartbeat task
+//! publishes the successor server's `online` on `{first project}/status` whenever the loop is ready, and
+//! [`MqttHandle::shutdown`] stops that task first and queues its `offline` with the retained one
+//! ([`legacy_status`](super::legacy_status), which has no Will of its own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use super::client::{ConnectionError, MqttClient, MqttError};
 use super::connection::{Connection, LoopEvent, SetAside, V3, V5};
+use super::legacy_status::{LegacyStatus, spawn_legacy_status};
 use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use super::status::{OfflineReason, Presence};
@@ -64,6 +68,10 @@ pub struct MqttHandle {
     /// Publishes the offline status at shutdown.
     publisher: Publisher,
     presence: Arc<Presence>,
+    /// The legacy status (`None` when turned off), whose `offline` is published at shutdown.
+    legacy_status: Option<Arc<LegacyStatus>>,
+    /// Stops the legacy heartbeat, so that no `online` follows the shutdown's `offline`.
+    legacy_stop: CancellationToken,
 }
 
 impl MqttHandle {
@@ -89,6 +97,7 @@ impl MqttHandle {
     }
 
     pub async fn shutdown(&self, ack_deadline: tokio::time::Instant, timeout: Duration) {
+        self.legacy_stop.cancel();
         let acked = self.wait_acked(ack_deadline).await;
         if !acked {
             let unacked = *self.unacked.borrow();
@@ -98,14 +107,17 @@ impl MqttHandle {
                 "publishes not acknowledged by the broker at the drain deadline"
             );
         }
-        // The retained offline status, acknowledged before the DISCONNECT (half of `timeout` at most, so that the
-        // DISCONNECT itself keeps the other half).
+        // The retained offline status (and the legacy one), acknowledged before the DISCONNECT (half of `timeout`
+        // at most, so that the DISCONNECT itself keeps the other half).
         if self.is_ready() {
             let topic = &self.presence.topic;
-            if self
+            let mut queued = self
                 .publisher
-                .try_status(topic, self.presence.offline(OfflineReason::Shutdown))
-            {
+                .try_status(topic, self.presence.offline(OfflineReason::Shutdown));
+            if let Some(legacy) = &self.legacy_status {
+                queued |= self.publisher.try_notice(&legacy.topic, legacy.offline());
+            }
+            if queued {
                 let status_deadline = tokio::time::Instant::now() + timeout / 2;
                 if !self.wait_acked(status_deadline).await {
                     tracing::warn!(topic, "the offline status was not acknowledged before the DISCONNECT");
@@ -156,6 +168,7 @@ pub fn spawn_mqtt(
     let ready_rx = ready.subscribe();
     let stopped = CancellationToken::new();
     let presence = Arc::new(presence);
+    let legacy_stop = cancel.child_token();
     let shared = LoopShared {
         presence: Arc::clone(&presence),
         projects: cfg.projects.clone(),
@@ -170,6 +183,21 @@ pub fn spawn_mqtt(
             .with_jitter()
             .without_max_times(),
     };
+    let legacy_status = cfg.legacy_status.as_ref().map(|settings| {
+        let status = LegacyStatus {
+            topic: settings.topic.clone(),
+            service: cfg.client_id.clone(),
+        };
+        spawn_legacy_status(
+            status.clone(),
+            settings.interval,
+            publisher.clone(),
+            ready_rx.clone(),
+            tracker,
+            legacy_stop.clone(),
+        );
+        Arc::new(status)
+    });
     let done = stopped.clone();
     tracker.spawn(async move {
         match conn {
@@ -185,6 +213,8 @@ pub fn spawn_mqtt(
         stopped,
         publisher: publisher.clone(),
         presence,
+        legacy_status,
+        legacy_stop,
     };
     Ok((handle, publisher))
 }

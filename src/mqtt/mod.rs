@@ -8,10 +8,12 @@
 //! - [`client`]: the raw publishing handle over MQTT 3.1.1 or 5, and the typed MQTT errors.
 //! - [`settings`]: the connection's settings ([`MqttSettings`]), built by `config`.
 //! - [`status`]: the retained online/offline status ([`Presence`](status::Presence)) and its Last Will.
+//! - [`legacy_status`]: the successor server's heartbeat on `{first project}/status`.
 
 pub mod client;
 mod connection;
 pub mod eventloop;
+pub mod legacy_status;
 pub mod publisher;
 pub mod settings;
 pub mod status;

@@ -172,14 +172,23 @@ impl Publisher {
 
     /// Publish a retained status message (JSON) without waiting: from the event-loop task (once subscribed) and
     /// at shutdown. Counted as unacknowledged like every QoS 1 publish. Returns whether it was queued.
-    pub(super) fn try_status(&self, topic: &str, payload: bytes::Bytes) -> bool {
+    pub(super) fn try_status(&self, topic: &str, payload: Bytes) -> bool {
+        self.try_json(topic, payload, true)
+    }
+
+    /// Publish a JSON notice that is not retained (the legacy status) without waiting, as [`Self::try_status`].
+    pub(super) fn try_notice(&self, topic: &str, payload: Bytes) -> bool {
+        self.try_json(topic, payload, false)
+    }
+
+    fn try_json(&self, topic: &str, payload: Bytes, retain: bool) -> bool {
         let msg = Outgoing {
             topic: topic.to_owned(),
             payload,
             correlation_data: None,
             content_type: JSON,
             retry_after_ms: None,
-            retain: true,
+            retain,
         };
         self.unacked.queued();
         self.counted(self.client.try_publish(msg))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use mqtt_llm_client::tls::ClientIdentity;
 use mqtt_llm_protocol::topics::ProjectName;
 
+use super::legacy_status::LegacyStatusSettings;
 use crate::secret::Secret;
 
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
@@ -41,6 +42,8 @@ pub struct MqttSettings {
     pub projects: Vec<ProjectName>,
     /// `{--status-prefix}/status`: the retained online/offline status and the Last Will.
     pub status_topic: String,
+    /// The successor's liveness on `{first project}/status` (`--legacy-status`); `None` when turned off.
+    pub legacy_status: Option<LegacyStatusSettings>,
     /// Reconnect back-off bounds.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,

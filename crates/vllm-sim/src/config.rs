@@ -72,7 +72,8 @@ pub struct LogSettings {
     pub uvicorn_info: bool,
     /// uvicorn's access log: one line per HTTP request.
     pub access_log: bool,
-    /// `--enable-log-requests`: a `Received request` line per chat completion.
+    /// `--enable-log-requests`: a `Received request` line per chat completion (its prompt and max tokens, and the
+    /// `temperature` and `top_p` it was sent).
     pub log_requests: bool,
     /// Not `--disable-log-stats`: the periodic throughput line, and a non-empty `/metrics`.
     pub log_stats: bool,

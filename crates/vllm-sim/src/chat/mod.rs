@@ -51,12 +51,19 @@ pub async fn chat_completions(State(app): State<Arc<AppState>>, headers: HeaderM
 
 async fn respond(app: Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let req: ChatRequest = json_body(headers, body)?;
+    // The sampling parameters as sent (`None` when absent, as vLLM's Python prints it), so tests can see what the
+    // engine was asked for.
+    let sampling = format!(
+        "temperature={}, top_p={}",
+        py_option(req.temperature),
+        py_option(req.top_p)
+    );
     let prepared = prepare(&app, headers, req)?;
     if app.config.logging.log_requests {
         log::info(
             "logger.py:49",
             format_args!(
-                "Received request {}: prompt_tokens={}, max_tokens={}",
+                "Received request {}: prompt_tokens={}, max_tokens={}, {sampling}",
                 prepared.id,
                 prepared.prompt_tokens,
                 prepared.plan.tokens()
@@ -78,6 +85,11 @@ async fn respond(app: Arc<AppState>, headers: &HeaderMap, body: &[u8]) -> Result
         response.headers_mut().insert("x-request-id", value);
     }
     Ok(response)
+}
+
+/// A number as Python prints an optional float: `0.0`, `0.9`, `None`.
+fn py_option(value: Option<f64>) -> String {
+    value.map_or_else(|| "None".to_owned(), |v| format!("{v:?}"))
 }
 
 fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prepared, ApiError> {
