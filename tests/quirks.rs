@@ -2,6 +2,8 @@
 //! `vllm-sim` (echo mode: the reply says what the engine saw; `--enable-log-requests`: a log line per request with
 //! the sampling parameters it was sent), and an MQTT 5 test client.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod support;
 
 use nix::sys::signal::Signal;

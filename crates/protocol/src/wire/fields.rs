@@ -95,7 +95,8 @@ impl SamplingOverrides {
     /// Any `temperature` the request also gave is overridden: only the top token can be chosen either way.
     pub(super) fn greedy_when_top_p_is_zero(self) -> Self {
         match self.top_p {
-            Some(p) if p == 0.0 => Self {
+            // (A float pattern compares with `==`: `-0.0` matches too.)
+            Some(0.0) => Self {
                 temperature: Some(0.0),
                 top_p: None,
                 ..self
