@@ -51,6 +51,7 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         keep_alive: keep_alive(raw.mqtt_keep_alive)?,
         max_packet_size: raw.max_packet_size,
         projects,
+        state_projects: Vec::new(),
         status_topic: status_topic(&raw.status_prefix)?,
         reconnect_min: DEFAULT_RECONNECT_MIN,
         reconnect_max: DEFAULT_RECONNECT_MAX,
