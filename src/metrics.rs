@@ -68,7 +68,7 @@ pub fn install() -> PrometheusHandle {
 /// Every metric: group, kind, name, help.
 #[rustfmt::skip]
 const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
-    (Service, Counter, REQUESTS_RECEIVED, "Messages received on {project}/user_input."),
+    (Service, Counter, REQUESTS_RECEIVED, "Messages received on {project}/user_input (and a state project's {project}/state)."),
     (Service, Counter, REQUESTS_REJECTED, "Requests refused before reaching the engine, by reason."),
     (Service, Counter, REPLIES, "Final replies published, by outcome (ok or error)."),
     (Service, Counter, REQUEST_ERRORS, "Accepted requests answered with an error, by error code."),
