@@ -216,3 +216,35 @@ async fn the_latest_state_wins_while_a_hint_is_being_generated() {
         3.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_topic_follows_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("projects.toml");
+    std::fs::write(
+        &config,
+        "[projects.maze]\nstate_topic = false\n[projects.quiz]\nstate_topic = true\nsystem_prompt = \"Quiz the player.\"\n",
+    )
+    .unwrap();
+    let broker = Mosquitto::start().await;
+    let args = ["--projects", "maze quiz", "--config", config.to_str().unwrap()];
+    let _server = MqttLlm::start(&sim_up_args_with(&broker.url(), &args)).await;
+    let mut client = TestClient::connect(broker.port).await;
+    client.subscribe("+/hint/#").await;
+    client.subscribe("+/assistant_response/#").await;
+    // maze's state topic is off: its state is not even subscribed, so the chat reply sent after it comes first.
+    client.publish_json("maze/state", state("c1", 0)).await;
+    client
+        .publish_json("maze/user_input", json!({"sessionId": "c1", "message": "barrier"}))
+        .await;
+    let m = client.recv().await;
+    assert_eq!(m.topic, "maze/assistant_response/c1", "{}", m.text());
+    // quiz is a state project of its own, with its own prompt and hint topic.
+    client.publish_json("quiz/state", state("c2", 0)).await;
+    let m = client.recv().await;
+    assert_eq!(m.topic, "quiz/hint/c2", "{}", m.text());
+    assert_eq!(
+        m.json(),
+        json!({"hint": format!("messages=2 roles=s,u system=Quiz the player. user={}", user_turn(0))})
+    );
+}
