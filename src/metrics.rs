@@ -17,6 +17,7 @@ pub const REQUESTS_REJECTED: &str = "mqtt_llm_requests_rejected_total";
 pub const REPLIES: &str = "mqtt_llm_replies_total";
 pub const REQUEST_ERRORS: &str = "mqtt_llm_request_errors_total";
 pub const REPLY_TOPIC_FALLBACKS: &str = "mqtt_llm_reply_topic_fallbacks_total";
+pub const STATE_SUPERSEDED: &str = "mqtt_llm_state_superseded_total";
 pub const REQUEST_DURATION: &str = "mqtt_llm_request_duration_seconds";
 pub const TTFT: &str = "mqtt_llm_time_to_first_token_seconds";
 pub const TOKENS: &str = "mqtt_llm_tokens_total";
@@ -67,11 +68,12 @@ pub fn install() -> PrometheusHandle {
 /// Every metric: group, kind, name, help.
 #[rustfmt::skip]
 const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
-    (Service, Counter, REQUESTS_RECEIVED, "Messages received on {project}/user_input."),
+    (Service, Counter, REQUESTS_RECEIVED, "Messages received on {project}/user_input (and a state project's {project}/state)."),
     (Service, Counter, REQUESTS_REJECTED, "Requests refused before reaching the engine, by reason."),
     (Service, Counter, REPLIES, "Final replies published, by outcome (ok or error)."),
     (Service, Counter, REQUEST_ERRORS, "Accepted requests answered with an error, by error code."),
     (Service, Counter, REPLY_TOPIC_FALLBACKS, "Client reply/stream topics not used (default used), by reason."),
+    (Service, Counter, STATE_SUPERSEDED, "State messages replaced, unanswered, by a newer state of their session while waiting."),
     (Service, Histogram, REQUEST_DURATION, "From accepting a request to publishing its reply."),
     (Service, Histogram, TTFT, "From accepting a request to the engine's first token."),
     (Service, Counter, TOKENS, "Engine tokens by kind (prompt, completion, cached)."),
@@ -156,6 +158,11 @@ pub fn request_rejected(project: &str, reason: &'static str) {
 
 pub fn reply_topic_fallback(project: &str, reason: &'static str) {
     counter!(REPLY_TOPIC_FALLBACKS, "project" => project.to_owned(), "reason" => reason).increment(1);
+}
+
+/// `count` waiting state messages were replaced by a newer state of their session (dropped, never answered).
+pub fn state_superseded(project: &str, count: usize) {
+    counter!(STATE_SUPERSEDED, "project" => project.to_owned()).increment(count as u64);
 }
 
 /// A final reply was published (`error_code` = None for a successful one).

@@ -84,6 +84,21 @@ impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
         taken
     }
 
+    /// Take the jobs waiting in `key`'s lane (never the running one) for which `superseded` holds, keeping the
+    /// others in order.
+    pub fn take_waiting_in(&self, key: &K, mut superseded: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut lanes = self.lock();
+        let Some(queue) = lanes.get_mut(key) else {
+            return Vec::new();
+        };
+        if !queue.iter().any(&mut superseded) {
+            return Vec::new();
+        }
+        let (gone, kept): (VecDeque<T>, VecDeque<T>) = queue.drain(..).partition(&mut superseded);
+        *queue = kept;
+        gone.into()
+    }
+
     /// Number of active lanes.
     pub fn active(&self) -> usize {
         self.lock().len()
@@ -112,6 +127,26 @@ mod tests {
         assert_eq!(lanes.next(&"a"), None);
         assert_eq!(lanes.next(&"b"), None);
         assert_eq!(lanes.active(), 0);
+    }
+
+    #[test]
+    fn waiting_jobs_of_one_lane_are_taken_and_the_running_one_and_other_lanes_stay() {
+        let lanes: Lanes<&str, u32> = Lanes::new(8);
+        assert!(lanes.take_waiting_in(&"a", |_| true).is_empty(), "no lane");
+        assert_eq!(lanes.submit(&"a", 1), Submit::Run(1));
+        assert!(
+            lanes.take_waiting_in(&"a", |_| true).is_empty(),
+            "the running job stays"
+        );
+        for job in [2, 3, 4] {
+            assert_eq!(lanes.submit(&"a", job), Submit::Queued);
+        }
+        assert_eq!(lanes.submit(&"b", 5), Submit::Run(5));
+        assert_eq!(lanes.submit(&"b", 7), Submit::Queued);
+        assert_eq!(lanes.take_waiting_in(&"a", |j| j % 2 == 1), vec![3]);
+        assert_eq!(lanes.next(&"a"), Some(2));
+        assert_eq!(lanes.next(&"a"), Some(4));
+        assert_eq!(lanes.next(&"b"), Some(7));
     }
 
     #[test]

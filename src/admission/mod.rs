@@ -8,6 +8,9 @@
 //! instead of running late. Every refusal is a typed [`Refusal`], whose metric label and reply text come from one
 //! table; [`Admission::retry_after`] tells refused clients when to come back, from the current drain rate.
 //!
+//! State messages ([`Admission::admit_latest`]) are latest-wins: a newer state of a session replaces the states
+//! still waiting in its lane (the replaced tickets are handed back, to be counted and dropped unanswered).
+//!
 //! - `lanes`: per-session FIFO lanes with bounded queues;
 //! - `capacity`: the semaphores behind the RAII permits; capacity comes back when a ticket or slot is dropped;
 //! - `drain`: how fast accepted requests leave, for the retry hint;
@@ -29,7 +32,7 @@ use crate::engine::EngineHandle;
 use crate::session::SessionKey;
 use capacity::{Capacity, InflightPermit, QueuedPermit};
 use lanes::{Lanes, Submit};
-use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget};
+use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget, RequestKind};
 
 pub use refusal::{OVERLOADED_TEXT, Refusal};
 
@@ -154,6 +157,26 @@ impl Admission {
         }
     }
 
+    /// [`Self::admit`] for a state message, latest wins: the state messages still waiting in the session's lane (not
+    /// the running one, never a chat request) are dropped unanswered first (their capacity comes back at once), and
+    /// their number is returned with the outcome for the caller to count. Clients keep only the latest hint, so
+    /// answering a state the game has moved past is wasted engine time (seed-protocol, known defect 17).
+    pub fn admit_latest(&self, request: ChatRequest) -> (Result<Admitted, Refused>, usize) {
+        let mut superseded = 0;
+        if !self.inner.draining.load(Ordering::SeqCst) {
+            let key = SessionKey {
+                project: request.project.clone(),
+                session: request.session.clone(),
+            };
+            let dropped = self
+                .inner
+                .lanes
+                .take_waiting_in(&key, |t| t.request.kind == RequestKind::State);
+            superseded = dropped.len();
+        }
+        (self.admit(request), superseded)
+    }
+
     /// The next ticket of a lane the caller owns, or `None` (and the lane becomes idle).
     pub fn next(&self, key: &SessionKey) -> Option<Ticket> {
         self.inner.lanes.next(key)
@@ -227,7 +250,11 @@ mod tests {
     }
 
     fn request(session: &str) -> ChatRequest {
-        let project = ProjectName::try_new("p").unwrap();
+        request_in("p", session)
+    }
+
+    fn request_in(project: &str, session: &str) -> ChatRequest {
+        let project = ProjectName::try_new(project).unwrap();
         let payload = format!(r#"{{"sessionId":"{session}","message":"hi"}}"#);
         let policy = mqtt_llm_protocol::topics::ReplyPolicy::default();
         parse_request(
@@ -315,6 +342,55 @@ mod tests {
         state.send_replace(EngineState::Ready);
         let ticket = run(admission.admit(request("c")));
         admission.engine_slot(&ticket).await.expect("ready engine, free slot");
+    }
+
+    fn state(session: &str, x: u32) -> ChatRequest {
+        let project = ProjectName::try_new("maze").unwrap();
+        let payload = format!(r#"{{"sessionId":"{session}","player_pos":[{x},0],"exit_pos":[9,9]}}"#);
+        let policy = mqtt_llm_protocol::topics::ReplyPolicy::default();
+        mqtt_llm_protocol::wire::parse_state(
+            &project,
+            payload.as_bytes(),
+            &V5Props::default(),
+            &WireLimits::default(),
+            &policy,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_state_replaces_the_waiting_states_of_its_session_only() {
+        let (engine, _state) = EngineHandle::scripted(EngineState::Ready);
+        let mut tight = settings(Duration::from_secs(30));
+        tight.max_queued = NonZeroUsize::new(4).unwrap();
+        let admission = Admission::new(tight, engine);
+        let (running, superseded) = admission.admit_latest(state("s", 0));
+        let running = run(running);
+        assert_eq!(superseded, 0);
+        assert!(matches!(
+            admission.admit_latest(state("s", 1)),
+            (Ok(Admitted::Queued), 0)
+        ));
+        assert!(matches!(admission.admit(request_in("maze", "s")), Ok(Admitted::Queued)));
+        assert!(matches!(
+            admission.admit_latest(state("other", 1)),
+            (Ok(Admitted::Run(_)), 0)
+        ));
+        // Capacity is full (4 accepted), but the replaced state gives its share back first.
+        assert!(matches!(
+            admission.admit_latest(state("s", 2)),
+            (Ok(Admitted::Queued), 1)
+        ));
+        assert!(matches!(
+            admission.admit_latest(state("s", 3)),
+            (Ok(Admitted::Queued), 1)
+        ));
+        let key = running.key().clone();
+        let chat = admission.next(&key).expect("the chat request keeps its place");
+        assert_eq!(chat.request().kind, RequestKind::Chat);
+        let latest = admission.next(&key).expect("the latest state");
+        assert!(latest.request().message.starts_with(r#"{"player_pos": [3, 0]"#));
+        assert!(admission.next(&key).is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,9 @@
 //! Every refusal is counted and, when a reply topic is known, answered with an `Error: ...` text through the
 //! [`Publisher`]. [`overflow_handler`] is the same refusal on the event-loop task, for a message the intake had
 //! no room for: parsed just enough to find its reply topic, answered without waiting.
+//!
+//! Messages on a state project's `{p}/state` take the same path in [`super::state`], with JSON replies and
+//! latest-wins admission.
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::state::overflow_state;
 use super::worker::{self, Worker};
 use crate::admission::{Admission, Admitted, Refusal, Refused};
 use crate::config::ProjectCatalog;
@@ -22,13 +26,15 @@ use crate::mqtt::eventloop::{Inbound, Overflow};
 use crate::mqtt::publisher::Publisher;
 use crate::session::owner::resolve_client_id;
 use crate::session::{Owner, OwnerMode, OwnerRefusal, SessionKey, SessionStore};
-use mqtt_llm_protocol::topics::{ProjectName, request_filter_project};
+use mqtt_llm_protocol::topics::{ProjectName, request_filter_project, state_filter_project};
 use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget, V5Props, WireLimits, parse_request};
 
 /// The intake task, built by [`Bridge::new`](super::Bridge::new) with what it uses.
 #[derive(Debug)]
 pub struct Intake {
     pub(super) projects: Vec<ProjectName>,
+    /// The state projects among `projects`, whose `{p}/state` messages go to [`super::state`].
+    pub(super) state_projects: Vec<ProjectName>,
     pub(super) limits: WireLimits,
     /// Where sessions are claimed for their owners.
     pub(super) sessions: SessionStore,
@@ -60,6 +66,9 @@ impl Intake {
 
     async fn handle(&self, msg: Inbound) {
         let Some(project) = request_filter_project(&msg.topic, &self.projects).cloned() else {
+            if let Some(project) = state_filter_project(&msg.topic, &self.state_projects).cloned() {
+                return self.handle_state(project, msg).await;
+            }
             tracing::warn!(topic = msg.topic, "message on a topic we do not serve");
             return;
         };
@@ -101,7 +110,7 @@ impl Intake {
 
     /// Under `client` ownership, resolve who the request speaks for, keep it in `request.client_id` (where the
     /// lane worker reads it to check the session again) and claim the session for it. A refusal changes nothing.
-    fn claim_session(&self, request: &mut ChatRequest, props: &V5Props) -> Result<(), OwnerRefusal> {
+    pub(super) fn claim_session(&self, request: &mut ChatRequest, props: &V5Props) -> Result<(), OwnerRefusal> {
         let mode = self.catalog.session_owner(request.project.as_str());
         if mode == OwnerMode::None {
             return Ok(());
@@ -117,7 +126,7 @@ impl Intake {
 }
 
 /// Count a refusal (`reason`: its stable code) and log it; the caller answers it when a reply topic is known.
-fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, reason: &'static str) {
+pub(super) fn refused(project: &ProjectName, reply: Option<&ReplyTarget>, reason: &'static str) {
     metrics::request_rejected(project.as_str(), reason);
     match reply {
         Some(target) => tracing::info!(
@@ -138,7 +147,11 @@ pub fn overflow_handler(
     catalog: ProjectCatalog,
     admission: Admission,
 ) -> Overflow {
+    let state_projects = catalog.state_projects(&projects);
     Arc::new(move |publisher: &Publisher, msg: Inbound| {
+        if let Some(project) = state_filter_project(&msg.topic, &state_projects) {
+            return overflow_state(publisher, project, &limits, &catalog, &admission, &msg);
+        }
         overflow(publisher, &projects, &limits, &catalog, &admission, msg)
     })
 }

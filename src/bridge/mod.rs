@@ -6,6 +6,7 @@
 //! frames ([`stream`]) and the final reply through the one [`Publisher`].
 //!
 //! - [`intake`]: the task that parses and admits, and the event loop's overflow refusal;
+//! - [`state`]: the intake of game states on a state project's `{p}/state`, and their JSON replies;
 //! - [`worker`]: the task that runs a session's lane: prompt from history, engine call, final reply, turn commit;
 //! - [`stream`]: the coalescing stream-frame sink of one request;
 //! - [`failure`]: why an accepted request failed, as wire codes and texts.
@@ -14,6 +15,7 @@
 
 pub mod failure;
 pub mod intake;
+pub mod state;
 pub mod stream;
 pub mod worker;
 
@@ -83,6 +85,7 @@ impl Bridge {
         };
         let worker = Arc::new(worker);
         let intake = Intake {
+            state_projects: catalog.state_projects(&projects),
             projects,
             limits: cfg.limits.clone(),
             sessions: sessions.clone(),

@@ -2,8 +2,8 @@
 //!
 //! For each [`Ticket`] it waits at admission for an engine slot, builds the prompt from the session's history,
 //! streams the engine's answer (stream frames through a [`StreamSink`] when asked), then publishes exactly one
-//! final reply through the [`Publisher`]: the cleaned text, or `Error: ...`. Only a successful reply becomes a
-//! turn of the history. `Worker` is everything a lane needs, and nothing else.
+//! final reply through the [`Publisher`]: the cleaned text, or `Error: ...` (JSON to a game state, see [`state`]).
+//! Only a successful reply becomes a turn of the history. `Worker` is everything a lane needs, and nothing else.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::failure::Failure;
+use super::state;
 use super::stream::StreamSink;
 use crate::admission::{Admission, Ticket};
 use crate::config::{ProjectCatalog, SamplingDefaults};
@@ -124,7 +125,7 @@ impl Worker {
                     sink.done(generation.finish_reason, frame_usage, ttft, total).await;
                 }
                 // The final reply goes out after the last stream frame.
-                self.publisher.reply(&req.reply, text.clone()).await;
+                state::publish_answer(&self.publisher, req, text.clone()).await;
                 metrics::reply_published(project, None);
                 metrics::request_timing(project, total, generation.ttft);
                 metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
@@ -146,7 +147,8 @@ impl Worker {
                 if let Some(sink) = sink.as_mut() {
                     sink.error(failure.code(), failure.user_message(), hint).await;
                 }
-                self.publisher.refusal(&req.reply, failure.reply_text(), hint).await;
+                let message = failure.user_message();
+                state::publish_failure(&self.publisher, req, failure.reply_text(), &message, hint).await;
                 metrics::reply_published(project, Some(failure.code()));
                 metrics::request_timing(project, total, None);
             }

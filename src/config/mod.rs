@@ -85,7 +85,8 @@ impl Config {
         };
         let projects = projects.with_default_session_owner(service::session_owner(&raw.requests)?);
         let engine = engine::engine_settings(&raw.engine, raw.ops.drain_timeout, projects.uses_priorities())?;
-        let mqtt = service::mqtt_settings(&raw.mqtt)?;
+        let mut mqtt = service::mqtt_settings(&raw.mqtt)?;
+        mqtt.state_projects = projects.state_projects(&mqtt.projects);
         let session = service::session_settings(&raw.requests)?;
         let bridge = service::bridge_config(&raw.requests, mqtt.max_packet_size, session)?;
         Ok(Self {

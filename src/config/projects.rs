@@ -1,9 +1,9 @@
 //! Per-project settings: the built-in system prompts and the optional TOML file that overrides or adds to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use mqtt_llm_protocol::topics::ReplyPolicy;
+use mqtt_llm_protocol::topics::{ProjectName, ReplyPolicy};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Problem};
@@ -14,8 +14,10 @@ use crate::session::OwnerMode;
 pub const GENERAL: &str = "general";
 
 /// Built-in prompts, written for mqtt-llm. They keep what the existing clients parse: `driving` replies end with
-/// the state tags `<Cont or EOS><PlayerOp:x><AgentOP:y>`, `maze` replies are a JSON object with `hint` (and
-/// `suggestion`). `prompt_portal` is the project the prompt-portal and OwOGPT backends publish on; the successor
+/// the state tags `<Cont or EOS><PlayerOp:x><AgentOP:y>`; `maze` replies are a JSON object with `hint` and the
+/// optional action keys the maze clients act on (seed-protocol §3: `path`, `break_wall`, `show_path`, ...), and its
+/// user turns are mostly game states in the successor's form (`crates/protocol/src/wire/state.rs`).
+/// `prompt_portal` is the project the prompt-portal and OwOGPT backends publish on; the successor
 /// server (`llama3/llamacpp_mqtt_deploy.py`, its `SYSTEM_PROMPTS`, seed-protocol §5) gave it a prompt that follows
 /// the user's template and the format it asks for, which those backends' users test their templates against.
 const BUILTIN: &[(&str, &str)] = &[
@@ -25,9 +27,14 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     (
         "maze",
-        "You are the guide in a maze game. You see the player's position, the exit, the visible map, germs and \
-         oxygen pellets. Give one short, practical hint that moves the player toward the exit safely. Always respond \
-         with a JSON object only, with the keys \"hint\" (string) and \"suggestion\" (string), and nothing else.",
+        "You are the guide in a maze game. Each game state you receive is JSON: player_pos and exit_pos as [x, y], \
+         visible_map as rows indexed visible_map[y][x] (1 = floor, 0 = wall), germs (enemies to avoid) and oxygen \
+         (pellets to collect) as lists of [x, y], and oxygen_collected. Give one short, practical hint that moves the \
+         player toward the exit safely. Always respond with a single JSON object and nothing else, with the key \
+         \"hint\" (string) and, only when useful, \"path\" (a list of [x, y] floor cells from the player toward \
+         the exit), \"show_path\" (boolean), \"break_wall\" ([x, y] of one wall next to the path) and \
+         \"highlight_zone\" (a list of [x, y] cells to point out). A question instead of a state gets the same \
+         JSON form, with the answer in \"hint\".",
     ),
     (
         "driving",
@@ -57,6 +64,9 @@ const BUILTIN: &[(&str, &str)] = &[
 
 /// The prompt-portal / OwOGPT project (built in; subscribed only when `--projects` names it).
 pub const PROMPT_PORTAL: &str = "prompt_portal";
+/// Projects that take game states on `{p}/state` unless their `state_topic = false` (seed-protocol §1.3: the
+/// successor did so for `maze` only).
+const BUILTIN_STATE_PROJECTS: &[&str] = &["maze"];
 
 /// Why `user` ownership is refused: the one sentence `up` exits with.
 const USER_OWNER_UNAVAILABLE: &str = "`user` needs mqtt-llm's embedded broker, which does not exist yet (an \
@@ -84,6 +94,8 @@ pub struct ProjectCatalog {
     reply_policies: BTreeMap<String, ReplyPolicy>,
     /// Projects whose `session_owner` overrides `--session-owner`.
     session_owners: BTreeMap<String, OwnerMode>,
+    /// Projects that take game states on `{p}/state` (answered on `{p}/hint/...`); `maze` built in.
+    state_projects: BTreeSet<String>,
     /// `--session-owner`: every other project's.
     default_session_owner: OwnerMode,
 }
@@ -108,6 +120,8 @@ struct RawProject {
     reply_prefixes: Option<Vec<String>>,
     /// Overrides `--session-owner` for this project.
     session_owner: Option<RawSessionOwner>,
+    /// Whether the project takes game states on `{p}/state` (`true` built in for `maze`; `false` turns it off).
+    state_topic: Option<bool>,
 }
 
 impl Default for ProjectCatalog {
@@ -128,6 +142,7 @@ impl ProjectCatalog {
             priorities: BTreeMap::new(),
             reply_policies: BTreeMap::new(),
             session_owners: BTreeMap::new(),
+            state_projects: BUILTIN_STATE_PROJECTS.iter().map(|p| (*p).to_owned()).collect(),
             default_session_owner: OwnerMode::None,
         }
     }
@@ -150,6 +165,15 @@ impl ProjectCatalog {
                     });
                 }
                 catalog.prompts.insert(name.clone(), prompt.to_owned());
+            }
+            match project.state_topic {
+                Some(true) => {
+                    catalog.state_projects.insert(name.clone());
+                }
+                Some(false) => {
+                    catalog.state_projects.remove(&name);
+                }
+                None => {}
             }
             if let Some(priority) = project.priority {
                 catalog.priorities.insert(name.clone(), priority);
@@ -218,6 +242,20 @@ impl ProjectCatalog {
             .get(project)
             .copied()
             .unwrap_or(self.default_session_owner)
+    }
+
+    /// Whether the project takes game states on `{p}/state` (its own `state_topic`, never `general`'s).
+    pub fn has_state_topic(&self, project: &str) -> bool {
+        self.state_projects.contains(project)
+    }
+
+    /// The state projects among `served` (the `--projects` list), in its order.
+    pub fn state_projects(&self, served: &[ProjectName]) -> Vec<ProjectName> {
+        served
+            .iter()
+            .filter(|p| self.has_state_topic(p.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// Whether any project has a priority, so that the engine must run with `--scheduling-policy priority`.
@@ -362,6 +400,30 @@ mod tests {
         );
         let err = ProjectCatalog::from_toml("[projects.a]\nsession_owner = \"me\"\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("client"), "{err}");
+    }
+
+    #[test]
+    fn maze_is_a_built_in_state_project_and_state_topic_is_per_project() {
+        let names = |list: &[&str]| {
+            list.iter()
+                .map(|n| ProjectName::try_new(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let served = names(&["general", "maze", "quiz"]);
+        let c = ProjectCatalog::builtin();
+        assert!(c.has_state_topic("maze"));
+        assert!(!c.has_state_topic("general"));
+        assert_eq!(c.state_projects(&served), names(&["maze"]));
+        assert_eq!(c.state_projects(&names(&["general"])), vec![], "only served projects");
+        let text = "[projects.maze]\nstate_topic = false\n[projects.quiz]\nstate_topic = true\n";
+        let c = ProjectCatalog::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.state_projects(&served), names(&["quiz"]));
+        assert!(c.system_prompt("maze").contains("\"hint\""), "the prompt stays");
+        let text = "[projects.general]\nstate_topic = true\n";
+        let c = ProjectCatalog::from_toml(text, Path::new("x.toml")).unwrap();
+        assert!(!c.has_state_topic("quiz"), "never inherited from general");
+        let err = ProjectCatalog::from_toml("[projects.a]\nstate_topic = \"yes\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("state_topic"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> 
         keep_alive: keep_alive(raw.mqtt_keep_alive)?,
         max_packet_size: raw.max_packet_size,
         projects,
+        state_projects: Vec::new(),
         status_topic,
         legacy_status,
         reconnect_min: DEFAULT_RECONNECT_MIN,

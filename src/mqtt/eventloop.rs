@@ -3,7 +3,8 @@
 //! # Theory of operation
 //! One task owns the `rumqttc` event loop. It only polls, classifies and `try_send`s: it never awaits a publish
 //! (awaiting the client from the task that drives it deadlocks once the request queue fills; rumqtt #1025, #263).
-//! On every ConnAck it re-subscribes `{project}/user_input` (QoS 1) for each project, and it reports itself
+//! On every ConnAck it re-subscribes `{project}/user_input` (QoS 1) for each project (and `{project}/state` for
+//! each state project), and it reports itself
 //! ready (the `ready` watch) only once the broker has acknowledged those subscriptions, so that nothing published
 //! after `/readyz` turns 200 can be missed. A connection error marks it not ready and waits a capped exponential
 //! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again. The final replies
@@ -42,7 +43,7 @@ use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use super::status::{OfflineReason, Presence};
 use crate::metrics;
-use mqtt_llm_protocol::topics::{ProjectName, request_topic};
+use mqtt_llm_protocol::topics::{ProjectName, request_topic, state_topic};
 
 pub use super::connection::Inbound;
 
@@ -172,6 +173,7 @@ pub fn spawn_mqtt(
     let shared = LoopShared {
         presence: Arc::clone(&presence),
         projects: cfg.projects.clone(),
+        state_projects: cfg.state_projects.clone(),
         inbound,
         overflow,
         publisher: publisher.clone(),
@@ -286,6 +288,8 @@ fn connect_v5(
 
 struct LoopShared {
     projects: Vec<ProjectName>,
+    /// Their `{p}/state` is subscribed too.
+    state_projects: Vec<ProjectName>,
     presence: Arc<Presence>,
     inbound: mpsc::Sender<Inbound>,
     overflow: Overflow,
@@ -363,7 +367,9 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
                 let held = conn.republish();
                 tracing::info!(republished = held, "MQTT connected");
                 backoff = shared.backoff.build();
-                if let Err(e) = conn.subscribe(shared.projects.iter().map(request_topic).collect()) {
+                let requests = shared.projects.iter().map(request_topic);
+                let states = shared.state_projects.iter().map(state_topic);
+                if let Err(e) = conn.subscribe(requests.chain(states).collect()) {
                     tracing::error!(error = %e, "cannot queue the subscriptions");
                 }
             }

@@ -85,6 +85,13 @@ impl Publisher {
             .await
     }
 
+    /// Publish the JSON reply to a state message (a hint or `{"error": ...}`), as [`Self::refusal`] but with
+    /// Content Type `application/json` under MQTT 5.
+    pub async fn json_reply(&self, target: &ReplyTarget, json: String, retry_after: Option<Duration>) -> bool {
+        self.send(target, Bytes::from(json), JSON, retry_after.map(millis))
+            .await
+    }
+
     /// Publish one delta frame as JSON unless [`FRAME_BACKLOG`] publishes already wait for the broker (or the
     /// client's queue is full): never waits. Returns whether the frame was queued; when not, the caller keeps
     /// its text for a later frame.

@@ -40,6 +40,8 @@ pub struct MqttSettings {
     /// Largest packet we send or accept.
     pub max_packet_size: u32,
     pub projects: Vec<ProjectName>,
+    /// The state projects among `projects` (`[projects.NAME] state_topic`): `{p}/state` is subscribed too.
+    pub state_projects: Vec<ProjectName>,
     /// `{--status-prefix}/status`: the retained online/offline status and the Last Will.
     pub status_topic: String,
     /// The successor's liveness on `{first project}/status` (`--legacy-status`); `None` when turned off.

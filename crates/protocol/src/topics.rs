@@ -9,7 +9,9 @@
 //!   configured extra prefixes ([`ReplyPolicy`]): mqtt-llm never publishes anywhere else, so a request cannot make it
 //!   publish on another device's (actuator) topic;
 //! - the opt-in stream of partial tokens goes to `{project}/assistant_stream/{sessionId}`, deliberately outside
-//!   `assistant_response/#` because clients take every message there as the answer.
+//!   `assistant_response/#` because clients take every message there as the answer;
+//! - a state project (`maze`, seed-protocol §1.3) also takes game states on `{project}/state` and answers each with
+//!   a JSON hint on `{project}/hint/{sessionId}`, or on a client-chosen topic under `{project}/hint/`.
 
 use std::fmt;
 
@@ -23,6 +25,8 @@ pub const MAX_TOPIC_BYTES: usize = 65_535;
 const REQUEST_SUFFIX: &str = "user_input";
 const REPLY_LEVEL: &str = "assistant_response";
 const STREAM_LEVEL: &str = "assistant_stream";
+const STATE_SUFFIX: &str = "state";
+const HINT_LEVEL: &str = "hint";
 
 /// The topic a project's requests arrive on: `{p}/user_input`.
 pub fn request_topic(p: &ProjectName) -> String {
@@ -33,6 +37,27 @@ pub fn request_topic(p: &ProjectName) -> String {
 pub fn request_filter_project<'a>(topic: &str, projects: &'a [ProjectName]) -> Option<&'a ProjectName> {
     let name = topic.strip_suffix(REQUEST_SUFFIX)?.strip_suffix('/')?;
     projects.iter().find(|p| p.as_str() == name)
+}
+
+/// The topic a state project's game states arrive on: `{p}/state`.
+pub fn state_topic(p: &ProjectName) -> String {
+    format!("{p}/{STATE_SUFFIX}")
+}
+
+/// The state project (one of `projects`) whose state topic is exactly `topic`, if any.
+pub fn state_filter_project<'a>(topic: &str, projects: &'a [ProjectName]) -> Option<&'a ProjectName> {
+    let name = topic.strip_suffix(STATE_SUFFIX)?.strip_suffix('/')?;
+    projects.iter().find(|p| p.as_str() == name)
+}
+
+/// The base every hint topic of state project `p` lives under: `{p}/hint` (the original's `maze/hint`).
+pub fn hint_base(p: &ProjectName) -> String {
+    format!("{p}/{HINT_LEVEL}")
+}
+
+/// `{p}/hint/{s}`: where the hint for a state goes by default.
+pub fn default_hint_topic(p: &ProjectName, s: &SessionId) -> String {
+    format!("{p}/{HINT_LEVEL}/{s}")
 }
 
 /// The base every client-chosen reply topic of project `p` must live under: `{p}/assistant_response`.
@@ -206,6 +231,16 @@ impl ReplyPolicy {
 /// parsers there expect JSON frames, and a plain-text reply would confuse them. An accepted topic is used
 /// verbatim: no trimming, no slash stripping.
 pub fn validate_response_topic(p: &ProjectName, policy: &ReplyPolicy, t: &str) -> Result<String, TopicFallback> {
+    validate_response_topic_under(&reply_base(p), policy, t)
+}
+
+/// [`validate_response_topic`] for the reply to a state message: the same rules with `{p}/hint/` in place of
+/// `{p}/assistant_response/`, so a hint never lands among chat replies nor a chat reply among hints.
+pub fn validate_hint_response_topic(p: &ProjectName, policy: &ReplyPolicy, t: &str) -> Result<String, TopicFallback> {
+    validate_response_topic_under(&hint_base(p), policy, t)
+}
+
+fn validate_response_topic_under(base: &str, policy: &ReplyPolicy, t: &str) -> Result<String, TopicFallback> {
     screen(t)?;
     if t.len() > MAX_TOPIC_BYTES {
         return Err(TopicFallback::TooLong);
@@ -213,7 +248,7 @@ pub fn validate_response_topic(p: &ProjectName, policy: &ReplyPolicy, t: &str) -
     if t.starts_with('$') {
         return Err(TopicFallback::NotAllowed);
     }
-    let base = format!("{}/", reply_base(p));
+    let base = format!("{base}/");
     let remainder = std::iter::once(base.as_str())
         .chain(policy.extra_prefixes.iter().map(String::as_str))
         .find_map(|prefix| t.strip_prefix(prefix))

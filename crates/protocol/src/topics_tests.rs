@@ -186,6 +186,54 @@ fn request_filter_matches_exact_request_topics_only() {
     assert_eq!(request_filter_project("general/user_input", &[]), None);
 }
 
+#[test]
+fn state_topics_and_hint_topics() {
+    let p = project("maze");
+    let s = SessionId::try_new("s1").unwrap();
+    assert_eq!(state_topic(&p), "maze/state");
+    assert_eq!(hint_base(&p), "maze/hint");
+    assert_eq!(default_hint_topic(&p, &s), "maze/hint/s1");
+    let state_projects = vec![project("maze")];
+    for (topic, want) in [
+        ("maze/state", Some("maze")),
+        ("general/state", None),
+        ("maze/state/s1", None),
+        ("maze/states", None),
+        ("maze/user_input", None),
+        ("/maze/state", None),
+        ("state", None),
+    ] {
+        let got = state_filter_project(topic, &state_projects).map(ProjectName::as_str);
+        assert_eq!(got, want, "topic {topic:?}");
+    }
+    let policy = ReplyPolicy::none();
+    assert_eq!(
+        validate_hint_response_topic(&p, &policy, "maze/hint/s1/c"),
+        Ok("maze/hint/s1/c".to_owned())
+    );
+    for other in [
+        "maze/assistant_response/s1",
+        "general/hint/s1",
+        "$SYS/x",
+        "maze/hintx/s1",
+    ] {
+        assert_eq!(
+            validate_hint_response_topic(&p, &policy, other),
+            Err(TopicFallback::NotAllowed),
+            "{other}"
+        );
+    }
+    assert_eq!(
+        validate_hint_response_topic(&p, &policy, "maze/hint//"),
+        Err(TopicFallback::EmptySuffix)
+    );
+    assert_eq!(
+        validate_response_topic(&p, &policy, "maze/hint/s1"),
+        Err(TopicFallback::NotAllowed),
+        "a chat reply never goes to a hint topic"
+    );
+}
+
 /// seed-protocol §1.4 accept/reject table, base `general/assistant_response`, session `s1`.
 #[test]
 fn reply_topic_table() {

@@ -1,6 +1,8 @@
 //! Wire payloads, all pure: one request payload on `{project}/user_input` becomes either a typed [`ChatRequest`] or a
 //! [`Rejection`] that says where to send the error reply and its exact text; and the JSON frames of the opt-in
 //! stream topic.
+//! A game state on a state project's `{project}/state` becomes a [`ChatRequest`] of kind [`RequestKind::State`] the
+//! same way ([`state`]: its parsing, the user turn it becomes, and the JSON hint and error replies).
 //!
 //! Request parsing stays wire-compatible with the original server (seed-protocol §2: camelCase fields, unknown
 //! fields ignored, non-JSON payload = the whole message in a fresh `default-…` session, `sessionId` coercion, the
@@ -18,8 +20,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::topics::{
-    ProjectName, ReplyPolicy, SessionId, TopicFallback, default_reply_topic, default_stream_topic, reply_base,
-    stream_base, validate_client_topic, validate_response_topic,
+    ProjectName, ReplyPolicy, SessionId, TopicFallback, default_hint_topic, default_reply_topic, default_stream_topic,
+    hint_base, reply_base, stream_base, validate_client_topic, validate_hint_response_topic, validate_response_topic,
 };
 use fields::{
     generate_request_id, id_text_from, invalid, max_tokens_from, message_from, session_from, system_prompt_from,
@@ -88,6 +90,16 @@ pub struct SamplingOverrides {
     pub max_tokens: Option<u32>,
 }
 
+/// Where a request came from, which decides how it is answered and queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `{p}/user_input`: a plain-text reply (or `Error: ...`); queued in arrival order.
+    Chat,
+    /// `{p}/state` of a state project: a JSON reply (`{"hint": ...}` / `{"error": ...}`, see [`state`]); latest
+    /// wins (a newer state replaces one still waiting in its session).
+    State,
+}
+
 /// An accepted chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -110,6 +122,8 @@ pub struct ChatRequest {
     pub reply_topic_fallback: Option<TopicFallback>,
     /// False when the payload was not JSON (the whole payload is the message, the original's plain-text mode).
     pub raw_json: bool,
+    /// A chat message or a game state.
+    pub kind: RequestKind,
 }
 
 /// A refused request: what went wrong and, when one can be derived, where to say so.
@@ -146,6 +160,9 @@ pub enum RequestError {
     EmptyMessage,
     #[error("invalid sessionId")]
     InvalidSessionId,
+    /// A required field of a state message (`player_pos`, `exit_pos`) is absent or null.
+    #[error("missing '{field}'")]
+    MissingField { field: &'static str },
     /// `field` is the wire (camelCase) field name.
     #[error("invalid '{field}': {reason}")]
     InvalidParam { field: &'static str, reason: String },
@@ -164,6 +181,7 @@ impl RequestError {
             Self::MessageNotString => "message_not_string",
             Self::EmptyMessage => "empty_message",
             Self::InvalidSessionId => "invalid_session_id",
+            Self::MissingField { .. } => "missing_field",
             Self::InvalidParam { .. } => "invalid_param",
         }
     }
@@ -183,7 +201,12 @@ pub fn parse_request(
     limits: &WireLimits,
     policy: &ReplyPolicy,
 ) -> Result<ChatRequest, Rejection> {
-    let ctx = Ctx { project, props, policy };
+    let ctx = Ctx {
+        project,
+        props,
+        policy,
+        kind: RequestKind::Chat,
+    };
     let json_container = scan::looks_like_json_container(payload);
     if payload.len() > limits.max_payload_bytes {
         return Err(reject_oversize(&ctx, payload, json_container, limits.max_payload_bytes));
@@ -223,6 +246,8 @@ struct Ctx<'a> {
     project: &'a ProjectName,
     props: &'a V5Props,
     policy: &'a ReplyPolicy,
+    /// Chat replies live under `{p}/assistant_response`, hints under `{p}/hint`.
+    kind: RequestKind,
 }
 
 /// Everything derived before validation proper, so that every rejection can carry it: the session (`None` =
@@ -260,21 +285,28 @@ impl Ctx<'_> {
     }
 
     fn default_target(&self, session: &SessionId) -> ReplyTarget {
-        self.target(default_reply_topic(self.project, session))
+        self.target(match self.kind {
+            RequestKind::Chat => default_reply_topic(self.project, session),
+            RequestKind::State => default_hint_topic(self.project, session),
+        })
     }
 
     /// Reply target from the overrides only, in precedence order: a valid Response Topic, then a valid
     /// `replyTopic`. The fallback reason is that of the first given-but-unusable candidate that would have won.
     fn override_target(&self, reply_topic: Option<&Value>) -> (Option<ReplyTarget>, Option<TopicFallback>) {
         let mut fallback = None;
+        let (validate_response, base): (fn(&ProjectName, &ReplyPolicy, &str) -> _, _) = match self.kind {
+            RequestKind::Chat => (validate_response_topic, reply_base(self.project)),
+            RequestKind::State => (validate_hint_response_topic, hint_base(self.project)),
+        };
         if let Some(t) = &self.props.response_topic {
-            match validate_response_topic(self.project, self.policy, t) {
+            match validate_response(self.project, self.policy, t) {
                 Ok(topic) => return (Some(self.target(topic)), None),
                 Err(reason) => fallback = Some(reason),
             }
         }
         if let Some(candidate) = reply_topic.filter(|v| !v.is_null()) {
-            match validate_client_topic(&reply_base(self.project), candidate) {
+            match validate_client_topic(&base, candidate) {
                 Ok(topic) => return (Some(self.target(topic)), fallback),
                 Err(reason) => fallback = fallback.or(Some(reason)),
             }
@@ -384,6 +416,7 @@ fn parse_plain_text(ctx: &Ctx<'_>, text: &str) -> Result<ChatRequest, Rejection>
         client_id: None,
         reply_topic_fallback: fallback,
         raw_json: false,
+        kind: RequestKind::Chat,
     })
 }
 
@@ -422,6 +455,7 @@ fn parse_object(ctx: &Ctx<'_>, fields: &Map<String, Value>, limits: &WireLimits)
         client_id: id_text_from(fields.get("clientId"), false),
         reply_topic_fallback: routing.fallback,
         raw_json: true,
+        kind: RequestKind::Chat,
     })
 }
 
@@ -438,7 +472,11 @@ mod frames;
 mod scan;
 #[cfg(test)]
 mod scan_tests;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;
 
 pub use frames::*;
+pub use state::parse_state;

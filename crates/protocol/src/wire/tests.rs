@@ -761,6 +761,7 @@ fn full_request_is_parsed() {
             client_id: Some("client1".to_owned()),
             reply_topic_fallback: None,
             raw_json: true,
+            kind: RequestKind::Chat,
         }
     );
 }
