@@ -113,11 +113,20 @@ async fn a_text_only_model_answers_an_image_with_a_clear_error() {
 
 #[tokio::test]
 async fn image_limits_and_bad_urls_give_clear_errors() {
-    let mut h = Harness::vision().await;
+    let mut h = Harness::start(&["--engine-arg=--sim-multimodal=on", "--max-image-bytes", "69"]).await;
+    // The PNG is 70 bytes once decoded.
+    let reply = h.say("l", json!({"message": "hi", "images": [PNG]})).await;
+    assert_eq!(reply, "Error: image 1 too large (70 bytes, limit 69)");
+    // A payload over --max-payload-bytes is refused before any image is looked at.
+    let huge = format!("data:image/png;base64,{}", "A".repeat(70_000));
+    let reply = h.say("l", json!({"message": "hi", "images": [huge]})).await;
+    assert!(reply.starts_with("Error: request too large ("), "{reply}");
+    // Counted before any image is looked at.
     let reply = h.say("l", json!({"message": "hi", "images": vec![PNG; 5]})).await;
     assert_eq!(reply, "Error: too many images (5, limit 4)");
+    let tiny = "data:image/gif;base64,R0lGODlhAQABAAAAACw=";
     let reply = h
-        .say("l", json!({"message": "hi", "images": [PNG, "file:///etc/passwd"]}))
+        .say("l", json!({"message": "hi", "images": [tiny, "file:///etc/passwd"]}))
         .await;
     assert_eq!(
         reply,
@@ -125,8 +134,8 @@ async fn image_limits_and_bad_urls_give_clear_errors() {
     );
     let reply = h.say("l", json!({"message": "", "images": []})).await;
     assert_eq!(reply, "Error: 'message' is empty");
-    // Four are fine.
-    let reply = h.say("l", json!({"message": "hi", "images": vec![PNG; 4]})).await;
+    // Four small ones are fine.
+    let reply = h.say("l", json!({"message": "hi", "images": vec![tiny; 4]})).await;
     assert!(
         reply.ends_with("images=4 user=<image><image><image><image>hi"),
         "{reply}"
