@@ -34,7 +34,7 @@ impl ImageUrl {
     pub fn try_new(url: &str, index: usize, max_bytes: usize) -> Result<Self, RequestError> {
         let url = url.trim();
         if let Some(rest) = url.strip_prefix("data:") {
-            let size = data_url_bytes(rest).ok_or_else(|| RequestError::InvalidImage {
+            let size = data_url_bytes(rest).ok_or(RequestError::InvalidImage {
                 index,
                 reason: "a data URL must be data:image/(png|jpeg|webp|gif);base64,<base64>",
             })?;
