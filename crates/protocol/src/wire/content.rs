@@ -103,6 +103,7 @@ pub(super) fn user_turn_from(
     let mut urls: Vec<&str> = Vec::new();
     let text = match fields.get("message") {
         Some(Value::Array(parts)) => Some(parts_text(parts, &mut urls)?),
+        Some(Value::Null) if images_given(fields.get("images")) => None,
         other => match message_from(other) {
             Ok(text) => Some(text),
             Err(e @ (RequestError::EmptyMessage | RequestError::MissingMessage)) => {

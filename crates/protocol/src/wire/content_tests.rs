@@ -43,6 +43,8 @@ fn owogpt_images_with_an_empty_message_are_accepted() {
     // No message at all is fine too when there is an image.
     let request = parse(json!({"sessionId": "s", "images": [PNG, "https://example.com/cat.jpg"]})).unwrap();
     assert_eq!(urls(&request), [PNG, "https://example.com/cat.jpg"]);
+    let request = parse(json!({"sessionId": "s", "message": null, "images": [PNG]})).unwrap();
+    assert_eq!((request.message.as_str(), request.images.len()), ("", 1));
     let request = parse(json!({"sessionId": "s", "message": " what is this? ", "images": [PNG]})).unwrap();
     assert_eq!(request.message, "what is this?");
 }
@@ -81,6 +83,10 @@ fn a_turn_without_text_or_image_is_still_empty() {
     );
     assert_eq!(
         error(json!({"sessionId": "s", "message": 5})),
+        RequestError::MessageNotString
+    );
+    assert_eq!(
+        error(json!({"sessionId": "s", "message": null, "images": []})),
         RequestError::MessageNotString
     );
 }
