@@ -128,8 +128,12 @@ impl Worker {
                 metrics::reply_published(project, None);
                 metrics::request_timing(project, total, generation.ttft);
                 metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
+                // The engine's count of an image turn includes the image's tokens, which later prompts do not
+                // carry (the history keeps a placeholder): estimate that turn instead, and let the next request's
+                // count correct the total.
                 let context = generation
                     .usage
+                    .filter(|_| req.images.is_empty())
                     .map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
                 let owner = self.owner(req, project);
                 let user = user_turn_text(&req.message, req.images.len());
