@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 request.raw_json || !looks_like_json(payload),
                 "JSON-looking payload taken as plain text"
             );
-            assert!(!request.message.is_empty());
+            assert!(!request.message.is_empty() || !request.images.is_empty());
         }
         Err(rejection) => {
             if let Some(reply) = &rejection.reply {

@@ -71,6 +71,7 @@ impl Failure {
             LlmErrorKind::ModelNotFound
             | LlmErrorKind::EngineBusy
             | LlmErrorKind::ContextOverflow
+            | LlmErrorKind::ImagesUnsupported
             | LlmErrorKind::BadRequest
             | LlmErrorKind::ClientError => false,
         }

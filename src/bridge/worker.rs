@@ -17,10 +17,10 @@ use super::stream::StreamSink;
 use crate::admission::{Admission, Ticket};
 use crate::config::{ProjectCatalog, SamplingDefaults};
 use crate::engine::EngineHandle;
-use crate::llm::{ChatEvent, CompletionRequest, LlmClient, ThinkFilter, Usage, clean_reply};
+use crate::llm::{ChatEvent, CompletionRequest, LlmClient, MessageContent, ThinkFilter, Usage, clean_reply};
 use crate::metrics;
 use crate::mqtt::publisher::Publisher;
-use crate::session::{Owner, SessionStore};
+use crate::session::{Owner, SessionStore, user_turn_text};
 use mqtt_llm_protocol::wire::{ChatRequest, FrameUsage, ReplyTarget};
 
 /// How long a request that lost its engine connection waits for the supervisor to notice a crash.
@@ -129,11 +129,16 @@ impl Worker {
                 metrics::reply_published(project, None);
                 metrics::request_timing(project, total, generation.ttft);
                 metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
+                // The engine's count of an image turn includes the image's tokens, which later prompts do not
+                // carry (the history keeps a placeholder): estimate that turn instead, and let the next request's
+                // count correct the total.
                 let context = generation
                     .usage
+                    .filter(|_| req.images.is_empty())
                     .map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
                 let owner = self.owner(req, project);
-                let dropped = self.sessions.commit(key, &owner, req.message.clone(), text, context);
+                let user = user_turn_text(&req.message, req.images.len());
+                let dropped = self.sessions.commit(key, &owner, user, text, context);
                 if dropped > 0 {
                     metrics::history_trimmed(dropped);
                 }
@@ -202,7 +207,7 @@ impl Worker {
                 &self.owner(req, project),
                 req.system_prompt.as_deref(),
                 system,
-                &req.message,
+                MessageContent::with_images(&req.message, req.images.iter().map(|i| i.as_str().to_owned())),
             )
             .map_err(Failure::SessionOwner)?;
         let defaults = self.settings.defaults;

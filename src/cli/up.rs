@@ -244,6 +244,14 @@ pub struct UpArgs {
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
+    /// Most images in one request (`images` and `image_url` content parts together); keep it at most the engine's
+    /// `--limit-mm-per-prompt` image count.
+    #[arg(long, default_value_t = DEFAULT_MAX_IMAGES)]
+    pub max_images: usize,
+    /// Largest image of a request as a data URL, in decoded bytes (a payload also has to fit
+    /// --max-payload-bytes).
+    #[arg(long, default_value_t = DEFAULT_MAX_IMAGE_BYTES)]
+    pub max_image_bytes: usize,
     /// Who may use a session: anyone (`none`), or only the client id that created it (`client`); a project's
     /// `session_owner` in --config overrides it.
     #[arg(long, value_enum, default_value_t = SessionOwnerArg::None)]
@@ -344,6 +352,8 @@ impl UpArgs {
                 max_sessions: self.max_sessions,
                 request_timeout: self.request_timeout,
                 max_payload_bytes: self.max_payload_bytes,
+                max_images: self.max_images,
+                max_image_bytes: self.max_image_bytes,
                 session_owner: self.session_owner.raw(),
             },
             ops: RawOps {

@@ -31,7 +31,7 @@ impl DirectEngine for DirectLlm {
                     .into_iter()
                     .map(|m| ChatMessage {
                         role: role(m.role),
-                        content: m.content,
+                        content: m.content.into(),
                     })
                     .collect(),
                 temperature: params.temperature,

@@ -77,6 +77,8 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: DefaultDuration = DefaultDuration::new("
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_REQUEST_TIMEOUT: DefaultDuration = DefaultDuration::new("5m");
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_IMAGES: usize = mqtt_llm_protocol::wire::DEFAULT_MAX_IMAGES;
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = mqtt_llm_protocol::wire::DEFAULT_MAX_IMAGE_BYTES;
 
 // ---- operations ----
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);

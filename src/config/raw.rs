@@ -197,6 +197,8 @@ pub struct RawRequests {
     #[serde(with = "text_duration")]
     pub request_timeout: Duration,
     pub max_payload_bytes: usize,
+    pub max_images: usize,
+    pub max_image_bytes: usize,
     /// `--session-owner`: the default of every project without its own `session_owner`.
     pub session_owner: RawSessionOwner,
 }
@@ -230,6 +232,8 @@ impl Default for RawRequests {
             max_sessions: DEFAULT_MAX_SESSIONS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT.value,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_images: DEFAULT_MAX_IMAGES,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             session_owner: RawSessionOwner::None,
         }
     }

@@ -172,6 +172,8 @@ pub(super) fn bridge_config(
         limits: WireLimits {
             max_payload_bytes: raw.max_payload_bytes,
             max_tokens_limit: raw.max_tokens_limit,
+            max_images: raw.max_images,
+            max_image_bytes: raw.max_image_bytes,
             ..WireLimits::default()
         },
     })

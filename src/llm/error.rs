@@ -74,6 +74,8 @@ pub enum LlmErrorKind {
     ModelNotFound,
     EngineBusy,
     ContextOverflow,
+    /// The request carried images and the model is text-only.
+    ImagesUnsupported,
     BadRequest,
     EngineError,
     EngineDisconnected,
@@ -89,6 +91,7 @@ impl LlmErrorKind {
             Self::ModelNotFound => "model_not_found",
             Self::EngineBusy => "engine_busy",
             Self::ContextOverflow => "context_overflow",
+            Self::ImagesUnsupported => "images_unsupported",
             Self::BadRequest => "bad_request",
             Self::EngineError => "engine_error",
             Self::EngineDisconnected => "engine_disconnected",
@@ -131,12 +134,14 @@ impl LlmError {
                 // 429 is what a rate-limiting proxy in front of the engine says: busy, retry later.
                 429 | 503 => K::EngineBusy,
                 400..=499 if is_context_overflow(api.as_ref(), body) => K::ContextOverflow,
+                400..=499 if is_images_unsupported(api.as_ref(), body) => K::ImagesUnsupported,
                 400..=499 => K::BadRequest,
                 // 5xx, and the 1xx/3xx that should never reach us.
                 0..=399 | 500..=u16::MAX => K::EngineError,
             },
             // vLLM reports a prompt of exactly max_model_len after the 200, as an in-stream 400.
             LlmError::InStream(api) if is_context_overflow(Some(api), "") => K::ContextOverflow,
+            LlmError::InStream(api) if is_images_unsupported(Some(api), "") => K::ImagesUnsupported,
             LlmError::InStream(_) => K::EngineError,
             LlmError::Disconnected | LlmError::Transport(_) => K::EngineDisconnected,
             LlmError::NotEventStream { .. } | LlmError::Decode { .. } => K::ProtocolError,
@@ -157,6 +162,7 @@ impl LlmError {
                 let detail = one_line(status_detail(api.as_ref(), body));
                 match self.kind() {
                     LlmErrorKind::ContextOverflow => context_overflow_message(&detail),
+                    LlmErrorKind::ImagesUnsupported => IMAGES_UNSUPPORTED_MESSAGE.to_owned(),
                     LlmErrorKind::EngineBusy => "engine busy, please retry later".to_owned(),
                     LlmErrorKind::ModelNotFound if detail.is_empty() => "model not found (HTTP 404)".to_owned(),
                     LlmErrorKind::EngineError if detail.is_empty() => format!("engine error (HTTP {status})"),
@@ -174,6 +180,8 @@ impl LlmError {
                 let detail = one_line(&api.message);
                 if self.kind() == LlmErrorKind::ContextOverflow {
                     context_overflow_message(&detail)
+                } else if self.kind() == LlmErrorKind::ImagesUnsupported {
+                    IMAGES_UNSUPPORTED_MESSAGE.to_owned()
                 } else if detail.is_empty() {
                     "engine error".to_owned()
                 } else {
@@ -222,6 +230,23 @@ fn is_context_overflow(api: Option<&ApiError>, body: &str) -> bool {
         }
         None => mentions(body),
     }
+}
+
+/// The reply to an image request for a text-only model.
+const IMAGES_UNSUPPORTED_MESSAGE: &str = "this model does not read images";
+
+/// Whether an error says the model takes no images. vLLM (a text-only model given an `image_url` part): 400
+/// `BadRequestError` "The model is not multimodal." (`ModelConfig.get_multimodal_config`); llama.cpp without an
+/// mmproj: "image input is not supported"; others: "does not support image input" and the like.
+fn is_images_unsupported(api: Option<&ApiError>, body: &str) -> bool {
+    const PHRASES: [&str; 4] = [
+        "not multimodal",
+        "not a multimodal",
+        "image input is not supported",
+        "does not support image",
+    ];
+    let text = api.map_or(body, |api| api.message.as_str()).to_ascii_lowercase();
+    PHRASES.iter().any(|p| text.contains(p))
 }
 
 /// Collapse whitespace (vLLM validation messages span lines) and cap the length, on a char boundary.
@@ -367,6 +392,23 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn a_text_only_model_given_images_says_so() {
+        let vllm =
+            r#"{"error":{"message":"The model is not multimodal.","type":"BadRequestError","param":null,"code":400}}"#;
+        let llamacpp = r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#;
+        for err in [
+            status(400, vllm),
+            status(400, llamacpp),
+            LlmError::InStream(parse_api_error(vllm).unwrap()),
+        ] {
+            assert_eq!(err.code(), "images_unsupported", "{err:?}");
+            assert_eq!(err.user_message(), "this model does not read images");
+        }
+        // A 5xx is the engine failing, whatever it says.
+        assert_eq!(status(500, llamacpp).code(), "engine_error");
     }
 
     #[test]

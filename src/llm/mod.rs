@@ -28,4 +28,7 @@ pub use client::{LlmClient, PROBE_TIMEOUT};
 pub use error::{ClientError, LlmError, LlmErrorKind};
 pub use sse::ChatStream;
 pub use think::{ThinkFilter, clean_reply};
-pub use types::{ApiError, ChatEvent, ChatMessage, CompletionRequest, ModelInfo, Role, Usage};
+pub use types::{
+    ApiError, ChatEvent, ChatMessage, CompletionRequest, ContentPart, ImageUrlRef, MessageContent, ModelInfo, Role,
+    Usage,
+};

@@ -20,7 +20,85 @@ pub enum Role {
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatMessage {
     pub role: Role,
-    pub content: String,
+    pub content: MessageContent,
+}
+
+/// What a message says: plain text (serialized as a JSON string, which every engine reads), or OpenAI content
+/// parts (a JSON array) for a user turn that carries images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One OpenAI content part: `{"type":"text","text":...}` or `{"type":"image_url","image_url":{"url":...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrlRef },
+}
+
+/// The `image_url` object of an image part: a data URL or an `http(s)` URL that the engine fetches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageUrlRef {
+    pub url: String,
+}
+
+impl MessageContent {
+    /// `text` alone when there are no images; otherwise the images, then the text (if any) as parts. Images come
+    /// first because Qwen-VL's examples and training put the picture before the question about it.
+    pub fn with_images(text: &str, images: impl IntoIterator<Item = String>) -> Self {
+        let mut parts: Vec<ContentPart> = images
+            .into_iter()
+            .map(|url| ContentPart::ImageUrl {
+                image_url: ImageUrlRef { url },
+            })
+            .collect();
+        if parts.is_empty() {
+            return Self::Text(text.to_owned());
+        }
+        if !text.is_empty() {
+            parts.push(ContentPart::Text { text: text.to_owned() });
+        }
+        Self::Parts(parts)
+    }
+
+    /// The text parts (joined with `\n`), without the images.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(text) => text.clone(),
+            Self::Parts(parts) => {
+                let texts: Vec<&str> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        ContentPart::Text { text } => Some(text.as_str()),
+                        ContentPart::ImageUrl { .. } => None,
+                    })
+                    .collect();
+                texts.join("\n")
+            }
+        }
+    }
+}
+
+impl From<String> for MessageContent {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<&str> for MessageContent {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl PartialEq<&str> for MessageContent {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, Self::Text(text) if text == other)
+    }
 }
 
 /// One chat completion call. Sampling fields left `None` are omitted, so the engine's defaults apply (for vLLM:
@@ -268,6 +346,42 @@ mod tests {
         assert_eq!(body["priority"], json!(-1));
         assert_eq!(body["chat_template_kwargs"], json!({"enable_thinking": false}));
         assert!(body.get("request_id").is_none(), "the id travels as a header");
+    }
+
+    #[test]
+    fn a_user_turn_with_images_is_sent_as_openai_content_parts() {
+        let png = "data:image/png;base64,iVBORw0KGgo=".to_owned();
+        let req = CompletionRequest {
+            messages: vec![
+                ChatMessage {
+                    role: Role::User,
+                    content: MessageContent::with_images("what is this?", [png.clone(), "https://x.test/a.jpg".into()]),
+                },
+                ChatMessage {
+                    role: Role::User,
+                    content: MessageContent::with_images("", [png.clone()]),
+                },
+                ChatMessage {
+                    role: Role::User,
+                    content: MessageContent::with_images("no picture", []),
+                },
+            ],
+            ..Default::default()
+        };
+        let body = serde_json::to_value(WireRequest::new("qwen3-vl", &req)).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role":"user","content":[
+                    {"type":"image_url","image_url":{"url":png}},
+                    {"type":"image_url","image_url":{"url":"https://x.test/a.jpg"}},
+                    {"type":"text","text":"what is this?"}]},
+                {"role":"user","content":[{"type":"image_url","image_url":{"url":png}}]},
+                {"role":"user","content":"no picture"},
+            ])
+        );
+        assert_eq!(req.messages[0].content.text(), "what is this?");
+        assert_eq!(req.messages[1].content.text(), "");
     }
 
     #[test]

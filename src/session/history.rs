@@ -19,6 +19,21 @@ pub struct History {
     pub context_tokens: u32,
 }
 
+/// What the history keeps of each image of a user turn, instead of its bytes.
+pub const IMAGE_PLACEHOLDER: &str = "[image]";
+
+/// The user turn as the history stores it: one [`IMAGE_PLACEHOLDER`] per image, then the text. The engine sees an
+/// image only in its own turn (0 turns back): later turns see the placeholder, which says that a picture was shown
+/// without re-sending (and re-encoding, at hundreds of tokens each) its bytes on every later request, and keeps the
+/// stored prefix of the conversation identical from turn to turn, so vLLM's prefix cache still hits.
+pub fn user_turn_text(text: &str, images: usize) -> String {
+    let mut stored: Vec<&str> = vec![IMAGE_PLACEHOLDER; images];
+    if !text.is_empty() {
+        stored.push(text);
+    }
+    stored.join(" ")
+}
+
 /// Rough token estimate for text the engine has not counted (about 4 bytes a token).
 pub fn estimate_tokens(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(4)).unwrap_or(u32::MAX)
@@ -64,6 +79,13 @@ mod tests {
             h.push(format!("u{i}"), format!("a{i}"), Some(*c));
         }
         h
+    }
+
+    #[test]
+    fn an_image_turn_is_stored_as_placeholders_and_text() {
+        assert_eq!(user_turn_text("what is this?", 1), "[image] what is this?");
+        assert_eq!(user_turn_text("", 2), "[image] [image]");
+        assert_eq!(user_turn_text("plain", 0), "plain");
     }
 
     #[test]

@@ -16,10 +16,10 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::llm::{ChatMessage, Role};
+use crate::llm::{ChatMessage, MessageContent, Role};
 use mqtt_llm_protocol::topics::{ProjectName, SessionId};
 
-pub use history::{History, Turn};
+pub use history::{History, IMAGE_PLACEHOLDER, Turn, user_turn_text};
 pub use owner::{CLIENT_ID_PROPERTY, Owner, OwnerMode, OwnerRefusal};
 pub use settings::SessionSettings;
 
@@ -91,7 +91,8 @@ impl SessionStore {
         Ok(())
     }
 
-    /// The messages for the next engine request: system prompt, stored turns, the new user message.
+    /// The messages for the next engine request: system prompt, stored turns, the new user message (text, or
+    /// content parts with its images; stored turns are text, see [`user_turn_text`]).
     /// A request's `system_prompt` replaces the session's (and applies from now on); else the session keeps its
     /// own, else `project_prompt` applies. A session that `owner` may not use (forgotten and claimed by another
     /// owner since the request was queued) is left untouched.
@@ -101,7 +102,7 @@ impl SessionStore {
         owner: &Owner,
         system_prompt: Option<&str>,
         project_prompt: &str,
-        user: &str,
+        user: impl Into<MessageContent>,
     ) -> Result<Vec<ChatMessage>, OwnerRefusal> {
         let mut sessions = self.lock();
         let session = sessions
@@ -119,22 +120,22 @@ impl SessionStore {
         if !system.is_empty() {
             messages.push(ChatMessage {
                 role: Role::System,
-                content: system.to_owned(),
+                content: system.into(),
             });
         }
         for turn in &session.history.turns {
             messages.push(ChatMessage {
                 role: Role::User,
-                content: turn.user.clone(),
+                content: turn.user.as_str().into(),
             });
             messages.push(ChatMessage {
                 role: Role::Assistant,
-                content: turn.assistant.clone(),
+                content: turn.assistant.as_str().into(),
             });
         }
         messages.push(ChatMessage {
             role: Role::User,
-            content: user.to_owned(),
+            content: user.into(),
         });
         Ok(messages)
     }

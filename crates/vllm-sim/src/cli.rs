@@ -210,6 +210,11 @@ pub struct SimTuning {
     /// What the model answers.
     #[arg(long, value_enum, default_value_t = ReplyMode::Lorem)]
     pub sim_reply: ReplyMode,
+    /// Whether the model reads images: `auto` takes a model id with a `VL` part (`Qwen/Qwen3-VL-4B-Instruct`) as
+    /// multimodal and any other as text-only, as vLLM decides by the model's architecture. A text-only model
+    /// answers a request with image parts with vLLM's 400 "The model is not multimodal.".
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Multimodal::Auto)]
+    pub sim_multimodal: Multimodal,
     /// Natural length of a reply in tokens (the final EOS token included) before max_tokens cuts it.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub sim_reply_tokens: u32,
@@ -257,6 +262,28 @@ pub enum LogLevel {
     Warning,
     Error,
     Critical,
+}
+
+/// `--sim-multimodal`: whether the simulated model reads images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Multimodal {
+    /// By the model id: multimodal when a part of it is `VL` (case-insensitive).
+    Auto,
+    On,
+    Off,
+}
+
+impl Multimodal {
+    /// Whether a model with id `model` reads images.
+    pub fn reads_images(self, model: &str) -> bool {
+        match self {
+            Multimodal::On => true,
+            Multimodal::Off => false,
+            Multimodal::Auto => model
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|part| part.eq_ignore_ascii_case("vl")),
+        }
+    }
 }
 
 /// What the simulated model says.

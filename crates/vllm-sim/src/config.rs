@@ -92,6 +92,8 @@ pub struct EngineShape {
     pub max_num_queued_reqs: Option<u32>,
     /// Most image parts per prompt (`--limit-mm-per-prompt '{"image":N}'`).
     pub image_limit: Option<u32>,
+    /// `--sim-multimodal`, resolved for the model: whether image parts are accepted at all.
+    pub multimodal: bool,
     pub tensor_parallel_size: u32,
     /// `--enforce-eager`: no torch.compile and no CUDA graphs at start-up.
     pub enforce_eager: bool,
@@ -190,6 +192,7 @@ impl SimConfig {
         }
         let tp = args.tensor_parallel_size.max(1);
         let fingerprint = fingerprint(&model, max_model_len, tp, args.sim.sim_kv_blocks);
+        let multimodal = args.sim.sim_multimodal.reads_images(&model);
         let uvicorn_info = args.uvicorn_log_level <= LogLevel::Info;
         Ok(Self {
             model,
@@ -216,6 +219,7 @@ impl SimConfig {
                 scheduling: args.scheduling_policy,
                 max_num_queued_reqs: args.compat.max_num_queued_reqs,
                 image_limit,
+                multimodal,
                 tensor_parallel_size: tp,
                 enforce_eager: args.enforce_eager,
             },

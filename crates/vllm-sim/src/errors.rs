@@ -39,6 +39,9 @@ pub enum ApiError {
     MaxTokensTooSmall { max_tokens: i64 },
     #[error("At most {limit} image(s) may be provided in one prompt.")]
     TooManyImages { limit: u32 },
+    /// Image parts sent to a text-only model (vLLM's `ModelConfig.get_multimodal_config`, a `ValueError` → 400).
+    #[error("The model is not multimodal.")]
+    NotMultimodal,
     #[error(
         "The engine is currently busy and cannot accept new requests. Please try again later or \
          on a different instance."
@@ -92,7 +95,8 @@ impl ApiError {
             | ApiError::PromptFillsContext { .. }
             | ApiError::MaxTokensTooLarge { .. }
             | ApiError::MaxTokensTooSmall { .. }
-            | ApiError::TooManyImages { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::TooManyImages { .. }
+            | ApiError::NotMultimodal => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EngineDead => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,7 +111,8 @@ impl ApiError {
             | ApiError::PromptFillsContext { .. }
             | ApiError::MaxTokensTooLarge { .. }
             | ApiError::MaxTokensTooSmall { .. }
-            | ApiError::TooManyImages { .. } => "BadRequestError",
+            | ApiError::TooManyImages { .. }
+            | ApiError::NotMultimodal => "BadRequestError",
             ApiError::ModelNotFound { .. } => "NotFoundError",
             ApiError::QueueFull => "Service Unavailable",
             ApiError::EngineDead => "InternalServerError",
@@ -124,6 +129,7 @@ impl ApiError {
             ApiError::TooManyImages { .. } => Some("image"),
             ApiError::UnsupportedMediaType
             | ApiError::PromptFillsContext { .. }
+            | ApiError::NotMultimodal
             | ApiError::QueueFull
             | ApiError::EngineDead => None,
         }

@@ -3,12 +3,24 @@
 //! Streaming chunks are written by hand in [`super::sse`].
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-/// Rendered in place of an image part (Qwen-VL's placeholder tokens).
-pub const IMAGE_PLACEHOLDER: &str = "<|vision_start|><|image_pad|><|vision_end|>";
+/// Prompt tokens of one image: what Qwen-VL gives a 448×448 picture (28×28 pixels per token after its 2×2 patch
+/// merge). Real counts follow each image's resolution; the sim does not decode images, so every image costs this.
+pub const IMAGE_TOKENS: usize = 256;
+
+/// Rendered in place of an image part, as vLLM expands Qwen-VL's placeholder: `<|vision_start|>`, then
+/// [`IMAGE_TOKENS`] `<|image_pad|>` tokens, then `<|vision_end|>`. The pad tokens count in `prompt_tokens`,
+/// `max_model_len` and prefill time, as in vLLM. (vLLM also hashes the image into the prefix-cache keys; the sim
+/// does not, so two different images at the same place of a prompt share cache blocks.)
+pub static IMAGE_PLACEHOLDER: LazyLock<String> =
+    LazyLock::new(|| format!("<|vision_start|>{}<|vision_end|>", "<|image_pad|>".repeat(IMAGE_TOKENS)));
+
+/// How the echo reply shows an image part.
+pub const ECHO_IMAGE: &str = "<image>";
 
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Deserialize)]
@@ -99,8 +111,17 @@ impl Part {
 }
 
 impl Message {
-    /// The content as the template sees it: text parts joined by `\n`, images as placeholders.
+    /// The content as the template sees it: text parts joined by `\n`, images as [`IMAGE_PLACEHOLDER`].
     pub fn text(&self) -> Cow<'_, str> {
+        self.render(&IMAGE_PLACEHOLDER)
+    }
+
+    /// The content as the echo reply shows it: images as [`ECHO_IMAGE`].
+    pub fn echo_text(&self) -> Cow<'_, str> {
+        self.render(ECHO_IMAGE)
+    }
+
+    fn render(&self, image: &str) -> Cow<'_, str> {
         match &self.content {
             None => Cow::Borrowed(""),
             Some(Content::Text(text)) => Cow::Borrowed(text),
@@ -109,7 +130,7 @@ impl Message {
                 let mut last_was_text = false;
                 for part in parts {
                     if part.is_image() {
-                        out.push_str(IMAGE_PLACEHOLDER);
+                        out.push_str(image);
                         last_was_text = false;
                     } else if let Some(text) = &part.text {
                         if last_was_text {
@@ -281,8 +302,14 @@ mod tests {
             r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:x"}},{"type":"text","text":"b"}],"name":"x"}"#,
         )
         .unwrap();
-        assert_eq!(m.text(), format!("a{IMAGE_PLACEHOLDER}b"));
+        assert_eq!(m.text(), format!("a{}b", *IMAGE_PLACEHOLDER));
+        assert_eq!(m.echo_text(), "a<image>b");
         assert_eq!(m.images(), 1);
+        assert_eq!(
+            crate::tokenizer::tokenize(&IMAGE_PLACEHOLDER).len(),
+            IMAGE_TOKENS + 2,
+            "one token per pad, plus the start and end markers"
+        );
         let m: Message = serde_json::from_str(r#"{"role":"assistant","content":null}"#).unwrap();
         assert_eq!(m.text(), "");
     }

@@ -24,8 +24,8 @@ use super::topics::{
     hint_base, reply_base, stream_base, validate_client_topic, validate_hint_response_topic, validate_response_topic,
 };
 use fields::{
-    generate_request_id, id_text_from, invalid, max_tokens_from, message_from, session_from, system_prompt_from,
-    temperature_from, top_p_from,
+    generate_request_id, id_text_from, invalid, max_tokens_from, session_from, system_prompt_from, temperature_from,
+    top_p_from,
 };
 
 /// Default for [`WireLimits::max_payload_bytes`].
@@ -34,6 +34,12 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 65_536;
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 32;
 /// Default for [`WireLimits::max_tokens_limit`].
 pub const DEFAULT_MAX_TOKENS_LIMIT: u32 = 32_768;
+/// Default for [`WireLimits::max_images`]: mqtt-llm's default `--limit-mm-per-prompt` for a vision model
+/// (`{"image":4,"video":0}`), so that the count is refused here, in our words, rather than by the engine.
+pub const DEFAULT_MAX_IMAGES: usize = 4;
+/// Default for [`WireLimits::max_image_bytes`]: decoded bytes of one data-URL image. The payload limit
+/// ([`DEFAULT_MAX_PAYLOAD_BYTES`], raised for images with `--max-payload-bytes`) usually binds first.
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Longest `requestId` / `clientId` kept, in bytes; longer ones are not echoed (request ids are regenerated).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -48,6 +54,10 @@ pub struct WireLimits {
     pub max_json_depth: usize,
     /// Upper bound for a request's `maxTokens`.
     pub max_tokens_limit: u32,
+    /// Most images per request ([`RequestError::TooManyImages`]).
+    pub max_images: usize,
+    /// Largest decoded data-URL image, in bytes ([`RequestError::ImageTooLarge`]).
+    pub max_image_bytes: usize,
 }
 
 impl Default for WireLimits {
@@ -56,6 +66,8 @@ impl Default for WireLimits {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
             max_tokens_limit: DEFAULT_MAX_TOKENS_LIMIT,
+            max_images: DEFAULT_MAX_IMAGES,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -105,8 +117,10 @@ pub enum RequestKind {
 pub struct ChatRequest {
     pub project: ProjectName,
     pub session: SessionId,
-    /// The user turn, trimmed, never empty.
+    /// The user turn's text, trimmed; empty only when `images` is not.
     pub message: String,
+    /// The turn's images, in order (`images` field and `image_url` content parts); empty for text-only turns.
+    pub images: Vec<ImageUrl>,
     pub sampling: SamplingOverrides,
     /// Trimmed, never empty.
     pub system_prompt: Option<String>,
@@ -163,6 +177,14 @@ pub enum RequestError {
     /// A required field of a state message (`player_pos`, `exit_pos`) is absent or null.
     #[error("missing '{field}'")]
     MissingField { field: &'static str },
+    /// `index` is 1-based, in the order the images were given.
+    #[error("invalid image {index}: {reason}")]
+    InvalidImage { index: usize, reason: &'static str },
+    #[error("too many images ({count}, limit {limit})")]
+    TooManyImages { count: usize, limit: usize },
+    /// `size` is the decoded size of a data URL's bytes.
+    #[error("image {index} too large ({size} bytes, limit {limit})")]
+    ImageTooLarge { index: usize, size: usize, limit: usize },
     /// `field` is the wire (camelCase) field name.
     #[error("invalid '{field}': {reason}")]
     InvalidParam { field: &'static str, reason: String },
@@ -182,6 +204,9 @@ impl RequestError {
             Self::EmptyMessage => "empty_message",
             Self::InvalidSessionId => "invalid_session_id",
             Self::MissingField { .. } => "missing_field",
+            Self::InvalidImage { .. } => "invalid_image",
+            Self::TooManyImages { .. } => "too_many_images",
+            Self::ImageTooLarge { .. } => "image_too_large",
             Self::InvalidParam { .. } => "invalid_param",
         }
     }
@@ -408,6 +433,7 @@ fn parse_plain_text(ctx: &Ctx<'_>, text: &str) -> Result<ChatRequest, Rejection>
         project: ctx.project.clone(),
         session,
         message: message.to_owned(),
+        images: Vec::new(),
         sampling: SamplingOverrides::default(),
         system_prompt: None,
         reply,
@@ -430,7 +456,7 @@ fn parse_object(ctx: &Ctx<'_>, fields: &Map<String, Value>, limits: &WireLimits)
         .reply_override
         .clone()
         .unwrap_or_else(|| ctx.default_target(&session));
-    let message = message_from(fields.get("message")).map_err(reject)?;
+    let (message, images) = content::user_turn_from(fields, limits).map_err(reject)?;
     let sampling = SamplingOverrides {
         temperature: temperature_from(fields.get("temperature")).map_err(reject)?,
         top_p: top_p_from(fields.get("topP")).map_err(reject)?,
@@ -447,6 +473,7 @@ fn parse_object(ctx: &Ctx<'_>, fields: &Map<String, Value>, limits: &WireLimits)
         project: ctx.project.clone(),
         session,
         message,
+        images,
         sampling,
         system_prompt,
         reply,
@@ -467,6 +494,9 @@ fn stream_topic(project: &ProjectName, session: &SessionId, fields: &Map<String,
         .unwrap_or_else(|| default_stream_topic(project, session))
 }
 
+mod content;
+#[cfg(test)]
+mod content_tests;
 mod fields;
 mod frames;
 mod scan;
@@ -478,5 +508,6 @@ mod state_tests;
 #[cfg(test)]
 mod tests;
 
+pub use content::{ImageUrl, MAX_IMAGE_URL_BYTES};
 pub use frames::*;
 pub use state::parse_state;

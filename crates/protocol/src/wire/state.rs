@@ -228,12 +228,14 @@ fn parse_state_object(
         temperature: temperature_from(fields.get("temperature")).map_err(reject)?,
         top_p: top_p_from(fields.get("topP")).map_err(reject)?,
         max_tokens: max_tokens_from(fields.get("maxTokens"), limits.max_tokens_limit).map_err(reject)?,
-    };
+    }
+    .greedy_when_top_p_is_zero();
     let system_prompt = state_system_prompt(fields).map_err(reject)?;
     Ok(ChatRequest {
         project: ctx.project.clone(),
         session,
         message: state.user_turn(),
+        images: Vec::new(),
         sampling,
         system_prompt,
         reply,

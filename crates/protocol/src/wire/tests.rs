@@ -190,8 +190,8 @@ fn bad_input_table() {
         (
             "array message",
             br#"{"sessionId":"s1","message":["hi"]}"#.to_vec(),
-            "Error: 'message' must be a string",
-            "message_not_string",
+            "Error: invalid 'message': content parts must be objects",
+            "invalid_param",
             s1,
         ),
         (
@@ -746,6 +746,7 @@ fn full_request_is_parsed() {
             project: general(),
             session: SessionId::try_new("user7-abc").unwrap(),
             message: "Hello there".to_owned(),
+            images: vec![ImageUrl::try_new("data:image/png;base64,AAAA", 1, 3).unwrap()],
             sampling: SamplingOverrides {
                 temperature: Some(0.25),
                 top_p: Some(0.5),

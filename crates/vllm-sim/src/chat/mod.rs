@@ -112,8 +112,12 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
         ));
     }
     check_model(cfg, req.model.as_deref())?;
+    let images: u32 = req.messages.iter().map(|m| m.images()).sum();
+    if images > 0 && !cfg.engine.multimodal {
+        return Err(ApiError::NotMultimodal);
+    }
     if let Some(limit) = cfg.engine.image_limit
-        && req.messages.iter().map(|m| m.images()).sum::<u32>() > limit
+        && images > limit
     {
         return Err(ApiError::TooManyImages { limit });
     }
@@ -157,7 +161,10 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
     });
     // Silently clamped to what is left of the context, like vLLM.
     let max_tokens = requested.map_or(room, |m| (m as u32).min(room)).max(1);
-    let echo = (cfg.replies.reply_mode == ReplyMode::Echo).then(|| echo_line(&messages));
+    let echo = (cfg.replies.reply_mode == ReplyMode::Echo).then(|| {
+        let shown: Vec<(&str, Cow<'_, str>)> = req.messages.iter().map(|m| (m.role.as_str(), m.echo_text())).collect();
+        echo_line(&shown, images)
+    });
     let plan = ReplyPlan::new(&ReplySpec {
         echo: echo.as_deref(),
         natural_tokens: cfg.replies.reply_tokens,

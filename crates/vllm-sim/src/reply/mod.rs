@@ -7,7 +7,9 @@
 //!   text tokens and a final EOS token (empty text), so `completion_tokens` is N on a natural stop.
 //! - `echo`: one line describing what the engine saw, then EOS:
 //!   `messages=<N> roles=<first letter of each role, comma-separated> system=<first 6 words of the
-//!   first system message, or none> user=<the last user message verbatim, or none>`.
+//!   first system message, or none> [images=<N> ]user=<the last user message verbatim, or none>`. `images=` is
+//!   there only when the prompt has image parts (N of them, in all messages), and an image part shows as
+//!   `<image>` in the user message.
 //!
 //! Either is cut by `max_tokens` (`finish_reason` `length`) or by a stop string (`stop`, with the
 //! string as `stop_reason`; as in vLLM the text that could still become a stop string is held back
@@ -147,8 +149,8 @@ pub fn reply_seed(prompt: &[u32], seed: Option<i64>) -> u64 {
     SplitMix64::new(h ^ s.rotate_left(17)).next_u64()
 }
 
-/// The echo line for `(role, content)` messages.
-pub fn echo_line(messages: &[(&str, Cow<'_, str>)]) -> String {
+/// The echo line for `(role, content)` messages carrying `images` image parts in all.
+pub fn echo_line(messages: &[(&str, Cow<'_, str>)], images: u32) -> String {
     let roles: Vec<String> = messages
         .iter()
         .map(|(role, _)| role.chars().next().map_or_else(|| "?".to_owned(), String::from))
@@ -162,8 +164,13 @@ pub fn echo_line(messages: &[(&str, Cow<'_, str>)]) -> String {
         .rev()
         .find(|(role, _)| *role == "user")
         .map_or("none", |(_, content)| content.as_ref());
+    let images = if images > 0 {
+        format!("images={images} ")
+    } else {
+        String::new()
+    };
     format!(
-        "messages={} roles={} system={system} user={user}",
+        "messages={} roles={} system={system} {images}user={user}",
         messages.len(),
         roles.join(",")
     )

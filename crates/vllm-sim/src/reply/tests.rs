@@ -63,11 +63,15 @@ fn echo_line_format() {
         ("user", Cow::Borrowed("what next?")),
     ];
     assert_eq!(
-        echo_line(&msgs),
+        echo_line(&msgs, 0),
         "messages=4 roles=s,u,a,u system=You are a helpful AI assistant. user=what next?"
     );
     assert_eq!(
-        echo_line(&[("user", Cow::Borrowed("x"))]),
+        echo_line(&[("user", Cow::Borrowed("<image>what is it?"))], 1),
+        "messages=1 roles=u system=none images=1 user=<image>what is it?"
+    );
+    assert_eq!(
+        echo_line(&[("user", Cow::Borrowed("x"))], 0),
         "messages=1 roles=u system=none user=x"
     );
 }
