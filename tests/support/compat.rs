@@ -865,6 +865,11 @@ pub struct OwoGpt {
 }
 
 impl OwoGpt {
+    /// A conversation's session key.
+    pub fn new_session_key() -> String {
+        format!("owo-conv-{}", hex(12))
+    }
+
     pub async fn start(port: u16) -> Self {
         let client_id = format!("owogpt-backend_{}", hex(8));
         let will = LastWill::new(
