@@ -48,7 +48,8 @@ pub const IMAGE_PLACEHOLDER: &str = "<|vision_start|><|image_pad|><|vision_end|>
 /// A 1x1 PNG as a data URL, as OwOGPT's frontend uploads images.
 pub const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 
-fn hex(n: usize) -> String {
+/// `n` random lowercase hex digits.
+pub fn hex(n: usize) -> String {
     (0..n)
         .map(|_| char::from_digit(rand::random::<u32>() % 16, 16).unwrap())
         .collect()
