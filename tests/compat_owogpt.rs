@@ -7,28 +7,15 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::compat::{
     ChatParams, Echo, IMAGE_PLACEHOLDER, OwoGpt, PNG_DATA_URL, PROJECTS, VISION_UP_ARGS, Watch, chat_notice_topic,
     six_words,
 };
-use support::{Mosquitto, MqttLlm, WAIT, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, sim_up_args_with};
 
 async fn up(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     let args = [&["--projects", PROJECTS][..], extra].concat();
     MqttLlm::start(&sim_up_args_with(&broker.url(), &args)).await
-}
-
-/// Wait until the `mqtt_llm_sessions` gauge reads `n` (nothing announces a deleted session to a watcher).
-async fn wait_sessions(server: &MqttLlm, n: f64) {
-    let ok = tokio::time::timeout(WAIT, async {
-        while server.metric("mqtt_llm_sessions").await != n {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "mqtt_llm_sessions never read {n}");
 }
 
 async fn ask(owo: &mut OwoGpt, sid: &str, message: &str, params: &ChatParams, images: &[&str]) -> String {
@@ -60,7 +47,7 @@ fn persona(p: &str) -> ChatParams {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owogpt_chat_persona_change_and_delete() {
     let broker = Mosquitto::start().await;
-    let server = up(&broker, &[]).await;
+    let _server = up(&broker, &[]).await;
     let sid = OwoGpt::new_session_key();
     let mut notices = Watch::start(broker.port, &chat_notice_topic("prompt_portal", &sid)).await;
     let mut owo = OwoGpt::start(broker.port).await;
@@ -94,10 +81,9 @@ async fn owogpt_chat_persona_change_and_delete() {
     let e4 = Echo::of(&ask(&mut owo, &sid, "and then?", &no_prompt, &[]).await);
     assert_eq!((e4.messages, e4.system.clone()), (4, six_words(dog)));
 
-    // Deleting the conversation forgets it on the server.
-    assert_eq!(server.metric("mqtt_llm_sessions").await, 1.0);
+    // Deleting the conversation forgets it on the server. OwOGPT waits for nothing after the delete: the server
+    // must apply it before the next request the same client published after it.
     owo.delete_session(&sid).await;
-    wait_sessions(&server, 0.0).await;
     let e5 = Echo::of(&ask(&mut owo, &sid, "fresh start", &no_prompt, &[]).await);
     assert_eq!((e5.messages, e5.user.as_str()), (2, "fresh start"));
 
