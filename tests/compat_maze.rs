@@ -10,8 +10,8 @@ mod support;
 
 use serde_json::Value;
 use support::compat::{
-    Echo, PROJECTS, PromptPortalBackend, PygameHintReceiver, Template, WEB_GAME_SEND_RATE, Watch, hex, hint_player_pos,
-    pygame_send_state, six_words, web_game_state,
+    Echo, LAM_TEST_RESPONSE_TIMEOUT, LAM_TEST_SPACING, LamTester, PROJECTS, PromptPortalBackend, PygameHintReceiver,
+    Template, WEB_GAME_SEND_RATE, Watch, hex, hint_player_pos, pygame_send_state, six_words, web_game_state,
 };
 use support::{Mosquitto, MqttLlm, WAIT, sim_up_args_with};
 
@@ -233,4 +233,55 @@ fn a_hint_names_the_state_it_answers() {
     );
     assert_eq!(hint_pos(r#"{"hint":"Template updated"}"#), None);
     assert_eq!(hint_pos("not json"), None);
+}
+
+/// The LAM hackathon tester (`lam_mqtt_hackathon_test.py`): three identical pretty-printed states 1 s apart
+/// (shortened), a response within 15 s, every message shown as JSON. Latest wins may leave fewer hints than
+/// states, never more; under `maze/#` nothing but its states and their hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lam_hackathon_tester_three_states() {
+    let broker = Mosquitto::start().await;
+    let _server = up(&broker, &[]).await;
+    let mut everything = Watch::start(broker.port, "maze/#").await;
+    let mut tester = LamTester::start(broker.port).await;
+    for n in 1..=3 {
+        if n > 1 {
+            // The tester's own spacing between states, not a synchronisation.
+            tokio::time::sleep(LAM_TEST_SPACING).await;
+        }
+        tester.send_test_state(n, (1, 1)).await;
+    }
+    assert!(
+        tester.wait_for_response(LAM_TEST_RESPONSE_TIMEOUT).await,
+        "no hint within the tester's 15 s"
+    );
+    // The marker: a state from another cell; hints for the first three may still come before its hint.
+    tester.send_test_state(4, (2, 1)).await;
+    while hint_pos(&tester.messages_received.last().unwrap().text()) != Some((2, 1)) {
+        assert!(tester.wait_for_response(WAIT).await, "no hint for the marker state");
+    }
+    let shown = tester.shown();
+    let positions: Vec<Option<(i64, i64)>> = shown
+        .iter()
+        .map(|m| {
+            let v = m.as_ref().unwrap_or_else(|raw| panic!("not JSON: {raw}"));
+            hint_player_pos(v["hint"].as_str().unwrap_or_else(|| panic!("no hint: {v}")))
+        })
+        .collect();
+    let (last, first) = positions.split_last().unwrap();
+    assert_eq!(*last, Some((2, 1)));
+    assert!(
+        (1..=3).contains(&first.len()) && first.iter().all(|p| *p == Some((1, 1))),
+        "{positions:?}"
+    );
+    // Under maze/#: its four states and the hints, nothing else.
+    let hint_topic = format!("maze/hint/{}", tester.session_id);
+    let seen = everything.until(&hint_topic, |t| hint_pos(t) == Some((2, 1))).await;
+    let states = seen.iter().filter(|m| m.topic == "maze/state").count();
+    let hints = seen.iter().filter(|m| m.topic == hint_topic).count();
+    assert_eq!(
+        (states, hints, seen.len()),
+        (4, positions.len(), 4 + positions.len()),
+        "{seen:?}"
+    );
 }

@@ -158,6 +158,10 @@ impl Link {
             .unwrap();
     }
 
+    pub async fn publish_raw(&self, topic: &str, qos: QoS, payload: Vec<u8>) {
+        self.client.publish(topic, qos, false, payload).await.unwrap();
+    }
+
     /// The next message, waiting at most `bound` (the client's own timeout).
     pub async fn next(&mut self, bound: Duration) -> Option<Msg> {
         tokio::time::timeout(bound, self.rx.recv()).await.ok().flatten()
@@ -834,6 +838,84 @@ impl PygameHintReceiver {
             }
             return Some(data);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// llama3/Meta-LLAMA3/lam_mqtt_hackathon_test.py (HEAD)
+
+/// The tester's spacing between its three states (1 s); the tests shorten it to [`LAM_TEST_SPACING`].
+pub const LAM_TEST_SPACING_ORIGINAL: Duration = Duration::from_secs(1);
+pub const LAM_TEST_SPACING: Duration = Duration::from_millis(100);
+/// `wait_for_response(timeout=15)` in `run_comprehensive_test` (30 s default).
+pub const LAM_TEST_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The LAM hackathon tester: a publisher and a subscriber connection; the subscriber takes `maze/hint/{sid}`
+/// (`sid = "test-{8hex}"`, QoS 0); the publisher sends `maze/state` at QoS 0 as pretty-printed JSON (`indent=2`)
+/// `{sessionId, player_pos:[1,1], exit_pos:[5,5], visible_map (7x7), test_number, timestamp}`; every message is
+/// recorded and shown JSON-decoded when it parses, else raw.
+pub struct LamTester {
+    pub publisher: Link,
+    pub subscriber: Link,
+    pub session_id: String,
+    pub messages_received: Vec<Msg>,
+}
+
+impl LamTester {
+    pub async fn start(port: u16) -> Self {
+        let session_id = format!("test-{}", hex(8));
+        let publisher = Link::connect(port, &format!("test-publisher-{}", hex(8)), None).await;
+        let mut subscriber = Link::connect(port, &format!("test-subscriber-{}", hex(8)), None).await;
+        subscriber
+            .subscribe(&format!("maze/hint/{session_id}"), QoS::AtMostOnce)
+            .await;
+        Self {
+            publisher,
+            subscriber,
+            session_id,
+            messages_received: Vec::new(),
+        }
+    }
+
+    /// `send_test_state(test_number)`; `player_pos` is [1, 1] in the original (other values mark a state).
+    pub async fn send_test_state(&self, test_number: u32, player_pos: (i64, i64)) {
+        let state = json!({
+            "sessionId": self.session_id,
+            "player_pos": [player_pos.0, player_pos.1],
+            "exit_pos": [5, 5],
+            "visible_map": [
+                [0, 0, 0, 0, 0, 0, 0],
+                [0, 1, 1, 0, 1, 1, 0],
+                [0, 1, 0, 0, 0, 1, 0],
+                [0, 1, 1, 1, 1, 1, 0],
+                [0, 0, 0, 0, 0, 1, 0],
+                [0, 1, 1, 1, 1, 1, 0],
+                [0, 0, 0, 0, 0, 0, 0]
+            ],
+            "test_number": test_number,
+            "timestamp": format!("2025-10-21T12:00:{test_number:02}.000000"),
+        });
+        let pretty = serde_json::to_vec_pretty(&state).unwrap();
+        self.publisher.publish_raw("maze/state", QoS::AtMostOnce, pretty).await;
+    }
+
+    /// `wait_for_response(timeout)`: true once one more message than before arrived.
+    pub async fn wait_for_response(&mut self, timeout: Duration) -> bool {
+        match self.subscriber.next(timeout).await {
+            Some(m) => {
+                self.messages_received.push(m);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `print_status`: each message JSON-decoded when it parses, else its raw text.
+    pub fn shown(&self) -> Vec<Result<Value, String>> {
+        self.messages_received
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).map_err(|_| m.text()))
+            .collect()
     }
 }
 
