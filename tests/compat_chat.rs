@@ -7,7 +7,7 @@ mod support;
 
 use support::compat::{
     ChatParams, Echo, KgClient, MatchedBy, PP_CHAT_TIMEOUT, PP_CHATBOT_TIMEOUT, PROJECTS, PromptPortalBackend,
-    VllmTestClient, Watch, six_words, sse_chunks,
+    VllmTestClient, Watch, WebChatApp, six_words, sse_chunks,
 };
 use support::{Mosquitto, MqttLlm, sim_up_args_with};
 
@@ -201,4 +201,39 @@ async fn prompt_portal_chat_top_p_zero() {
     assert_eq!(Echo::of(&marker.content).messages, 4);
     assert!(backend.extras.is_empty(), "unexpected replies: {:?}", backend.extras);
     assert!(backend.hint_log.is_empty(), "unexpected hints: {:?}", backend.hint_log);
+}
+
+/// The llama.cpp web chat (`llamacppWeb/static/js/app.js`): `replyTopic={p}/assistant_response/{sid}`, a `project`
+/// field, plain-text replies; also on `maze`, whose chat turns stay on `maze/assistant_response/{sid}` (not
+/// `maze/hint/...`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llamacpp_web_chat_app() {
+    let broker = Mosquitto::start().await;
+    let _server = up(&broker).await;
+    let mut hints = Watch::start(broker.port, "maze/hint/#").await;
+    for project in ["general", "maze"] {
+        let mut app = WebChatApp::start(broker.port, project).await;
+        let text = |r: Option<Result<serde_json::Value, String>>| match r {
+            Some(Err(text)) => text,
+            other => panic!("expected a plain-text reply within 60 s, got {other:?}"),
+        };
+        let system = "You are a friendly llama.cpp demo assistant.";
+        let e1 = Echo::of(&text(app.send("hello", Some(system)).await));
+        assert_eq!(
+            (e1.messages, e1.system.clone(), e1.user.as_str()),
+            (2, six_words(system), "hello")
+        );
+        let e2 = Echo::of(&text(app.send("marker", None).await));
+        assert_eq!((e2.messages, e2.user.as_str()), (4, "marker"));
+        assert!(
+            app.extras.is_empty(),
+            "{project}: unexpected messages: {:?}",
+            app.extras
+        );
+    }
+    // Chat turns of the maze project publish nothing under maze/hint/.
+    assert!(
+        hints.link.next(std::time::Duration::ZERO).await.is_none(),
+        "a chat turn published a hint"
+    );
 }

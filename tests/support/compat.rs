@@ -493,6 +493,67 @@ impl KgClient {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// llama3/llamacppWeb/static/js/app.js@be63f70 (the llama.cpp web chat; mqtt.js over WebSockets)
+
+pub const WEB_APP_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The llama.cpp web chat: publishes `{p}/user_input` (mqtt.js default QoS 0) with `{sessionId, message, project,
+/// temperature, topP, maxTokens, replyTopic={p}/assistant_response/{sid}, systemPrompt?}`; subscribes
+/// `{p}/assistant_response/{sid}`; takes a message whose topic contains `assistant_response` and its session id,
+/// JSON-decoded when it parses, else the text; 60 s. (The original speaks MQTT over WebSockets; the broker carries
+/// the same packets over TCP here.) The earlier `vllm_test_client.py` versions (`0ed67e0`..`a27639e`) put the same
+/// `replyTopic` on the wire, without `project`.
+pub struct WebChatApp {
+    pub link: Link,
+    pub project: String,
+    pub session_id: String,
+    pub extras: Vec<Msg>,
+}
+
+impl WebChatApp {
+    pub async fn start(port: u16, project: &str) -> Self {
+        let session_id = format!("web-{}", hex(10));
+        let mut link = Link::connect(port, &format!("mqttjs_{}", hex(8)), None).await;
+        link.subscribe(&format!("{project}/assistant_response/{session_id}"), QoS::AtMostOnce)
+            .await;
+        Self {
+            link,
+            project: project.to_owned(),
+            session_id,
+            extras: Vec::new(),
+        }
+    }
+
+    /// Send and wait (60 s) for the reply: JSON when it parses, else the text.
+    pub async fn send(&mut self, message: &str, system_prompt: Option<&str>) -> Option<Result<Value, String>> {
+        let (p, sid) = (&self.project, &self.session_id);
+        let mut payload = json!({
+            "sessionId": sid,
+            "message": message,
+            "project": p,
+            "temperature": 0.7,
+            "topP": 0.9,
+            "maxTokens": 512,
+            "replyTopic": format!("{p}/assistant_response/{sid}"),
+        });
+        if let Some(s) = system_prompt {
+            payload["systemPrompt"] = json!(s);
+        }
+        self.link
+            .publish(&format!("{p}/user_input"), QoS::AtMostOnce, &payload)
+            .await;
+        let deadline = Instant::now() + WEB_APP_REPLY_TIMEOUT;
+        while let Some(m) = self.link.next_before(deadline).await {
+            if m.topic.contains("assistant_response") && m.topic.contains(sid.as_str()) {
+                return Some(serde_json::from_slice(&m.payload).map_err(|_| m.text()));
+            }
+            self.extras.push(m);
+        }
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // prompt-portal backend PP/backend/app/mqtt.py@e684f8f (chat for ChatStudio, and the maze bridge)
 
 /// `publish_chat`'s default timeout (mqtt.py).
