@@ -237,3 +237,47 @@ async fn llamacpp_web_chat_app() {
         "a chat turn published a hint"
     );
 }
+
+/// prompt-portal's chat publishes its template updates to `maze/template` (its config default) with the chat's
+/// `sessionId`: the maze session of that id is told (`{"hint":"Template updated"}` on `maze/hint/{sid}`, which the
+/// backend stores as a hint), and the `prompt_portal` conversation is untouched (its prompt travels in every request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_portal_chat_template_update_goes_to_maze() {
+    let broker = Mosquitto::start().await;
+    let _server = up(&broker).await;
+    let mut backend = PromptPortalBackend::start(broker.port).await;
+    let sid = PromptPortalBackend::chat_session(11);
+    let coach = "You are a prompt engineering coach for students.";
+    let params = ChatParams {
+        system_prompt: Some(coach.to_owned()),
+        ..ChatParams::default()
+    };
+    for (i, m) in ["one", "two"].into_iter().enumerate() {
+        let r = backend
+            .chat(&sid, m, &params, PP_CHAT_TIMEOUT)
+            .await
+            .expect("no reply within 45 s");
+        assert_eq!(Echo::of(&r.content).messages, 2 + 2 * i);
+    }
+    backend.publish_chat_template(&sid, coach).await;
+    let (session, notice) = backend
+        .next_hint(support::WAIT)
+        .await
+        .expect("no notice on maze/hint/{sid}");
+    assert_eq!(
+        (session.as_str(), notice["hint"].as_str()),
+        (sid.as_str(), Some("Template updated"))
+    );
+    let marker = backend
+        .chat(&sid, "marker", &params, PP_CHAT_TIMEOUT)
+        .await
+        .expect("no reply within 45 s");
+    let e = Echo::of(&marker.content);
+    assert_eq!(
+        (e.messages, e.system.clone()),
+        (6, six_words(coach)),
+        "the chat was reset"
+    );
+    assert!(backend.extras.is_empty(), "unexpected replies: {:?}", backend.extras);
+    assert_eq!(backend.hint_log.len(), 1, "{:?}", backend.hint_log);
+}

@@ -717,6 +717,20 @@ impl PromptPortalBackend {
     }
 }
 
+impl PromptPortalBackend {
+    /// `publish_template_update` of the chat (mqtt.py 201-225): to `MQTT_TOPIC_TEMPLATE`, whose config default is
+    /// `maze/template` (config.py 25), at QoS 1 with `{sessionId, systemPrompt, template:{content}, reset:false}`.
+    pub async fn publish_chat_template(&self, session_id: &str, system_prompt: &str) {
+        let body = json!({
+            "sessionId": session_id,
+            "systemPrompt": system_prompt,
+            "template": {"content": system_prompt},
+            "reset": false,
+        });
+        self.link.publish("maze/template", QoS::AtLeastOnce, &body).await;
+    }
+}
+
 /// A prompt template of prompt-portal (`models.PromptTemplate`).
 #[derive(Debug, Clone)]
 pub struct Template {
