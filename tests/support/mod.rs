@@ -9,6 +9,7 @@
 #[path = "../../crates/vllm-sim/tests/support/sim.rs"]
 pub mod sim;
 
+pub mod compat;
 pub mod faults;
 pub mod llamacpp;
 pub mod proc;
