@@ -38,9 +38,13 @@ pub fn chat_notice_topic(project: &str, session: &str) -> String {
         .replace("{sessionId}", session)
 }
 
-/// ASSUMPTION (the images feature): the `mqtt-llm up` arguments that make the simulated model a vision model:
-/// vLLM serves images only when given `--limit-mm-per-prompt` with an image budget.
-pub const VISION_UP_ARGS: &[&str] = &["--limit-mm-per-prompt", r#"{"image":4,"video":0}"#];
+/// The `mqtt-llm up` arguments that make the simulated model a vision model (vllm-sim's `--sim-multimodal on`; a
+/// real vLLM knows from the checkpoint) with vLLM's image budget.
+pub const VISION_UP_ARGS: &[&str] = &[
+    "--limit-mm-per-prompt",
+    r#"{"image":4,"video":0}"#,
+    "--engine-arg=--sim-multimodal=on",
+];
 
 /// What vllm-sim's echo shows in place of an image part (Qwen-VL's placeholder tokens).
 pub const IMAGE_PLACEHOLDER: &str = "<|vision_start|><|image_pad|><|vision_end|>";
