@@ -432,6 +432,7 @@ fn stream_topic(project: &ProjectName, session: &SessionId, fields: &Map<String,
         .unwrap_or_else(|| default_stream_topic(project, session))
 }
 
+pub mod control;
 mod fields;
 mod frames;
 mod scan;
