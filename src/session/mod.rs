@@ -6,6 +6,13 @@
 //!
 //! Ownership ([`owner`]) is part of a session's record: [`SessionStore::claim`] binds a new session to its first
 //! request's owner, and the owner lives exactly as long as the record (idle expiry and eviction free the id).
+//!
+//! Control messages ([`SessionStore::set_template`], [`SessionStore::clear`], [`SessionStore::delete`] and their
+//! project-wide `*_project` twins) change the store under the same lock. A control message that arrives while a
+//! turn of the session is running does not touch that turn: the engine already has its prompt, its reply is
+//! delivered, and its turn is stored when it ends, after the clear (so the next request sees that one turn, with
+//! the new prompt). Serialising control messages behind the session's lane would make a clear wait for a
+//! generation; the store's lock is never held across an `.await` either way.
 
 pub mod history;
 pub mod owner;
@@ -52,10 +59,19 @@ impl Session {
     }
 }
 
+/// What the store's lock guards.
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionKey, Session>,
+    /// Project-wide templates set by control messages (`"target":"all"`): they replace the configured prompt of
+    /// their project for every session without a prompt of its own, until the process ends.
+    project_templates: HashMap<ProjectName, String>,
+}
+
 /// All conversations.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    inner: Arc<Mutex<HashMap<SessionKey, Session>>>,
+    inner: Arc<Mutex<State>>,
     max_history_tokens: NonZeroU32,
 }
 
@@ -67,7 +83,7 @@ impl SessionStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Session>> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -80,7 +96,8 @@ impl SessionStore {
         if *owner == Owner::Unchecked {
             return Ok(());
         }
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -93,7 +110,7 @@ impl SessionStore {
 
     /// The messages for the next engine request: system prompt, stored turns, the new user message.
     /// A request's `system_prompt` replaces the session's (and applies from now on); else the session keeps its
-    /// own, else `project_prompt` applies. A session that `owner` may not use (forgotten and claimed by another
+    /// own (from an earlier request or a session template), else the project-wide template, else `project_prompt`. A session that `owner` may not use (forgotten and claimed by another
     /// owner since the request was queued) is left untouched.
     pub fn prepare(
         &self,
@@ -103,7 +120,11 @@ impl SessionStore {
         project_prompt: &str,
         user: &str,
     ) -> Result<Vec<ChatMessage>, OwnerRefusal> {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let State {
+            sessions,
+            project_templates,
+        } = &mut *state;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -114,7 +135,11 @@ impl SessionStore {
         if let Some(prompt) = system_prompt {
             session.system_override = Some(prompt.to_owned());
         }
-        let system = session.system_override.as_deref().unwrap_or(project_prompt);
+        let system = session
+            .system_override
+            .as_deref()
+            .or(project_templates.get(&key.project).map(String::as_str))
+            .unwrap_or(project_prompt);
         let mut messages = Vec::with_capacity(2 + 2 * session.history.turns.len());
         if !system.is_empty() {
             messages.push(ChatMessage {
@@ -150,7 +175,8 @@ impl SessionStore {
         assistant: String,
         context_tokens: Option<u32>,
     ) -> usize {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -178,7 +204,8 @@ impl SessionStore {
     /// Forget sessions idle for longer than `idle`, then the least recently used beyond `max_sessions`.
     /// Returns how many were removed. (A session's requests refresh it, so one in use is never the oldest.)
     pub fn sweep(&self, now: Instant, idle: Duration, max_sessions: usize) -> usize {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let before = sessions.len();
         sessions.retain(|_, s| now.saturating_duration_since(s.last_used) <= idle);
         if sessions.len() > max_sessions {
@@ -193,9 +220,80 @@ impl SessionStore {
         before - sessions.len()
     }
 
+    /// A session template: `prompt` becomes the session's system prompt (as a request's `systemPrompt` would), and
+    /// with `reset` its history is cleared. Creates the session, bound to `owner`, if it does not exist. Refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn set_template(&self, key: &SessionKey, owner: &Owner, prompt: &str, reset: bool) -> Result<(), OwnerRefusal> {
+        let mut state = self.state();
+        let session = state
+            .sessions
+            .entry(key.clone())
+            .or_insert_with(|| Session::new(owner.clone()));
+        if !owner.may_use(&session.owner) {
+            return Err(OwnerRefusal::OtherOwner);
+        }
+        session.last_used = Instant::now();
+        session.system_override = Some(prompt.to_owned());
+        if reset {
+            session.history = History::default();
+        }
+        Ok(())
+    }
+
+    /// Clear a session's history, keeping its prompt and owner. Returns whether the session existed; refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn clear(&self, key: &SessionKey, owner: &Owner) -> Result<bool, OwnerRefusal> {
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(key) else {
+            return Ok(false);
+        };
+        if !owner.may_use(&session.owner) {
+            return Err(OwnerRefusal::OtherOwner);
+        }
+        session.history = History::default();
+        Ok(true)
+    }
+
+    /// Forget a session: history, prompt and owner (its id is free again). Returns whether it existed; refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn delete(&self, key: &SessionKey, owner: &Owner) -> Result<bool, OwnerRefusal> {
+        let mut state = self.state();
+        match state.sessions.get(key) {
+            None => Ok(false),
+            Some(session) if !owner.may_use(&session.owner) => Err(OwnerRefusal::OtherOwner),
+            Some(_) => Ok(state.sessions.remove(key).is_some()),
+        }
+    }
+
+    /// A project-wide template: `prompt` replaces the project's configured prompt for every session without a
+    /// prompt of its own; with `reset`, every session's history in the project is cleared too. Returns how many
+    /// sessions were cleared.
+    pub fn set_project_template(&self, project: &ProjectName, prompt: &str, reset: bool) -> usize {
+        let mut state = self.state();
+        state.project_templates.insert(project.clone(), prompt.to_owned());
+        if reset {
+            clear_all(&mut state.sessions, project)
+        } else {
+            0
+        }
+    }
+
+    /// Clear the history of every session of `project`. Returns how many sessions there were.
+    pub fn clear_project(&self, project: &ProjectName) -> usize {
+        clear_all(&mut self.state().sessions, project)
+    }
+
+    /// Forget every session of `project` (a project-wide template stays). Returns how many were forgotten.
+    pub fn delete_project(&self, project: &ProjectName) -> usize {
+        let mut state = self.state();
+        let before = state.sessions.len();
+        state.sessions.retain(|k, _| k.project != *project);
+        before - state.sessions.len()
+    }
+
     /// Number of stored sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.state().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,8 +302,21 @@ impl SessionStore {
 
     /// A copy of a session's history (for tests and diagnostics).
     pub fn history(&self, key: &SessionKey) -> Option<History> {
-        self.lock().get(key).map(|s| s.history.clone())
+        self.state().sessions.get(key).map(|s| s.history.clone())
     }
+}
+
+fn clear_all(sessions: &mut HashMap<SessionKey, Session>, project: &ProjectName) -> usize {
+    let mut cleared = 0;
+    for session in sessions
+        .iter_mut()
+        .filter(|(k, _)| k.project == *project)
+        .map(|(_, s)| s)
+    {
+        session.history = History::default();
+        cleared += 1;
+    }
+    cleared
 }
 
 #[cfg(test)]
@@ -232,8 +343,8 @@ mod tests {
 
     /// The session's owner, system prompt override and last use, as stored.
     fn record(store: &SessionStore, k: &SessionKey) -> (Owner, Option<String>, Instant) {
-        let sessions = store.lock();
-        let s = &sessions[k];
+        let state = store.state();
+        let s = &state.sessions[k];
         (s.owner.clone(), s.system_override.clone(), s.last_used)
     }
 
@@ -381,5 +492,107 @@ mod tests {
         assert!(store.prepare(&k, &a, None, "p", "x").is_ok());
         assert_eq!(record(&store, &k).0, a);
         assert_eq!(store.claim(&k, &client("devB")), Err(OwnerRefusal::OtherOwner));
+    }
+
+    fn one_turn(store: &SessionStore, k: &SessionKey, owner: &Owner) {
+        store.prepare(k, owner, None, "project", "hi").unwrap();
+        store.commit(k, owner, "hi".into(), "hello".into(), Some(20));
+    }
+
+    #[test]
+    fn a_session_template_changes_that_session_only() {
+        let store = store();
+        let (a, b) = (key("general", "a"), key("general", "b"));
+        one_turn(&store, &a, &ANYONE);
+        one_turn(&store, &b, &ANYONE);
+        store.set_template(&a, &ANYONE, "pirate", false).unwrap();
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(
+            (m[0].content.as_str(), m.len()),
+            ("pirate", 4),
+            "history kept without reset"
+        );
+        store.set_template(&a, &ANYONE, "robot", true).unwrap();
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(
+            (m[0].content.as_str(), m.len()),
+            ("robot", 2),
+            "reset clears the history"
+        );
+        let m = store.prepare(&b, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(
+            (m[0].content.as_str(), m.len()),
+            ("project", 4),
+            "the other session untouched"
+        );
+        // A later request's systemPrompt wins, as before.
+        let m = store.prepare(&a, &ANYONE, Some("own"), "project", "x").unwrap();
+        assert_eq!(m[0].content, "own");
+    }
+
+    #[test]
+    fn clear_keeps_the_prompt_and_delete_forgets_everything() {
+        let store = store();
+        let (a, b) = (key("general", "a"), key("general", "b"));
+        store.set_template(&a, &ANYONE, "pirate", true).unwrap();
+        one_turn(&store, &a, &ANYONE);
+        one_turn(&store, &b, &ANYONE);
+        assert_eq!(store.clear(&a, &ANYONE), Ok(true));
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!((m[0].content.as_str(), m.len()), ("pirate", 2));
+        assert_eq!(store.history(&b).unwrap().turns.len(), 1);
+        assert_eq!(store.delete(&a, &ANYONE), Ok(true));
+        assert!(store.history(&a).is_none());
+        assert_eq!(store.delete(&a, &ANYONE), Ok(false));
+        assert_eq!(store.clear(&a, &ANYONE), Ok(false));
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(m[0].content, "project", "the session's template is forgotten with it");
+    }
+
+    #[test]
+    fn project_wide_control_stays_in_its_project() {
+        let store = store();
+        let (a, b, other) = (key("general", "a"), key("general", "b"), key("maze", "a"));
+        for k in [&a, &b, &other] {
+            one_turn(&store, k, &ANYONE);
+        }
+        store.set_template(&b, &ANYONE, "own", false).unwrap();
+        assert_eq!(store.set_project_template(&a.project, "new default", false), 0);
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!((m[0].content.as_str(), m.len()), ("new default", 4));
+        let m = store.prepare(&b, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(m[0].content, "own", "a session's own prompt wins");
+        let m = store.prepare(&other, &ANYONE, None, "maze prompt", "x").unwrap();
+        assert_eq!(m[0].content, "maze prompt");
+        assert_eq!(store.set_project_template(&a.project, "newer", true), 2);
+        assert!(store.history(&a).unwrap().turns.is_empty() && store.history(&b).unwrap().turns.is_empty());
+        one_turn(&store, &a, &ANYONE);
+        assert_eq!(store.clear_project(&a.project), 2);
+        assert!(store.history(&a).unwrap().turns.is_empty());
+        assert_eq!(store.history(&other).unwrap().turns.len(), 1);
+        assert_eq!(store.delete_project(&a.project), 2);
+        assert_eq!(store.len(), 1);
+        let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
+        assert_eq!(m[0].content, "newer", "the project template outlives the sessions");
+    }
+
+    #[test]
+    fn control_of_another_clients_session_is_refused_and_changes_nothing() {
+        let store = store();
+        let k = key("general", "s1");
+        let (a, b) = (client("devA"), client("devB"));
+        store.claim(&k, &a).unwrap();
+        one_turn(&store, &k, &a);
+        let before = record(&store, &k);
+        assert_eq!(store.set_template(&k, &b, "evil", true), Err(OwnerRefusal::OtherOwner));
+        assert_eq!(store.clear(&k, &b), Err(OwnerRefusal::OtherOwner));
+        assert_eq!(store.delete(&k, &b), Err(OwnerRefusal::OtherOwner));
+        assert_eq!(record(&store, &k), before);
+        assert_eq!(store.history(&k).unwrap().turns.len(), 1);
+        assert_eq!(store.clear(&k, &a), Ok(true));
+        // A template for a new session claims it.
+        let fresh = key("general", "s2");
+        store.set_template(&fresh, &b, "mine", true).unwrap();
+        assert_eq!(store.claim(&fresh, &a), Err(OwnerRefusal::OtherOwner));
     }
 }
