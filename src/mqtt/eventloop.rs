@@ -3,7 +3,8 @@
 //! # Theory of operation
 //! One task owns the `rumqttc` event loop. It only polls, classifies and `try_send`s: it never awaits a publish
 //! (awaiting the client from the task that drives it deadlocks once the request queue fills; rumqtt #1025, #263).
-//! On every ConnAck it re-subscribes `{project}/user_input` (QoS 1) for each project, and it reports itself
+//! On every ConnAck it re-subscribes `{project}/user_input` and the project's control topics
+//! (`{project}/template[/+]`, `clear_history[/+]`, `delete_session[/+]`) (QoS 1) for each project, and it reports itself
 //! ready (the `ready` watch) only once the broker has acknowledged those subscriptions, so that nothing published
 //! after `/readyz` turns 200 can be missed. A connection error marks it not ready and waits a capped exponential
 //! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again. The final replies
@@ -38,7 +39,7 @@ use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use super::status::{OfflineReason, Presence};
 use crate::metrics;
-use mqtt_llm_protocol::topics::{ProjectName, request_topic};
+use mqtt_llm_protocol::topics::{ProjectName, control_filters, request_topic};
 
 pub use super::connection::Inbound;
 
@@ -333,7 +334,12 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
                 let held = conn.republish();
                 tracing::info!(republished = held, "MQTT connected");
                 backoff = shared.backoff.build();
-                if let Err(e) = conn.subscribe(shared.projects.iter().map(request_topic).collect()) {
+                let filters = shared
+                    .projects
+                    .iter()
+                    .flat_map(|p| std::iter::once(request_topic(p)).chain(control_filters(p)))
+                    .collect();
+                if let Err(e) = conn.subscribe(filters) {
                     tracing::error!(error = %e, "cannot queue the subscriptions");
                 }
             }

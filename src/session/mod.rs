@@ -265,22 +265,33 @@ impl SessionStore {
         }
     }
 
-    /// A project-wide template: `prompt` replaces the project's configured prompt for every session without a
-    /// prompt of its own; with `reset`, every session's history in the project is cleared too. Returns how many
-    /// sessions were cleared.
+    /// A project-wide template, as the successor applied one (L `reset_all_sessions`): `prompt` replaces the
+    /// project's configured prompt and every session's own prompt (a later request's `systemPrompt` sets one
+    /// again); with `reset`, every session's history in the project is cleared too. Returns how many sessions the
+    /// project has.
     pub fn set_project_template(&self, project: &ProjectName, prompt: &str, reset: bool) -> usize {
         let mut state = self.state();
         state.project_templates.insert(project.clone(), prompt.to_owned());
-        if reset {
-            clear_all(&mut state.sessions, project)
-        } else {
-            0
+        let mut count = 0;
+        for session in project_sessions(&mut state.sessions, project) {
+            session.system_override = None;
+            if reset {
+                session.history = History::default();
+            }
+            count += 1;
         }
+        count
     }
 
     /// Clear the history of every session of `project`. Returns how many sessions there were.
     pub fn clear_project(&self, project: &ProjectName) -> usize {
-        clear_all(&mut self.state().sessions, project)
+        let mut state = self.state();
+        let mut count = 0;
+        for session in project_sessions(&mut state.sessions, project) {
+            session.history = History::default();
+            count += 1;
+        }
+        count
     }
 
     /// Forget every session of `project` (a project-wide template stays). Returns how many were forgotten.
@@ -306,17 +317,14 @@ impl SessionStore {
     }
 }
 
-fn clear_all(sessions: &mut HashMap<SessionKey, Session>, project: &ProjectName) -> usize {
-    let mut cleared = 0;
-    for session in sessions
+fn project_sessions<'a>(
+    sessions: &'a mut HashMap<SessionKey, Session>,
+    project: &'a ProjectName,
+) -> impl Iterator<Item = &'a mut Session> {
+    sessions
         .iter_mut()
-        .filter(|(k, _)| k.project == *project)
+        .filter(move |(k, _)| k.project == *project)
         .map(|(_, s)| s)
-    {
-        session.history = History::default();
-        cleared += 1;
-    }
-    cleared
 }
 
 #[cfg(test)]
@@ -557,11 +565,20 @@ mod tests {
             one_turn(&store, k, &ANYONE);
         }
         store.set_template(&b, &ANYONE, "own", false).unwrap();
-        assert_eq!(store.set_project_template(&a.project, "new default", false), 0);
+        assert_eq!(store.set_project_template(&a.project, "new default", false), 2);
         let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
-        assert_eq!((m[0].content.as_str(), m.len()), ("new default", 4));
+        assert_eq!(
+            (m[0].content.as_str(), m.len()),
+            ("new default", 4),
+            "history kept without reset"
+        );
         let m = store.prepare(&b, &ANYONE, None, "project", "x").unwrap();
-        assert_eq!(m[0].content, "own", "a session's own prompt wins");
+        assert_eq!(
+            m[0].content, "new default",
+            "replaces the sessions' own prompts, as the successor did"
+        );
+        let m = store.prepare(&b, &ANYONE, Some("request's"), "project", "x").unwrap();
+        assert_eq!(m[0].content, "request's", "a later request's systemPrompt still wins");
         let m = store.prepare(&other, &ANYONE, None, "maze prompt", "x").unwrap();
         assert_eq!(m[0].content, "maze prompt");
         assert_eq!(store.set_project_template(&a.project, "newer", true), 2);

@@ -29,15 +29,33 @@ impl ControlTarget {
     }
 }
 
+/// What a valid control message does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOp {
+    /// Set the system prompt (`prompt`: trimmed, never empty); with `reset` (default true) clear the history too.
+    Template {
+        prompt: String,
+        reset: bool,
+    },
+    ClearHistory,
+    DeleteSession,
+}
+
+impl ControlOp {
+    pub fn action(&self) -> ControlAction {
+        match self {
+            Self::Template { .. } => ControlAction::Template,
+            Self::ClearHistory => ControlAction::ClearHistory,
+            Self::DeleteSession => ControlAction::DeleteSession,
+        }
+    }
+}
+
 /// A valid control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlCommand {
-    pub action: ControlAction,
+    pub op: ControlOp,
     pub target: ControlTarget,
-    /// The new system prompt ([`ControlAction::Template`] only; trimmed, never empty).
-    pub template: Option<String>,
-    /// [`ControlAction::Template`]: also clear the history (default true). Always true for the other actions.
-    pub reset: bool,
     /// The payload's `clientId`, for session ownership.
     pub client_id: Option<String>,
 }
@@ -76,11 +94,23 @@ impl ControlError {
             Self::NoTemplate => "no_template",
         }
     }
+}
 
-    /// Where the error notice goes: the session the message named, if one is recognisable.
-    pub fn target_hint(suffix: Option<&str>) -> Option<SessionId> {
-        suffix.and_then(|s| SessionId::try_new(s).ok())
-    }
+/// Which session a refused control message is about, as far as it can be told (the topic suffix, else the
+/// payload's `session_id`, `sessionId` or `target`): its error notice goes to that session's notice topic, else to
+/// the project's `all` notice topic.
+pub fn notice_session(suffix: Option<&str>, payload: &[u8]) -> Option<SessionId> {
+    let from_payload = || match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(obj)) => ["session_id", "sessionId", "target"]
+            .into_iter()
+            .find_map(|k| obj.get(k).and_then(Value::as_str).map(str::to_owned)),
+        _ => None,
+    };
+    suffix
+        .map(str::to_owned)
+        .or_else(from_payload)
+        .filter(|s| !s.trim().eq_ignore_ascii_case(ALL_SESSIONS))
+        .and_then(|s| SessionId::try_new(&s).ok())
 }
 
 /// Parse a control message of `action` whose topic ended in `/{suffix}` (if it did).
@@ -96,21 +126,19 @@ pub fn parse_control(
         return Err(ControlError::NotObject);
     };
     let target = target_from(suffix, &obj)?;
-    let (template, reset) = match action {
-        ControlAction::Template => (Some(template_from(&obj)?), reset_from(&obj)?),
-        ControlAction::ClearHistory | ControlAction::DeleteSession => (None, true),
+    let op = match action {
+        ControlAction::Template => ControlOp::Template {
+            prompt: template_from(&obj)?,
+            reset: reset_from(&obj)?,
+        },
+        ControlAction::ClearHistory => ControlOp::ClearHistory,
+        ControlAction::DeleteSession => ControlOp::DeleteSession,
     };
     let client_id = match obj.get("clientId") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         _ => None,
     };
-    Ok(ControlCommand {
-        action,
-        target,
-        template,
-        reset,
-        client_id,
-    })
+    Ok(ControlCommand { op, target, client_id })
 }
 
 /// The target named by the topic suffix and the keys `session_id`, `sessionId`, `target`: those present must agree.
@@ -128,7 +156,7 @@ fn target_from(suffix: Option<&str>, obj: &Map<String, Value>) -> Result<Control
         let Value::String(raw) = value else {
             return Err(ControlError::NotString(field));
         };
-        let target = if raw.trim() == ALL_SESSIONS {
+        let target = if raw.trim().eq_ignore_ascii_case(ALL_SESSIONS) {
             ControlTarget::All
         } else {
             SessionId::try_new(&raw)
@@ -208,9 +236,12 @@ mod tests {
             json!({"sessionId": "s1", "systemPrompt": "old", "template": {"content": "Be brief."}, "reset": true}),
         ] {
             let cmd = parse(T, None, payload.clone()).unwrap();
-            assert_eq!(cmd.template.as_deref(), Some("Be brief."), "{payload}");
+            let want = ControlOp::Template {
+                prompt: "Be brief.".into(),
+                reset: true,
+            };
+            assert_eq!(cmd.op, want, "{payload}: reset defaults to true");
             assert_eq!(cmd.target, session("s1"));
-            assert!(cmd.reset, "reset defaults to true");
         }
     }
 
@@ -234,7 +265,13 @@ mod tests {
             Err(ControlError::BadReset)
         );
         let kept = parse(T, Some("s1"), json!({"template": "x", "reset": false})).unwrap();
-        assert!(!kept.reset);
+        assert_eq!(
+            kept.op,
+            ControlOp::Template {
+                prompt: "x".into(),
+                reset: false
+            }
+        );
     }
 
     #[test]
@@ -245,6 +282,7 @@ mod tests {
             (None, json!({"sessionId": " s1 "}), session("s1")),
             (None, json!({"target": "s1"}), session("s1")),
             (None, json!({"target": "all"}), ControlTarget::All),
+            (None, json!({"target": "ALL"}), ControlTarget::All),
             (Some("all"), json!({}), ControlTarget::All),
             // OwOGPT's delete (OWO/mqtt_client.py:203-220): suffix and sessionId agree.
             (Some("s1"), json!({"sessionId": "s1", "target": "s1"}), session("s1")),
@@ -309,6 +347,17 @@ mod tests {
         let cmd = parse(C, Some("s1"), json!({"clientId": "devA"})).unwrap();
         assert_eq!(cmd.client_id.as_deref(), Some("devA"));
         assert_eq!(parse(C, Some("s1"), json!({"clientId": 3})).unwrap().client_id, None);
+    }
+
+    #[test]
+    fn error_notices_find_their_session() {
+        let sid =
+            |suffix: Option<&str>, payload: &str| notice_session(suffix, payload.as_bytes()).map(|s| s.to_string());
+        assert_eq!(sid(Some("s1"), ""), Some("s1".into()));
+        assert_eq!(sid(None, r#"{"sessionId": "s2", "template": 5}"#), Some("s2".into()));
+        assert_eq!(sid(None, r#"{"target": "all"}"#), None);
+        assert_eq!(sid(None, "junk"), None);
+        assert_eq!(sid(Some("a#b"), "{}"), None);
     }
 
     #[test]
