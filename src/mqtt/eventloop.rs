@@ -345,7 +345,10 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
             }
             Ok(LoopEvent::Subscribed { refused }) => {
                 if refused > 0 {
-                    tracing::error!(refused, "broker refused request-topic subscriptions");
+                    tracing::error!(
+                        refused,
+                        "broker refused subscriptions (request or control topics: see its ACL)"
+                    );
                 }
                 tracing::info!(projects = shared.projects.len(), "subscribed");
                 let presence = &shared.presence;
