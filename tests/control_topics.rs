@@ -398,3 +398,39 @@ async fn config_restrictions_and_session_owners_are_enforced() {
     assert_eq!(h.count("general", "clear_history", "session_owner").await, 1.0);
     assert_eq!(h.count("general", "clear_history", "project_wide_owned").await, 1.0);
 }
+
+/// A clear while a turn of the session runs: the running request is answered (from the old history), but its turn
+/// belongs to the cleared conversation and is not stored. The engine streams slowly (100 ms per token) so that the
+/// clear, sent once the first stream frame shows the request running, is handled long before the reply's last token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_during_a_running_turn_drops_that_turn() {
+    let mut h = Harness::start(&["--engine-arg=--sim-itl-ms=100"]).await;
+    h.turn("general", "s1", "one").await;
+    h.client
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": "s1", "message": "running", "stream": true}),
+        )
+        .await;
+    let first = h.client.recv().await;
+    assert_eq!(first.topic, "general/assistant_stream/s1", "{first:?}");
+    h.client.publish_json("general/clear_history/s1", json!({})).await;
+    let mut frames = Vec::new();
+    let notice = h.client.recv_on("general/control_notice/s1", &mut frames).await;
+    assert_eq!(hint(&notice.json()), HISTORY_CLEARED);
+    let reply = h.client.recv_on("general/assistant_response/s1", &mut frames).await;
+    assert!(
+        frames.iter().all(|m| m.topic == "general/assistant_stream/s1"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        reply.text(),
+        echo(4, "s,u,a,u", GENERAL, "running"),
+        "answered from the old history"
+    );
+    assert_eq!(
+        h.turn("general", "s1", "after").await,
+        echo(2, "s,u", GENERAL, "after"),
+        "the running turn was not stored after the clear"
+    );
+}

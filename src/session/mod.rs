@@ -8,11 +8,12 @@
 //! request's owner, and the owner lives exactly as long as the record (idle expiry and eviction free the id).
 //!
 //! Control messages ([`SessionStore::set_template`], [`SessionStore::clear`], [`SessionStore::delete`] and their
-//! project-wide `*_project` twins) change the store under the same lock. A control message that arrives while a
-//! turn of the session is running does not touch that turn: the engine already has its prompt, its reply is
-//! delivered, and its turn is stored when it ends, after the clear (so the next request sees that one turn, with
-//! the new prompt). Serialising control messages behind the session's lane would make a clear wait for a
-//! generation; the store's lock is never held across an `.await` either way.
+//! project-wide `*_project` twins) change the store under the same lock, never held across an `.await`. One that
+//! arrives while a turn of the session is running does not disturb that request (the engine already has its prompt,
+//! and its reply is delivered), but its turn, built on the conversation that was cleared or forgotten, is not
+//! stored: the session remembers that a turn is pending between `prepare` and `commit`, and a clear, a template with
+//! `reset` or a delete marks that turn to be discarded. (A delete then leaves a fresh record in place of the
+//! forgotten one until that turn is done with: same owner, no history, no prompt.)
 
 pub mod history;
 pub mod owner;
@@ -46,6 +47,12 @@ struct Session {
     history: History,
     /// For idle expiry and for evicting the least recently used sessions beyond the cap.
     last_used: Instant,
+    /// A prompt was prepared and its turn not yet committed (a request may be running; one whose engine call
+    /// failed leaves it set until the next prepare, which is harmless: see `discard_turn`).
+    turn_pending: bool,
+    /// A control message cleared or forgot the conversation after the pending turn's prompt was built: that turn
+    /// belongs to the old conversation and is not stored. Reset by every prepare.
+    discard_turn: bool,
 }
 
 impl Session {
@@ -55,7 +62,16 @@ impl Session {
             system_override: None,
             history: History::default(),
             last_used: Instant::now(),
+            turn_pending: false,
+            discard_turn: false,
         }
+    }
+
+    /// Start the conversation afresh (a clear, or a template with `reset`): the history goes, and so does the
+    /// turn of a request running on the old one.
+    fn clear(&mut self) {
+        self.history = History::default();
+        self.discard_turn = self.turn_pending;
     }
 }
 
@@ -132,6 +148,8 @@ impl SessionStore {
             return Err(OwnerRefusal::OtherOwner);
         }
         session.last_used = Instant::now();
+        session.turn_pending = true;
+        session.discard_turn = false;
         if let Some(prompt) = system_prompt {
             session.system_override = Some(prompt.to_owned());
         }
@@ -188,6 +206,15 @@ impl SessionStore {
             );
             return 0;
         }
+        session.turn_pending = false;
+        if std::mem::take(&mut session.discard_turn) {
+            tracing::debug!(
+                project = key.project.as_str(),
+                session = key.session.as_str(),
+                "turn not stored: the conversation was cleared while it ran"
+            );
+            return 0;
+        }
         session.history.push(user, assistant, context_tokens);
         let dropped = session.history.trim_to(self.max_history_tokens.get());
         if dropped > 0 {
@@ -235,7 +262,7 @@ impl SessionStore {
         session.last_used = Instant::now();
         session.system_override = Some(prompt.to_owned());
         if reset {
-            session.history = History::default();
+            session.clear();
         }
         Ok(())
     }
@@ -250,7 +277,7 @@ impl SessionStore {
         if !owner.may_use(&session.owner) {
             return Err(OwnerRefusal::OtherOwner);
         }
-        session.history = History::default();
+        session.clear();
         Ok(true)
     }
 
@@ -261,7 +288,10 @@ impl SessionStore {
         match state.sessions.get(key) {
             None => Ok(false),
             Some(session) if !owner.may_use(&session.owner) => Err(OwnerRefusal::OtherOwner),
-            Some(_) => Ok(state.sessions.remove(key).is_some()),
+            Some(_) => Ok(state
+                .sessions
+                .remove(key)
+                .is_some_and(|s| forget(&mut state.sessions, key, s))),
         }
     }
 
@@ -276,7 +306,7 @@ impl SessionStore {
         for session in project_sessions(&mut state.sessions, project) {
             session.system_override = None;
             if reset {
-                session.history = History::default();
+                session.clear();
             }
             count += 1;
         }
@@ -288,7 +318,7 @@ impl SessionStore {
         let mut state = self.state();
         let mut count = 0;
         for session in project_sessions(&mut state.sessions, project) {
-            session.history = History::default();
+            session.clear();
             count += 1;
         }
         count
@@ -297,9 +327,18 @@ impl SessionStore {
     /// Forget every session of `project` (a project-wide template stays). Returns how many were forgotten.
     pub fn delete_project(&self, project: &ProjectName) -> usize {
         let mut state = self.state();
-        let before = state.sessions.len();
-        state.sessions.retain(|k, _| k.project != *project);
-        before - state.sessions.len()
+        let keys: Vec<SessionKey> = state
+            .sessions
+            .keys()
+            .filter(|k| k.project == *project)
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(session) = state.sessions.remove(key) {
+                forget(&mut state.sessions, key, session);
+            }
+        }
+        keys.len()
     }
 
     /// Number of stored sessions.
@@ -315,6 +354,20 @@ impl SessionStore {
     pub fn history(&self, key: &SessionKey) -> Option<History> {
         self.state().sessions.get(key).map(|s| s.history.clone())
     }
+}
+
+/// After `session` was removed for a delete: when a turn of it may still be running, leave a fresh record in its
+/// place (same owner, no history, no prompt) that discards that turn, so the running request cannot bring the
+/// forgotten conversation back when it commits. The record then lives like any other (idle expiry frees it).
+/// Returns true (the session existed).
+fn forget(sessions: &mut HashMap<SessionKey, Session>, key: &SessionKey, session: Session) -> bool {
+    if session.turn_pending {
+        let mut fresh = Session::new(session.owner);
+        fresh.turn_pending = true;
+        fresh.discard_turn = true;
+        sessions.insert(key.clone(), fresh);
+    }
+    true
 }
 
 fn project_sessions<'a>(
@@ -548,6 +601,7 @@ mod tests {
         assert_eq!(store.clear(&a, &ANYONE), Ok(true));
         let m = store.prepare(&a, &ANYONE, None, "project", "x").unwrap();
         assert_eq!((m[0].content.as_str(), m.len()), ("pirate", 2));
+        store.commit(&a, &ANYONE, "x".into(), "y".into(), Some(9));
         assert_eq!(store.history(&b).unwrap().turns.len(), 1);
         assert_eq!(store.delete(&a, &ANYONE), Ok(true));
         assert!(store.history(&a).is_none());
@@ -579,6 +633,7 @@ mod tests {
         );
         let m = store.prepare(&b, &ANYONE, Some("request's"), "project", "x").unwrap();
         assert_eq!(m[0].content, "request's", "a later request's systemPrompt still wins");
+        store.commit(&b, &ANYONE, "x".into(), "y".into(), Some(9));
         let m = store.prepare(&other, &ANYONE, None, "maze prompt", "x").unwrap();
         assert_eq!(m[0].content, "maze prompt");
         assert_eq!(store.set_project_template(&a.project, "newer", true), 2);
@@ -611,5 +666,45 @@ mod tests {
         let fresh = key("general", "s2");
         store.set_template(&fresh, &b, "mine", true).unwrap();
         assert_eq!(store.claim(&fresh, &a), Err(OwnerRefusal::OtherOwner));
+    }
+
+    #[test]
+    fn a_turn_running_across_a_clear_or_delete_is_not_stored() {
+        let store = store();
+        let k = key("general", "s1");
+        one_turn(&store, &k, &ANYONE);
+        // Cleared while a request runs: its turn (built on the old history) is dropped.
+        store.prepare(&k, &ANYONE, None, "project", "running").unwrap();
+        assert_eq!(store.clear(&k, &ANYONE), Ok(true));
+        assert_eq!(store.commit(&k, &ANYONE, "running".into(), "late".into(), Some(9)), 0);
+        assert!(store.history(&k).unwrap().turns.is_empty());
+        // Deleted while a request runs: the turn does not bring the conversation back.
+        store.set_template(&k, &ANYONE, "pirate", true).unwrap();
+        store.prepare(&k, &ANYONE, None, "project", "running").unwrap();
+        assert_eq!(store.delete(&k, &ANYONE), Ok(true));
+        store.commit(&k, &ANYONE, "running".into(), "late".into(), Some(9));
+        assert!(store.history(&k).unwrap().turns.is_empty());
+        let m = store.prepare(&k, &ANYONE, None, "project", "next").unwrap();
+        assert_eq!((m[0].content.as_str(), m.len()), ("project", 2), "prompt forgotten too");
+        store.commit(&k, &ANYONE, "next".into(), "ok".into(), Some(9));
+        assert_eq!(store.history(&k).unwrap().turns.len(), 1, "the next turn is stored");
+        // A request that failed (no commit) before a clear does not make the next turn vanish.
+        store.prepare(&k, &ANYONE, None, "project", "failed").unwrap();
+        store.clear(&k, &ANYONE).unwrap();
+        one_turn(&store, &k, &ANYONE);
+        assert_eq!(store.history(&k).unwrap().turns.len(), 1);
+        // Nothing running: a delete forgets the record.
+        store.delete(&k, &ANYONE).unwrap();
+        assert!(store.history(&k).is_none());
+        // Project-wide: the same.
+        let other = key("general", "s2");
+        store.prepare(&other, &ANYONE, None, "project", "running").unwrap();
+        assert_eq!(store.clear_project(&other.project), 1);
+        store.commit(&other, &ANYONE, "running".into(), "late".into(), Some(9));
+        assert!(store.history(&other).unwrap().turns.is_empty());
+        store.prepare(&other, &ANYONE, None, "project", "running").unwrap();
+        assert_eq!(store.delete_project(&other.project), 1);
+        store.commit(&other, &ANYONE, "running".into(), "late".into(), Some(9));
+        assert!(store.history(&other).unwrap().turns.is_empty());
     }
 }
