@@ -49,10 +49,12 @@ impl Intake {
             );
             return;
         }
-        let cmd = match parse_control(action, topic.suffix, &msg.payload) {
+        let cmd = match parse_control(action, topic.suffix, &msg.payload, self.limits.max_payload_bytes) {
             Ok(cmd) => cmd,
             Err(e) => {
-                let suffix = notice_session(topic.suffix, &msg.payload);
+                // An oversized payload is not read, not even for its session.
+                let readable = msg.payload.len() <= self.limits.max_payload_bytes;
+                let suffix = notice_session(topic.suffix, if readable { &msg.payload } else { &[] });
                 let suffix = suffix.as_ref().map_or(ALL_SESSIONS, |s| s.as_str());
                 self.control_refused(project, action, suffix, e.code(), &e.to_string())
                     .await;

@@ -63,6 +63,8 @@ pub struct ControlCommand {
 /// Why a control message was refused; `Display` is the `{"error": ...}` notice text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
+    #[error("payload too large (over {max} bytes)")]
+    TooLarge { max: usize },
     #[error("empty payload: name the session (topic suffix, sessionId) or \"target\":\"all\"")]
     Empty,
     #[error("payload is not a JSON object")]
@@ -85,6 +87,7 @@ impl ControlError {
     /// Stable label (the `outcome` of `mqtt_llm_control_messages_total`).
     pub fn code(&self) -> &'static str {
         match self {
+            Self::TooLarge { .. } => "too_large",
             Self::Empty => "empty",
             Self::NotObject => "not_object",
             Self::NoTarget => "no_target",
@@ -113,12 +116,17 @@ pub fn notice_session(suffix: Option<&str>, payload: &[u8]) -> Option<SessionId>
         .and_then(|s| SessionId::try_new(&s).ok())
 }
 
-/// Parse a control message of `action` whose topic ended in `/{suffix}` (if it did).
+/// Parse a control message of `action` whose topic ended in `/{suffix}` (if it did); payloads over `max_bytes`
+/// (the request limit, `--max-payload-bytes`) are refused unread.
 pub fn parse_control(
     action: ControlAction,
     suffix: Option<&str>,
     payload: &[u8],
+    max_bytes: usize,
 ) -> Result<ControlCommand, ControlError> {
+    if payload.len() > max_bytes {
+        return Err(ControlError::TooLarge { max: max_bytes });
+    }
     if payload.trim_ascii().is_empty() {
         return Err(ControlError::Empty);
     }
@@ -215,8 +223,10 @@ mod tests {
     const D: ControlAction = ControlAction::DeleteSession;
 
     fn parse(action: ControlAction, suffix: Option<&str>, v: Value) -> Result<ControlCommand, ControlError> {
-        parse_control(action, suffix, v.to_string().as_bytes())
+        parse_control(action, suffix, v.to_string().as_bytes(), MAX)
     }
+
+    const MAX: usize = 1024;
 
     fn session(s: &str) -> ControlTarget {
         ControlTarget::Session(SessionId::try_new(s).unwrap())
@@ -304,15 +314,30 @@ mod tests {
     #[test]
     fn no_target_is_refused_not_everything() {
         for action in [T, C, D] {
-            assert_eq!(parse_control(action, None, b""), Err(ControlError::Empty));
-            assert_eq!(parse_control(action, Some("s1"), b"  \n"), Err(ControlError::Empty));
+            assert_eq!(parse_control(action, None, b"", MAX), Err(ControlError::Empty));
+            assert_eq!(
+                parse_control(action, Some("s1"), b"  \n", MAX),
+                Err(ControlError::Empty)
+            );
             assert_eq!(
                 parse(action, None, json!({"template": "x"})),
                 Err(ControlError::NoTarget)
             );
-            assert_eq!(parse_control(action, None, b"not json"), Err(ControlError::NotObject));
-            assert_eq!(parse_control(action, None, b"[1]"), Err(ControlError::NotObject));
+            assert_eq!(
+                parse_control(action, None, b"not json", MAX),
+                Err(ControlError::NotObject)
+            );
+            assert_eq!(parse_control(action, None, b"[1]", MAX), Err(ControlError::NotObject));
         }
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_unread() {
+        let big = format!(r#"{{"sessionId":"s1","template":"{}"}}"#, "x".repeat(MAX));
+        assert_eq!(
+            parse_control(T, None, big.as_bytes(), MAX),
+            Err(ControlError::TooLarge { max: MAX })
+        );
     }
 
     #[test]
@@ -334,7 +359,7 @@ mod tests {
             Err(ControlError::BadSession { field: "sessionId", .. })
         ));
         assert!(matches!(
-            parse_control(C, Some("a#"), b"{}"),
+            parse_control(C, Some("a#"), b"{}", MAX),
             Err(ControlError::BadSession {
                 field: "topic suffix",
                 ..
