@@ -42,7 +42,7 @@ impl Intake {
         let (project, action) = (topic.project, topic.action);
         if !self.catalog.control_allowed(project.as_str(), action) {
             metrics::control_message(project.as_str(), action.as_str(), "disabled");
-            tracing::info!(
+            tracing::debug!(
                 project = project.as_str(),
                 action = action.as_str(),
                 "control topic disabled for this project"
