@@ -18,6 +18,7 @@ pub const REPLIES: &str = "mqtt_llm_replies_total";
 pub const REQUEST_ERRORS: &str = "mqtt_llm_request_errors_total";
 pub const REPLY_TOPIC_FALLBACKS: &str = "mqtt_llm_reply_topic_fallbacks_total";
 pub const STATE_SUPERSEDED: &str = "mqtt_llm_state_superseded_total";
+pub const CONTROL_MESSAGES: &str = "mqtt_llm_control_messages_total";
 pub const REQUEST_DURATION: &str = "mqtt_llm_request_duration_seconds";
 pub const TTFT: &str = "mqtt_llm_time_to_first_token_seconds";
 pub const TOKENS: &str = "mqtt_llm_tokens_total";
@@ -74,6 +75,7 @@ const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
     (Service, Counter, REQUEST_ERRORS, "Accepted requests answered with an error, by error code."),
     (Service, Counter, REPLY_TOPIC_FALLBACKS, "Client reply/stream topics not used (default used), by reason."),
     (Service, Counter, STATE_SUPERSEDED, "State messages replaced, unanswered, by a newer state of their session while waiting."),
+    (Service, Counter, CONTROL_MESSAGES, "Messages on the control topics (template, clear_history, delete_session), by action and outcome (ok, or why refused)."),
     (Service, Histogram, REQUEST_DURATION, "From accepting a request to publishing its reply."),
     (Service, Histogram, TTFT, "From accepting a request to the engine's first token."),
     (Service, Counter, TOKENS, "Engine tokens by kind (prompt, completion, cached)."),
@@ -154,6 +156,11 @@ pub fn request_received(project: &str) {
 /// A request refused before the engine saw it; `reason` is a stable code.
 pub fn request_rejected(project: &str, reason: &'static str) {
     counter!(REQUESTS_REJECTED, "project" => project.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A message on a control topic; `outcome` is `ok` or the stable code of its refusal.
+pub fn control_message(project: &str, action: &'static str, outcome: &'static str) {
+    counter!(CONTROL_MESSAGES, "project" => project.to_owned(), "action" => action, "outcome" => outcome).increment(1);
 }
 
 pub fn reply_topic_fallback(project: &str, reason: &'static str) {

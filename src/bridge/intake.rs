@@ -4,6 +4,8 @@
 //! The claim comes before admission, on this one task, so a request is bound to its session's owner before it can
 //! be queued: of two first requests for a session from different clients, exactly one is admitted.
 //!
+//! Messages on the control topics (`{p}/template[/sid]`, ...) are handled here too, by [`super::control`].
+//!
 //! Every refusal is counted and, when a reply topic is known, answered with an `Error: ...` text through the
 //! [`Publisher`]. [`overflow_handler`] is the same refusal on the event-loop task, for a message the intake had
 //! no room for: parsed just enough to find its reply topic, answered without waiting.
@@ -26,7 +28,7 @@ use crate::mqtt::eventloop::{Inbound, Overflow};
 use crate::mqtt::publisher::Publisher;
 use crate::session::owner::resolve_client_id;
 use crate::session::{Owner, OwnerMode, OwnerRefusal, SessionKey, SessionStore};
-use mqtt_llm_protocol::topics::{ProjectName, request_filter_project, state_filter_project};
+use mqtt_llm_protocol::topics::{ProjectName, control_topic, request_filter_project, state_filter_project};
 use mqtt_llm_protocol::wire::{ChatRequest, ReplyTarget, V5Props, WireLimits, parse_request};
 
 /// The intake task, built by [`Bridge::new`](super::Bridge::new) with what it uses.
@@ -65,6 +67,9 @@ impl Intake {
     }
 
     async fn handle(&self, msg: Inbound) {
+        if let Some(topic) = control_topic(&msg.topic, &self.projects) {
+            return self.control(topic, &msg).await;
+        }
         let Some(project) = request_filter_project(&msg.topic, &self.projects).cloned() else {
             if let Some(project) = state_filter_project(&msg.topic, &self.state_projects).cloned() {
                 return self.handle_state(project, msg).await;
@@ -164,6 +169,12 @@ fn overflow(
     admission: &Admission,
     msg: Inbound,
 ) {
+    if let Some(control) = control_topic(&msg.topic, projects) {
+        // Dropped unanswered: the intake, which owns the session store, has no room (the notice would have to wait).
+        metrics::control_message(control.project.as_str(), control.action.as_str(), "overloaded");
+        tracing::warn!(topic = msg.topic, "overloaded; control message dropped");
+        return;
+    }
     let Some(project) = request_filter_project(&msg.topic, projects) else {
         return;
     };

@@ -7,12 +7,14 @@
 //!
 //! - [`intake`]: the task that parses and admits, and the event loop's overflow refusal;
 //! - [`state`]: the intake of game states on a state project's `{p}/state`, and their JSON replies;
+//! - [`control`]: the control topics (template, clear_history, delete_session) the intake hands over;
 //! - [`worker`]: the task that runs a session's lane: prompt from history, engine call, final reply, turn commit;
 //! - [`stream`]: the coalescing stream-frame sink of one request;
 //! - [`failure`]: why an accepted request failed, as wire codes and texts.
 //!
 //! [`Bridge::new`] builds these parts, each with only what it needs; the [`Bridge`] keeps the shutdown drain.
 
+pub mod control;
 pub mod failure;
 pub mod intake;
 pub mod state;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use mqtt_llm_protocol::topics::{ProjectName, ReplyPolicy};
+use mqtt_llm_protocol::topics::{ControlAction, ProjectName, ReplyPolicy, control_notice_topic, hint_notice_topic};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Problem};
@@ -98,6 +98,8 @@ pub struct ProjectCatalog {
     state_projects: BTreeSet<String>,
     /// `--session-owner`: every other project's.
     default_session_owner: OwnerMode,
+    /// Projects whose `control_topics` restricts the control actions; every other project allows all three.
+    control_actions: BTreeMap<String, Vec<ControlAction>>,
 }
 
 /// The policy of a project without `reply_prefixes`: only `{p}/assistant_response/...`.
@@ -122,6 +124,30 @@ struct RawProject {
     session_owner: Option<RawSessionOwner>,
     /// Whether the project takes game states on `{p}/state` (`true` built in for `maze`; `false` turns it off).
     state_topic: Option<bool>,
+    /// `false`: no control topics; `true` (the default): all; a list: only those actions.
+    control_topics: Option<RawControlTopics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawControlTopics {
+    All(bool),
+    Only(Vec<String>),
+}
+
+/// A project's `control_topics` as the actions it allows.
+fn control_actions(raw: RawControlTopics) -> Result<Vec<ControlAction>, &'static str> {
+    match raw {
+        RawControlTopics::All(true) => Ok(ControlAction::ALL.to_vec()),
+        RawControlTopics::All(false) => Ok(Vec::new()),
+        RawControlTopics::Only(names) => names
+            .iter()
+            .map(|n| {
+                ControlAction::parse(n)
+                    .ok_or("each entry must be \"template\", \"clear_history\" or \"delete_session\"")
+            })
+            .collect(),
+    }
 }
 
 impl Default for ProjectCatalog {
@@ -144,6 +170,7 @@ impl ProjectCatalog {
             session_owners: BTreeMap::new(),
             state_projects: BUILTIN_STATE_PROJECTS.iter().map(|p| (*p).to_owned()).collect(),
             default_session_owner: OwnerMode::None,
+            control_actions: BTreeMap::new(),
         }
     }
 
@@ -185,6 +212,14 @@ impl ProjectCatalog {
                     problem: rule.into(),
                 })?;
                 catalog.session_owners.insert(name.clone(), mode);
+            }
+            if let Some(raw) = project.control_topics {
+                let actions = control_actions(raw).map_err(|rule| ConfigError::Project {
+                    project: name.clone(),
+                    key: "control_topics",
+                    problem: rule.into(),
+                })?;
+                catalog.control_actions.insert(name.clone(), actions);
             }
             if let Some(prefixes) = project.reply_prefixes {
                 let policy = ReplyPolicy::new(&prefixes).map_err(|e| ConfigError::Project {
@@ -256,6 +291,25 @@ impl ProjectCatalog {
             .filter(|p| self.has_state_topic(p.as_str()))
             .cloned()
             .collect()
+    }
+
+    /// Whether the project serves the control topic of `action`: its own `control_topics`, else all (never
+    /// `general`'s: a project's control topics are opened or closed per project).
+    pub fn control_allowed(&self, project: &str, action: ControlAction) -> bool {
+        self.control_actions
+            .get(project)
+            .is_none_or(|allowed| allowed.contains(&action))
+    }
+
+    /// Where the control notices about `suffix` (a session id, or `all`) of `project` go: `maze/hint/{sid}` for
+    /// the maze game (as the successor did; its clients listen there), else `{p}/control_notice/{sid}`. Never
+    /// under `{p}/assistant_response/`, where clients take any message as the answer to a pending request.
+    pub fn notice_topic(&self, project: &ProjectName, suffix: &str) -> String {
+        if self.has_state_topic(project.as_str()) {
+            hint_notice_topic(project, suffix)
+        } else {
+            control_notice_topic(project, suffix)
+        }
     }
 
     /// Whether any project has a priority, so that the engine must run with `--scheduling-policy priority`.
@@ -424,6 +478,44 @@ mod tests {
         assert!(!c.has_state_topic("quiz"), "never inherited from general");
         let err = ProjectCatalog::from_toml("[projects.a]\nstate_topic = \"yes\"\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("state_topic"), "{err}");
+    }
+
+    #[test]
+    fn control_topics_are_restricted_per_project() {
+        let text = "[projects.general]\ncontrol_topics = false\n[projects.quiz]\ncontrol_topics = [\"clear_history\"]\n\
+                    [projects.open]\ncontrol_topics = true\n";
+        let c = ProjectCatalog::from_toml(text, Path::new("x.toml")).unwrap();
+        for action in ControlAction::ALL {
+            assert!(!c.control_allowed("general", action));
+            assert!(c.control_allowed("open", action));
+            assert!(c.control_allowed("maze", action), "not inherited from general");
+        }
+        assert!(c.control_allowed("quiz", ControlAction::ClearHistory));
+        assert!(!c.control_allowed("quiz", ControlAction::Template));
+        assert!(!c.control_allowed("quiz", ControlAction::DeleteSession));
+        for bad in ["[\"reset\"]", "\"yes\"", "1"] {
+            let text = format!("[projects.a]\ncontrol_topics = {bad}\n");
+            let err = ProjectCatalog::from_toml(&text, Path::new("x.toml")).unwrap_err();
+            assert!(
+                err.to_string().contains("x.toml") || err.to_string().contains("control_topics"),
+                "{bad}: {err}"
+            );
+        }
+        let err =
+            ProjectCatalog::from_toml("[projects.a]\ncontrol_topics = [\"reset\"]\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("projects.a.control_topics"), "{err}");
+    }
+
+    #[test]
+    fn notices_go_to_maze_hint_or_the_control_notice_topic() {
+        let c = ProjectCatalog::builtin();
+        let p = |s: &str| ProjectName::try_new(s).unwrap();
+        assert_eq!(c.notice_topic(&p("maze"), "s1"), "maze/hint/s1");
+        assert_eq!(
+            c.notice_topic(&p("prompt_portal"), "s1"),
+            "prompt_portal/control_notice/s1"
+        );
+        assert_eq!(c.notice_topic(&p("general"), "all"), "general/control_notice/all");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! # Theory of operation
 //! One task owns the `rumqttc` event loop. It only polls, classifies and `try_send`s: it never awaits a publish
 //! (awaiting the client from the task that drives it deadlocks once the request queue fills; rumqtt #1025, #263).
-//! On every ConnAck it re-subscribes `{project}/user_input` (QoS 1) for each project (and `{project}/state` for
-//! each state project), and it reports itself
+//! On every ConnAck it re-subscribes `{project}/user_input`, the project's control topics
+//! (`{project}/template[/+]`, `clear_history[/+]`, `delete_session[/+]`) and, for each state project,
+//! `{project}/state` (QoS 1), and it reports itself
 //! ready (the `ready` watch) only once the broker has acknowledged those subscriptions, so that nothing published
 //! after `/readyz` turns 200 can be missed. A connection error marks it not ready and waits a capped exponential
 //! back-off (with jitter, reset after each ConnAck) before polling, and so reconnecting, again. The final replies
@@ -43,7 +44,7 @@ use super::publisher::{FRAME_BACKLOG, Publisher, Unacked};
 use super::settings::{MqttSettings, MqttVersion};
 use super::status::{OfflineReason, Presence};
 use crate::metrics;
-use mqtt_llm_protocol::topics::{ProjectName, request_topic, state_topic};
+use mqtt_llm_protocol::topics::{ProjectName, control_filters, request_topic, state_topic};
 
 pub use super::connection::Inbound;
 
@@ -367,7 +368,10 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
                 let held = conn.republish();
                 tracing::info!(republished = held, "MQTT connected");
                 backoff = shared.backoff.build();
-                let requests = shared.projects.iter().map(request_topic);
+                let requests = shared
+                    .projects
+                    .iter()
+                    .flat_map(|p| std::iter::once(request_topic(p)).chain(control_filters(p)));
                 let states = shared.state_projects.iter().map(state_topic);
                 if let Err(e) = conn.subscribe(requests.chain(states).collect()) {
                     tracing::error!(error = %e, "cannot queue the subscriptions");
@@ -375,7 +379,10 @@ async fn run(mut conn: impl Connection, shared: LoopShared) {
             }
             Ok(LoopEvent::Subscribed { refused }) => {
                 if refused > 0 {
-                    tracing::error!(refused, "broker refused request-topic subscriptions");
+                    tracing::error!(
+                        refused,
+                        "broker refused subscriptions (request or control topics: see its ACL)"
+                    );
                 }
                 tracing::info!(projects = shared.projects.len(), "subscribed");
                 let presence = &shared.presence;

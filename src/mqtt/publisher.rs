@@ -142,6 +142,16 @@ impl Publisher {
         }
     }
 
+    /// Publish a control notice (`{"hint": ...}` or `{"error": ...}`) as JSON on `topic`; waits only while the
+    /// client's queue is full. Returns whether the publish was queued.
+    pub async fn notice(&self, topic: String, notice: &impl Serialize) -> bool {
+        let target = ReplyTarget {
+            topic,
+            correlation_data: None,
+        };
+        self.frame(&target, notice).await
+    }
+
     /// Publish a reply text without waiting (fails when the client's queue is full): the only way the
     /// event-loop task may publish. Returns whether the publish was queued.
     pub fn try_reply(&self, target: ReplyTarget, text: &str, retry_after: Option<Duration>) -> bool {

@@ -6,6 +6,14 @@
 //!
 //! Ownership ([`owner`]) is part of a session's record: [`SessionStore::claim`] binds a new session to its first
 //! request's owner, and the owner lives exactly as long as the record (idle expiry and eviction free the id).
+//!
+//! Control messages ([`SessionStore::set_template`], [`SessionStore::clear`], [`SessionStore::delete`] and their
+//! project-wide `*_project` twins) change the store under the same lock, never held across an `.await`. One that
+//! arrives while a turn of the session is running does not disturb that request (the engine already has its prompt,
+//! and its reply is delivered), but its turn, built on the conversation that was cleared or forgotten, is not
+//! stored: the session remembers that a turn is pending between `prepare` and `commit`, and a clear, a template with
+//! `reset` or a delete marks that turn to be discarded. (A delete then leaves a fresh record in place of the
+//! forgotten one until that turn is done with: same owner, no history, no prompt.)
 
 pub mod history;
 pub mod owner;
@@ -39,6 +47,12 @@ struct Session {
     history: History,
     /// For idle expiry and for evicting the least recently used sessions beyond the cap.
     last_used: Instant,
+    /// A prompt was prepared and its turn not yet committed (a request may be running; one whose engine call
+    /// failed leaves it set until the next prepare, which is harmless: see `discard_turn`).
+    turn_pending: bool,
+    /// A control message cleared or forgot the conversation after the pending turn's prompt was built: that turn
+    /// belongs to the old conversation and is not stored. Reset by every prepare.
+    discard_turn: bool,
 }
 
 impl Session {
@@ -48,14 +62,32 @@ impl Session {
             system_override: None,
             history: History::default(),
             last_used: Instant::now(),
+            turn_pending: false,
+            discard_turn: false,
         }
     }
+
+    /// Start the conversation afresh (a clear, or a template with `reset`): the history goes, and so does the
+    /// turn of a request running on the old one.
+    fn clear(&mut self) {
+        self.history = History::default();
+        self.discard_turn = self.turn_pending;
+    }
+}
+
+/// What the store's lock guards.
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionKey, Session>,
+    /// Project-wide templates set by control messages (`"target":"all"`): they replace the configured prompt of
+    /// their project for every session without a prompt of its own, until the process ends.
+    project_templates: HashMap<ProjectName, String>,
 }
 
 /// All conversations.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    inner: Arc<Mutex<HashMap<SessionKey, Session>>>,
+    inner: Arc<Mutex<State>>,
     max_history_tokens: NonZeroU32,
 }
 
@@ -67,7 +99,7 @@ impl SessionStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Session>> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -80,7 +112,8 @@ impl SessionStore {
         if *owner == Owner::Unchecked {
             return Ok(());
         }
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -94,7 +127,7 @@ impl SessionStore {
     /// The messages for the next engine request: system prompt, stored turns, the new user message (text, or
     /// content parts with its images; stored turns are text, see [`user_turn_text`]).
     /// A request's `system_prompt` replaces the session's (and applies from now on); else the session keeps its
-    /// own, else `project_prompt` applies. A session that `owner` may not use (forgotten and claimed by another
+    /// own (from an earlier request or a session template), else the project-wide template, else `project_prompt`. A session that `owner` may not use (forgotten and claimed by another
     /// owner since the request was queued) is left untouched.
     pub fn prepare(
         &self,
@@ -104,7 +137,11 @@ impl SessionStore {
         project_prompt: &str,
         user: impl Into<MessageContent>,
     ) -> Result<Vec<ChatMessage>, OwnerRefusal> {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let State {
+            sessions,
+            project_templates,
+        } = &mut *state;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -112,10 +149,16 @@ impl SessionStore {
             return Err(OwnerRefusal::OtherOwner);
         }
         session.last_used = Instant::now();
+        session.turn_pending = true;
+        session.discard_turn = false;
         if let Some(prompt) = system_prompt {
             session.system_override = Some(prompt.to_owned());
         }
-        let system = session.system_override.as_deref().unwrap_or(project_prompt);
+        let system = session
+            .system_override
+            .as_deref()
+            .or(project_templates.get(&key.project).map(String::as_str))
+            .unwrap_or(project_prompt);
         let mut messages = Vec::with_capacity(2 + 2 * session.history.turns.len());
         if !system.is_empty() {
             messages.push(ChatMessage {
@@ -151,7 +194,8 @@ impl SessionStore {
         assistant: String,
         context_tokens: Option<u32>,
     ) -> usize {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let session = sessions
             .entry(key.clone())
             .or_insert_with(|| Session::new(owner.clone()));
@@ -160,6 +204,15 @@ impl SessionStore {
                 project = key.project.as_str(),
                 session = key.session.as_str(),
                 "turn not stored: the session was forgotten and now belongs to another client"
+            );
+            return 0;
+        }
+        session.turn_pending = false;
+        if std::mem::take(&mut session.discard_turn) {
+            tracing::debug!(
+                project = key.project.as_str(),
+                session = key.session.as_str(),
+                "turn not stored: the conversation was cleared while it ran"
             );
             return 0;
         }
@@ -179,7 +232,8 @@ impl SessionStore {
     /// Forget sessions idle for longer than `idle`, then the least recently used beyond `max_sessions`.
     /// Returns how many were removed. (A session's requests refresh it, so one in use is never the oldest.)
     pub fn sweep(&self, now: Instant, idle: Duration, max_sessions: usize) -> usize {
-        let mut sessions = self.lock();
+        let mut state = self.state();
+        let sessions = &mut state.sessions;
         let before = sessions.len();
         sessions.retain(|_, s| now.saturating_duration_since(s.last_used) <= idle);
         if sessions.len() > max_sessions {
@@ -194,9 +248,103 @@ impl SessionStore {
         before - sessions.len()
     }
 
+    /// A session template: `prompt` becomes the session's system prompt (as a request's `systemPrompt` would), and
+    /// with `reset` its history is cleared. Creates the session, bound to `owner`, if it does not exist. Refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn set_template(&self, key: &SessionKey, owner: &Owner, prompt: &str, reset: bool) -> Result<(), OwnerRefusal> {
+        let mut state = self.state();
+        let session = state
+            .sessions
+            .entry(key.clone())
+            .or_insert_with(|| Session::new(owner.clone()));
+        if !owner.may_use(&session.owner) {
+            return Err(OwnerRefusal::OtherOwner);
+        }
+        session.last_used = Instant::now();
+        session.system_override = Some(prompt.to_owned());
+        if reset {
+            session.clear();
+        }
+        Ok(())
+    }
+
+    /// Clear a session's history, keeping its prompt and owner. Returns whether the session existed; refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn clear(&self, key: &SessionKey, owner: &Owner) -> Result<bool, OwnerRefusal> {
+        let mut state = self.state();
+        let Some(session) = state.sessions.get_mut(key) else {
+            return Ok(false);
+        };
+        if !owner.may_use(&session.owner) {
+            return Err(OwnerRefusal::OtherOwner);
+        }
+        session.clear();
+        Ok(true)
+    }
+
+    /// Forget a session: history, prompt and owner (its id is free again). Returns whether it existed; refused,
+    /// changing nothing, when `owner` may not use it.
+    pub fn delete(&self, key: &SessionKey, owner: &Owner) -> Result<bool, OwnerRefusal> {
+        let mut state = self.state();
+        match state.sessions.get(key) {
+            None => Ok(false),
+            Some(session) if !owner.may_use(&session.owner) => Err(OwnerRefusal::OtherOwner),
+            Some(_) => Ok(state
+                .sessions
+                .remove(key)
+                .is_some_and(|s| forget(&mut state.sessions, key, s))),
+        }
+    }
+
+    /// A project-wide template, as the successor applied one (L `reset_all_sessions`): `prompt` replaces the
+    /// project's configured prompt and every session's own prompt (a later request's `systemPrompt` sets one
+    /// again); with `reset`, every session's history in the project is cleared too. Returns how many sessions the
+    /// project has.
+    pub fn set_project_template(&self, project: &ProjectName, prompt: &str, reset: bool) -> usize {
+        let mut state = self.state();
+        state.project_templates.insert(project.clone(), prompt.to_owned());
+        let mut count = 0;
+        for session in project_sessions(&mut state.sessions, project) {
+            session.system_override = None;
+            if reset {
+                session.clear();
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Clear the history of every session of `project`. Returns how many sessions there were.
+    pub fn clear_project(&self, project: &ProjectName) -> usize {
+        let mut state = self.state();
+        let mut count = 0;
+        for session in project_sessions(&mut state.sessions, project) {
+            session.clear();
+            count += 1;
+        }
+        count
+    }
+
+    /// Forget every session of `project` (a project-wide template stays). Returns how many were forgotten.
+    pub fn delete_project(&self, project: &ProjectName) -> usize {
+        let mut state = self.state();
+        let keys: Vec<SessionKey> = state
+            .sessions
+            .keys()
+            .filter(|k| k.project == *project)
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(session) = state.sessions.remove(key) {
+                forget(&mut state.sessions, key, session);
+            }
+        }
+        keys.len()
+    }
+
     /// Number of stored sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.state().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,182 +353,34 @@ impl SessionStore {
 
     /// A copy of a session's history (for tests and diagnostics).
     pub fn history(&self, key: &SessionKey) -> Option<History> {
-        self.lock().get(key).map(|s| s.history.clone())
+        self.state().sessions.get(key).map(|s| s.history.clone())
     }
+}
+
+/// After `session` was removed for a delete: when a turn of it may still be running, leave a fresh record in its
+/// place (same owner, no history, no prompt) that discards that turn, so the running request cannot bring the
+/// forgotten conversation back when it commits. The record then lives like any other (idle expiry frees it).
+/// Returns true (the session existed).
+fn forget(sessions: &mut HashMap<SessionKey, Session>, key: &SessionKey, session: Session) -> bool {
+    if session.turn_pending {
+        let mut fresh = Session::new(session.owner);
+        fresh.turn_pending = true;
+        fresh.discard_turn = true;
+        sessions.insert(key.clone(), fresh);
+    }
+    true
+}
+
+fn project_sessions<'a>(
+    sessions: &'a mut HashMap<SessionKey, Session>,
+    project: &'a ProjectName,
+) -> impl Iterator<Item = &'a mut Session> {
+    sessions
+        .iter_mut()
+        .filter(move |(k, _)| k.project == *project)
+        .map(|(_, s)| s)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(p: &str, s: &str) -> SessionKey {
-        SessionKey {
-            project: ProjectName::try_new(p).unwrap(),
-            session: SessionId::try_new(s).unwrap(),
-        }
-    }
-
-    /// A request of a project without ownership (`--session-owner none`).
-    const ANYONE: Owner = Owner::Unchecked;
-
-    fn client(id: &str) -> Owner {
-        Owner::Client(id.to_owned())
-    }
-
-    fn store() -> SessionStore {
-        SessionStore::new(NonZeroU32::new(3000).unwrap())
-    }
-
-    /// The session's owner, system prompt override and last use, as stored.
-    fn record(store: &SessionStore, k: &SessionKey) -> (Owner, Option<String>, Instant) {
-        let sessions = store.lock();
-        let s = &sessions[k];
-        (s.owner.clone(), s.system_override.clone(), s.last_used)
-    }
-
-    fn roles(m: &[ChatMessage]) -> Vec<Role> {
-        m.iter().map(|m| m.role).collect()
-    }
-
-    #[test]
-    fn history_and_system_prompt_precedence() {
-        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
-        let k = key("general", "s1");
-        let m = store.prepare(&k, &ANYONE, None, "project prompt", "hi").unwrap();
-        assert_eq!(roles(&m), [Role::System, Role::User]);
-        assert_eq!(m[0].content, "project prompt");
-        store.commit(&k, &ANYONE, "hi".into(), "hello".into(), Some(20));
-
-        let m = store
-            .prepare(&k, &ANYONE, Some("custom"), "project prompt", "next")
-            .unwrap();
-        assert_eq!(roles(&m), [Role::System, Role::User, Role::Assistant, Role::User]);
-        assert_eq!(m[0].content, "custom");
-        // Not committed (say the engine failed): the user turn is not stored, the override is.
-        let m = store.prepare(&k, &ANYONE, None, "project prompt", "again").unwrap();
-        assert_eq!(m[0].content, "custom");
-        assert_eq!(m.len(), 4);
-    }
-
-    #[test]
-    fn projects_do_not_share_sessions() {
-        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
-        store.commit(&key("a", "s"), &ANYONE, "u".into(), "a".into(), Some(5));
-        assert_eq!(store.prepare(&key("b", "s"), &ANYONE, None, "p", "x").unwrap().len(), 2);
-        assert_eq!(store.len(), 2);
-    }
-
-    #[test]
-    fn sweep_expires_idle_then_evicts_least_recently_used() {
-        let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
-        for s in ["a", "b", "c", "d"] {
-            store.prepare(&key("p", s), &ANYONE, None, "", "x").unwrap();
-        }
-        let later = Instant::now() + Duration::from_secs(10);
-        // Nothing idle for longer than an hour, but only two may stay: the two used first go.
-        assert_eq!(store.sweep(later, Duration::from_secs(3600), 2), 2);
-        assert!(store.history(&key("p", "a")).is_none() && store.history(&key("p", "b")).is_none());
-        assert!(store.history(&key("p", "d")).is_some());
-        // Everything idle for longer than 5 s goes.
-        assert_eq!(store.sweep(later, Duration::from_secs(5), 100), 2);
-        assert!(store.is_empty());
-    }
-
-    #[test]
-    fn commit_trims_to_budget() {
-        let store = SessionStore::new(NonZeroU32::new(100).unwrap());
-        let k = key("general", "s");
-        for (i, total) in [40, 80, 120, 160].into_iter().enumerate() {
-            store.commit(&k, &ANYONE, format!("u{i}"), format!("a{i}"), Some(total));
-        }
-        let h = store.history(&k).unwrap();
-        assert!(h.context_tokens <= 100, "{h:?}");
-        assert_eq!(h.turns.back().map(|t| t.user.as_str()), Some("u3"));
-    }
-
-    #[test]
-    fn the_first_claim_binds_a_new_session_and_others_are_refused() {
-        let store = store();
-        let k = key("general", "s1");
-        assert_eq!(store.claim(&k, &client("devA")), Ok(()));
-        assert_eq!(store.claim(&k, &client("devA")), Ok(()), "the owner again");
-        assert_eq!(store.claim(&k, &client("devB")), Err(OwnerRefusal::OtherOwner));
-        assert_eq!(store.claim(&k, &Owner::Anonymous), Err(OwnerRefusal::OtherOwner));
-        assert_eq!(record(&store, &k).0, client("devA"));
-        // Another project's session of the same id is another session.
-        assert_eq!(store.claim(&key("maze", "s1"), &client("devB")), Ok(()));
-        // Requests that name no client share sessions only among themselves.
-        let anon = key("general", "anon");
-        assert_eq!(store.claim(&anon, &Owner::Anonymous), Ok(()));
-        assert_eq!(store.claim(&anon, &Owner::Anonymous), Ok(()));
-        assert_eq!(store.claim(&anon, &client("devA")), Err(OwnerRefusal::OtherOwner));
-    }
-
-    #[test]
-    fn a_refused_request_changes_nothing_of_the_owners_session() {
-        let store = store();
-        let k = key("general", "s1");
-        let a = client("devA");
-        store.claim(&k, &a).unwrap();
-        store.prepare(&k, &a, Some("A's prompt"), "project", "hi").unwrap();
-        store.commit(&k, &a, "hi".into(), "hello".into(), Some(20));
-        let before = record(&store, &k);
-        let b = client("devB");
-        assert_eq!(store.claim(&k, &b), Err(OwnerRefusal::OtherOwner));
-        assert_eq!(
-            store
-                .prepare(&k, &b, Some("B's prompt"), "project", "leak")
-                .unwrap_err(),
-            OwnerRefusal::OtherOwner
-        );
-        assert_eq!(store.commit(&k, &b, "leak".into(), "x".into(), Some(99)), 0);
-        assert_eq!(record(&store, &k), before, "owner, prompt and last use untouched");
-        let h = store.history(&k).unwrap();
-        assert_eq!((h.turns.len(), h.context_tokens), (1, 20));
-        let m = store.prepare(&k, &a, None, "project", "again").unwrap();
-        assert_eq!(m[0].content, "A's prompt");
-        assert_eq!(roles(&m), [Role::System, Role::User, Role::Assistant, Role::User]);
-    }
-
-    #[test]
-    fn unchecked_requests_claim_nothing_and_use_any_session() {
-        let store = store();
-        let k = key("general", "s1");
-        assert_eq!(store.claim(&k, &ANYONE), Ok(()));
-        assert!(
-            store.is_empty(),
-            "none mode creates the session when it prepares, as before"
-        );
-        store.claim(&k, &client("devA")).unwrap();
-        assert!(store.prepare(&k, &ANYONE, None, "p", "x").is_ok());
-    }
-
-    #[test]
-    fn a_forgotten_session_is_free_for_a_new_owner() {
-        let store = store();
-        let k = key("general", "s1");
-        store.claim(&k, &client("devA")).unwrap();
-        let later = Instant::now() + Duration::from_secs(10);
-        assert_eq!(store.sweep(later, Duration::from_secs(5), 100), 1);
-        assert_eq!(store.claim(&k, &client("devB")), Ok(()));
-        // devA's request, queued before the sweep, now finds devB's session: it neither reads nor writes it.
-        assert_eq!(
-            store.prepare(&k, &client("devA"), None, "p", "x").unwrap_err(),
-            OwnerRefusal::OtherOwner
-        );
-        assert_eq!(store.commit(&k, &client("devA"), "x".into(), "y".into(), None), 0);
-        assert!(store.history(&k).unwrap().turns.is_empty());
-    }
-
-    #[test]
-    fn a_session_forgotten_while_its_request_waited_is_recreated_for_that_owner() {
-        let store = store();
-        let k = key("general", "s1");
-        let a = client("devA");
-        store.claim(&k, &a).unwrap();
-        store.sweep(Instant::now() + Duration::from_secs(10), Duration::from_secs(5), 100);
-        assert!(store.prepare(&k, &a, None, "p", "x").is_ok());
-        assert_eq!(record(&store, &k).0, a);
-        assert_eq!(store.claim(&k, &client("devB")), Err(OwnerRefusal::OtherOwner));
-    }
-}
+#[path = "tests.rs"]
+mod tests;

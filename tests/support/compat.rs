@@ -29,7 +29,7 @@ pub const PROJECTS: &str = "general,maze,prompt_portal";
 /// `{"hint":"Template updated"}` / `{"hint":"History cleared"}` for a session. It must not be under
 /// `{project}/assistant_response/`, which OwOGPT and prompt-portal subscribe to with `#`. `{project}` and
 /// `{sessionId}` are replaced.
-pub const CHAT_NOTICE_TOPIC: &str = "{project}/notice/{sessionId}";
+pub const CHAT_NOTICE_TOPIC: &str = "{project}/control_notice/{sessionId}";
 
 /// The chat notice topic of `session` in `project` (see [`CHAT_NOTICE_TOPIC`]).
 pub fn chat_notice_topic(project: &str, session: &str) -> String {

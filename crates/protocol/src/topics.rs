@@ -12,6 +12,10 @@
 //!   `assistant_response/#` because clients take every message there as the answer;
 //! - a state project (`maze`, seed-protocol §1.3) also takes game states on `{project}/state` and answers each with
 //!   a JSON hint on `{project}/hint/{sessionId}`, or on a client-chosen topic under `{project}/hint/`.
+//! - control messages arrive on `{project}/{template,clear_history,delete_session}[/{sessionId}]`
+//!   ([`ControlAction`]) and their notices go to `{project}/control_notice/{sessionId|all}`
+//!   ([`control_notice_topic`]) or, for the maze game, `maze/hint/{sessionId|all}` ([`hint_notice_topic`]) as the
+//!   successor did; never under `assistant_response/`.
 
 use std::fmt;
 
@@ -26,7 +30,10 @@ const REQUEST_SUFFIX: &str = "user_input";
 const REPLY_LEVEL: &str = "assistant_response";
 const STREAM_LEVEL: &str = "assistant_stream";
 const STATE_SUFFIX: &str = "state";
+const NOTICE_LEVEL: &str = "control_notice";
 const HINT_LEVEL: &str = "hint";
+/// The topic suffix (and `target` value) that names every session of a project.
+pub const ALL_SESSIONS: &str = "all";
 
 /// The topic a project's requests arrive on: `{p}/user_input`.
 pub fn request_topic(p: &ProjectName) -> String {
@@ -78,6 +85,88 @@ pub fn default_reply_topic(p: &ProjectName, s: &SessionId) -> String {
 /// `{p}/assistant_stream/{s}`.
 pub fn default_stream_topic(p: &ProjectName, s: &SessionId) -> String {
     format!("{p}/{STREAM_LEVEL}/{s}")
+}
+
+/// A control topic's action: `{p}/template`, `{p}/clear_history`, `{p}/delete_session` (each also with a
+/// `/{sessionId}` suffix), as the successor served them for `maze` (seed-protocol §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlAction {
+    /// Set the system prompt (and, with `reset`, clear the history).
+    Template,
+    /// Clear the history, keep the prompt.
+    ClearHistory,
+    /// Forget the session.
+    DeleteSession,
+}
+
+impl ControlAction {
+    pub const ALL: [Self; 3] = [Self::Template, Self::ClearHistory, Self::DeleteSession];
+
+    /// The topic level, also the stable metrics label and the config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Template => "template",
+            Self::ClearHistory => "clear_history",
+            Self::DeleteSession => "delete_session",
+        }
+    }
+
+    /// The action spelled `s` (its topic level), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for ControlAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The subscription filters of project `p`'s control topics: `{p}/{action}` and `{p}/{action}/+` for each action.
+pub fn control_filters(p: &ProjectName) -> Vec<String> {
+    ControlAction::ALL
+        .into_iter()
+        .flat_map(|a| [format!("{p}/{a}"), format!("{p}/{a}/+")])
+        .collect()
+}
+
+/// A message on a control topic: its project, action and the raw `/{suffix}` level, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlTopic<'a> {
+    pub project: &'a ProjectName,
+    pub action: ControlAction,
+    /// The topic's last level after `{p}/{action}/` (not yet validated as a session id).
+    pub suffix: Option<&'a str>,
+}
+
+/// The served project's control topic `topic` is, if it is one: `{p}/{action}` or `{p}/{action}/{suffix}` with a
+/// one-level suffix.
+pub fn control_topic<'a>(topic: &'a str, projects: &'a [ProjectName]) -> Option<ControlTopic<'a>> {
+    projects.iter().find_map(|p| {
+        let rest = topic.strip_prefix(p.as_str())?.strip_prefix('/')?;
+        let (level, suffix) = match rest.split_once('/') {
+            Some((level, suffix)) if !suffix.contains('/') => (level, Some(suffix)),
+            Some(_) => return None,
+            None => (rest, None),
+        };
+        Some(ControlTopic {
+            project: p,
+            action: ControlAction::parse(level)?,
+            suffix,
+        })
+    })
+}
+
+/// `{p}/control_notice/{suffix}`: where a chat project's control notices go (`suffix`: a session id or
+/// [`ALL_SESSIONS`]). Outside `{p}/assistant_response/`, where clients take any message as an answer.
+pub fn control_notice_topic(p: &ProjectName, suffix: &str) -> String {
+    format!("{p}/{NOTICE_LEVEL}/{suffix}")
+}
+
+/// `{p}/hint/{suffix}`: where the successor sent `maze`'s control notices (`maze/hint/{sid}`).
+pub fn hint_notice_topic(p: &ProjectName, suffix: &str) -> String {
+    format!("{p}/{HINT_LEVEL}/{suffix}")
 }
 
 /// Why a client-supplied topic was not used (for logs/metrics labels via [`TopicFallback::as_str`]).

@@ -459,3 +459,45 @@ fn topic_error_messages_name_the_rule() {
     );
     assert_eq!(TopicError::EmptyProjectList.to_string(), "project list is empty");
 }
+
+#[test]
+fn control_topics_and_their_suffix() {
+    let projects = [project("general"), project("prompt_portal")];
+    let ct = |t: &str| {
+        control_topic(t, &projects).map(|c| (c.project.as_str().to_owned(), c.action, c.suffix.map(str::to_owned)))
+    };
+    assert_eq!(
+        ct("prompt_portal/template"),
+        Some(("prompt_portal".into(), ControlAction::Template, None))
+    );
+    assert_eq!(
+        ct("prompt_portal/delete_session/s1"),
+        Some(("prompt_portal".into(), ControlAction::DeleteSession, Some("s1".into())))
+    );
+    assert_eq!(
+        ct("general/clear_history/all"),
+        Some(("general".into(), ControlAction::ClearHistory, Some("all".into())))
+    );
+    assert_eq!(ct("general/clear_history/s1/x"), None, "one level only");
+    assert_eq!(ct("general/user_input"), None);
+    assert_eq!(ct("general/templates"), None);
+    assert_eq!(ct("maze/template"), None, "not served");
+    assert_eq!(ct("generalx/template"), None);
+    assert_eq!(
+        control_filters(&project("maze")),
+        [
+            "maze/template",
+            "maze/template/+",
+            "maze/clear_history",
+            "maze/clear_history/+",
+            "maze/delete_session",
+            "maze/delete_session/+"
+        ]
+    );
+    assert_eq!(
+        control_notice_topic(&project("general"), "s1"),
+        "general/control_notice/s1"
+    );
+    assert_eq!(hint_notice_topic(&project("maze"), "all"), "maze/hint/all");
+    assert!(!control_notice_topic(&project("general"), "s1").starts_with(&reply_base(&project("general"))));
+}

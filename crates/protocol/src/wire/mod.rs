@@ -497,6 +497,7 @@ fn stream_topic(project: &ProjectName, session: &SessionId, fields: &Map<String,
 mod content;
 #[cfg(test)]
 mod content_tests;
+pub mod control;
 mod fields;
 mod frames;
 mod scan;
