@@ -120,7 +120,7 @@ async fn owogpt_image_message_to_a_vision_model() {
     let e2 = Echo::of(&captioned);
     assert_eq!(e2.messages, 4, "{captioned}");
     assert!(e2.user.contains("describe this"), "{captioned}");
-    assert_eq!(images_seen(&e2.user), 1, "{captioned}");
+    assert_eq!(images_seen(&captioned), 1, "{captioned}");
 
     let marker = Echo::of(&ask(&mut owo, &sid, "marker", &params, &[]).await);
     assert_eq!((marker.messages, marker.user.as_str()), (6, "marker"));
