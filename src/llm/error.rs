@@ -236,7 +236,7 @@ fn is_context_overflow(api: Option<&ApiError>, body: &str) -> bool {
 const IMAGES_UNSUPPORTED_MESSAGE: &str = "this model does not read images";
 
 /// Whether an error says the model takes no images. vLLM (a text-only model given an `image_url` part): 400
-/// `BadRequestError` "The model is not multimodal." (`ModelConfig.get_multimodal_config`); llama.cpp without an
+/// `BadRequestError` "{served model} is not a multimodal model" (vLLM 0.32.0, observed with SmolLM2); llama.cpp without an
 /// mmproj: "image input is not supported"; others: "does not support image input" and the like.
 fn is_images_unsupported(api: Option<&ApiError>, body: &str) -> bool {
     const PHRASES: [&str; 4] = [
@@ -396,8 +396,7 @@ mod tests {
 
     #[test]
     fn a_text_only_model_given_images_says_so() {
-        let vllm =
-            r#"{"error":{"message":"The model is not multimodal.","type":"BadRequestError","param":null,"code":400}}"#;
+        let vllm = r#"{"error":{"message":"smollm2 is not a multimodal model","type":"BadRequestError","param":null,"code":400}}"#;
         let llamacpp = r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#;
         for err in [
             status(400, vllm),

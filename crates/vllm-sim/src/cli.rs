@@ -212,7 +212,7 @@ pub struct SimTuning {
     pub sim_reply: ReplyMode,
     /// Whether the model reads images: `auto` takes a model id with a `VL` part (`Qwen/Qwen3-VL-4B-Instruct`) as
     /// multimodal and any other as text-only, as vLLM decides by the model's architecture. A text-only model
-    /// answers a request with image parts with vLLM's 400 "The model is not multimodal.".
+    /// answers a request with image parts with vLLM's 400 "{model} is not a multimodal model".
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = Multimodal::Auto)]
     pub sim_multimodal: Multimodal,
     /// Natural length of a reply in tokens (the final EOS token included) before max_tokens cuts it.

@@ -39,9 +39,10 @@ pub enum ApiError {
     MaxTokensTooSmall { max_tokens: i64 },
     #[error("At most {limit} image(s) may be provided in one prompt.")]
     TooManyImages { limit: u32 },
-    /// Image parts sent to a text-only model (vLLM's `ModelConfig.get_multimodal_config`, a `ValueError` → 400).
-    #[error("The model is not multimodal.")]
-    NotMultimodal,
+    /// Image parts sent to a text-only model: a `ValueError` → 400 naming the served model (observed on vLLM 0.32.0,
+    /// `{"message":"smollm2 is not a multimodal model","type":"BadRequestError",...}`).
+    #[error("{model} is not a multimodal model")]
+    NotMultimodal { model: String },
     #[error(
         "The engine is currently busy and cannot accept new requests. Please try again later or \
          on a different instance."
@@ -96,7 +97,7 @@ impl ApiError {
             | ApiError::MaxTokensTooLarge { .. }
             | ApiError::MaxTokensTooSmall { .. }
             | ApiError::TooManyImages { .. }
-            | ApiError::NotMultimodal => StatusCode::BAD_REQUEST,
+            | ApiError::NotMultimodal { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EngineDead => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +113,7 @@ impl ApiError {
             | ApiError::MaxTokensTooLarge { .. }
             | ApiError::MaxTokensTooSmall { .. }
             | ApiError::TooManyImages { .. }
-            | ApiError::NotMultimodal => "BadRequestError",
+            | ApiError::NotMultimodal { .. } => "BadRequestError",
             ApiError::ModelNotFound { .. } => "NotFoundError",
             ApiError::QueueFull => "Service Unavailable",
             ApiError::EngineDead => "InternalServerError",
@@ -129,7 +130,7 @@ impl ApiError {
             ApiError::TooManyImages { .. } => Some("image"),
             ApiError::UnsupportedMediaType
             | ApiError::PromptFillsContext { .. }
-            | ApiError::NotMultimodal
+            | ApiError::NotMultimodal { .. }
             | ApiError::QueueFull
             | ApiError::EngineDead => None,
         }

@@ -73,7 +73,7 @@ async fn a_text_only_model_refuses_images_like_vllm() {
     assert_eq!(status, 400);
     assert_eq!(
         v,
-        json!({"error": {"message": "The model is not multimodal.", "type": "BadRequestError", "param": null, "code": 400}})
+        json!({"error": {"message": "Qwen/Qwen3-0.6B is not a multimodal model", "type": "BadRequestError", "param": null, "code": 400}})
     );
     // Text parts alone are fine.
     let (status, _) = post(&sim, &ask(json!([{"type": "text", "text": "hi"}]))).await;

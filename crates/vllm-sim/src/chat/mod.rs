@@ -114,7 +114,9 @@ fn prepare(app: &AppState, headers: &HeaderMap, req: ChatRequest) -> Result<Prep
     check_model(cfg, req.model.as_deref())?;
     let images: u32 = req.messages.iter().map(|m| m.images()).sum();
     if images > 0 && !cfg.engine.multimodal {
-        return Err(ApiError::NotMultimodal);
+        // vLLM names the served model (the first name when the request names none).
+        let model = req.model.clone().unwrap_or_else(|| cfg.served_names[0].clone());
+        return Err(ApiError::NotMultimodal { model });
     }
     if let Some(limit) = cfg.engine.image_limit
         && images > limit
