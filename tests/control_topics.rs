@@ -269,7 +269,12 @@ async fn target_all_applies_to_the_whole_project_only() {
     );
     assert_eq!(
         h.turn("prompt_portal", "s1", "two").await,
-        echo(4, "s,u,a,u", GENERAL, "two"),
+        echo(
+            4,
+            "s,u,a,u",
+            mqtt_llm::config::ProjectCatalog::builtin().system_prompt("prompt_portal"),
+            "two"
+        ),
         "another project is untouched"
     );
     let n = h
