@@ -6,26 +6,13 @@ mod support;
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args_with};
+use support::{Received, TestClient};
 
-struct Harness {
-    _broker: Mosquitto,
-    server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
-        let mut client = TestClient::connect(broker.port).await;
-        client.subscribe("+/assistant_response/#").await;
-        client.subscribe("+/assistant_stream/#").await;
-        Self {
-            _broker: broker,
-            server,
-            client,
-        }
+        Self::launch(extra, &["+/assistant_response/#", "+/assistant_stream/#"]).await
     }
 
     /// Send a request and return the next message on `reply_topic`.
@@ -482,8 +469,8 @@ async fn mqtt_3_1_1_works_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_and_resubscribes_after_the_broker_restarts() {
     let mut h = Harness::start(&[]).await;
-    let port = h._broker.port;
-    h._broker.restart().await;
+    let port = h.broker.port;
+    h.broker.restart().await;
     // A new broker knows no subscriptions: mqtt-llm must reconnect and subscribe again (it counts a connection
     // only once the broker acknowledged the subscriptions).
     h.server.wait_metric("mqtt_llm_mqtt_connections_total", 2.0).await;

@@ -8,34 +8,21 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args_with};
+use support::Received;
 
 const GENERAL: &str = "You are a helpful AI assistant.";
 
-struct Harness {
-    _broker: Mosquitto,
-    server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
-        let mut client = TestClient::connect(broker.port).await;
-        for filter in [
+        let filters = [
             "+/assistant_response/#",
             "+/assistant_stream/#",
             "+/control_notice/#",
             "maze/hint/#",
-        ] {
-            client.subscribe(filter).await;
-        }
-        Self {
-            _broker: broker,
-            server,
-            client,
-        }
+        ];
+        Self::launch(extra, &filters).await
     }
 
     /// The next message, which must be on `topic`.

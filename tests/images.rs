@@ -4,30 +4,17 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args_with};
+use support::Received;
 
 /// A 1×1 PNG, as OwOGPT sends a picture: a data URL.
 const PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 const SYSTEM: &str = "system=You are a helpful AI assistant.";
 
-struct Harness {
-    _broker: Mosquitto,
-    _server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
-        let mut client = TestClient::connect(broker.port).await;
-        client.subscribe("general/assistant_response/#").await;
-        client.subscribe("general/assistant_stream/#").await;
-        Self {
-            _broker: broker,
-            _server: server,
-            client,
-        }
+        Self::launch(extra, &["general/assistant_response/#", "general/assistant_stream/#"]).await
     }
 
     /// A vision model: the sim reads images (`sim-model` alone is text-only).

@@ -19,24 +19,12 @@ const CONFLICT: &str =
 /// Device A's system prompt, short enough for the echo to show it whole.
 const PROMPT_A: &str = "You are device A's helper.";
 
-struct Harness {
-    _broker: Mosquitto,
-    server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     /// mosquitto, `mqtt-llm up` with `extra` flags, and a client that sees every reply of every project.
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
-        let mut client = TestClient::connect(broker.port).await;
-        client.subscribe("+/assistant_response/#").await;
-        Self {
-            _broker: broker,
-            server,
-            client,
-        }
+        Self::launch(extra, &["+/assistant_response/#"]).await
     }
 
     /// Publish `body` on `{project}/user_input` and return the text of the next reply anywhere; it must be on

@@ -8,24 +8,13 @@ mod support;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{Mosquitto, MqttLlm, Received, TestClient, sim_up_args_with};
+use support::Received;
 
-struct Harness {
-    _broker: Mosquitto,
-    server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
-        let client = TestClient::connect(broker.port).await;
-        Self {
-            _broker: broker,
-            server,
-            client,
-        }
+        Self::launch(extra, &[]).await
     }
 
     /// Send `body` to `{project}/user_input`; the reply on the session's default topic.

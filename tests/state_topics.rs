@@ -28,26 +28,13 @@ fn state(session: &str, x: i64) -> Value {
     })
 }
 
-struct Harness {
-    _broker: Mosquitto,
-    server: MqttLlm,
-    client: TestClient,
-}
+type Harness = support::Stack;
 
 impl Harness {
     async fn start(extra: &[&str]) -> Self {
-        let broker = Mosquitto::start().await;
         let mut args = vec!["--projects", "general maze"];
         args.extend_from_slice(extra);
-        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), &args)).await;
-        let mut client = TestClient::connect(broker.port).await;
-        client.subscribe("maze/hint/#").await;
-        client.subscribe("maze/assistant_response/#").await;
-        Self {
-            _broker: broker,
-            server,
-            client,
-        }
+        Self::launch(&args, &["maze/hint/#", "maze/assistant_response/#"]).await
     }
 
     async fn send_state(&self, body: Value) {

@@ -856,3 +856,23 @@ pub fn descendants_of(pid: i32) -> Vec<i32> {
     }
     found
 }
+
+/// The usual end-to-end stack: a broker, `mqtt-llm up` with the echo sim and extra flags, and a test client.
+pub struct Stack {
+    pub broker: Mosquitto,
+    pub server: MqttLlm,
+    pub client: TestClient,
+}
+
+impl Stack {
+    /// mosquitto, `mqtt-llm up` with `extra` flags (ready), and a client subscribed to `filters`.
+    pub async fn launch(extra: &[&str], filters: &[&str]) -> Self {
+        let broker = Mosquitto::start().await;
+        let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
+        let mut client = TestClient::connect(broker.port).await;
+        for filter in filters {
+            client.subscribe(filter).await;
+        }
+        Self { broker, server, client }
+    }
+}
