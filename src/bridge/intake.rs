@@ -178,22 +178,30 @@ fn overflow(
     let Some(project) = request_filter_project(&msg.topic, projects) else {
         return;
     };
-    metrics::request_received(project.as_str());
-    let refusal = Refusal::Overloaded;
-    metrics::request_rejected(project.as_str(), refusal.code());
     let policy = catalog.reply_policy(project.as_str());
     let reply = match parse_request(project, &msg.payload, &msg.props, limits, policy) {
         Ok(r) => Some(r.reply),
         Err(rejection) => rejection.reply,
     };
+    refuse_overflow(publisher, project, reply, &Refusal::Overloaded.reply_text(), admission);
+}
+
+/// Count the overload refusal of a message the intake had no room for, and say so on `reply` (without waiting)
+/// with the retry hint; `body` is the refusal in the topic's form (plain text, or JSON on a state's hint topic).
+pub(super) fn refuse_overflow(
+    publisher: &Publisher,
+    project: &ProjectName,
+    reply: Option<ReplyTarget>,
+    body: &str,
+    admission: &Admission,
+) {
+    metrics::request_received(project.as_str());
+    metrics::request_rejected(project.as_str(), Refusal::Overloaded.code());
     let Some(target) = reply else {
-        tracing::warn!(
-            project = project.as_str(),
-            "overloaded; request dropped with no reply topic"
-        );
+        tracing::warn!(project = project.as_str(), "overloaded; dropped with no reply topic");
         return;
     };
-    if !publisher.try_reply(target, &refusal.reply_text(), Some(admission.retry_after())) {
+    if !publisher.try_reply(target, body, Some(admission.retry_after())) {
         tracing::error!("overloaded and cannot even say so");
     }
 }

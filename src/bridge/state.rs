@@ -110,23 +110,11 @@ pub(super) fn overflow_state(
     admission: &Admission,
     msg: &Inbound,
 ) {
-    metrics::request_received(project.as_str());
-    let refusal = Refusal::Overloaded;
-    metrics::request_rejected(project.as_str(), refusal.code());
     let policy = catalog.reply_policy(project.as_str());
     let reply = match parse_state(project, &msg.payload, &msg.props, limits, policy) {
         Ok(r) => Some(r.reply),
         Err(rejection) => rejection.reply,
     };
-    let Some(target) = reply else {
-        tracing::warn!(
-            project = project.as_str(),
-            "overloaded; state dropped with no reply topic"
-        );
-        return;
-    };
-    let body = error_payload(&refusal.user_message());
-    if !publisher.try_reply(target, &body, Some(admission.retry_after())) {
-        tracing::error!("overloaded and cannot even say so");
-    }
+    let body = error_payload(&Refusal::Overloaded.user_message());
+    super::intake::refuse_overflow(publisher, project, reply, &body, admission);
 }
