@@ -302,12 +302,13 @@ struct LoopShared {
 
 impl LoopShared {
     fn set_ready(&self, ready: bool) {
+        // The gauge first: whoever sees `/readyz` turn 200 also finds it in `/metrics`.
+        metrics::mqtt_connected(ready);
         self.ready.send_if_modified(|r| {
             let changed = *r != ready;
             *r = ready;
             changed
         });
-        metrics::mqtt_connected(ready);
     }
 
     fn deliver(&self, msg: Inbound) {
