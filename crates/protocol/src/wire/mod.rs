@@ -251,18 +251,30 @@ pub fn parse_request(
             Ok(_) => Err(ctx.v5_only().reject(&ctx, RequestError::NotObject)),
         };
     }
+    let fields = json_object(&ctx, payload, text, limits)?;
+    parse_object(&ctx, &fields, limits)
+}
+
+/// A JSON-looking payload as an object: refused when nested deeper than `max_json_depth` (checked before serde sees
+/// it), when it does not parse, or when it is not an object; the refusal is routed by a shallow scan.
+fn json_object(
+    ctx: &Ctx<'_>,
+    payload: &[u8],
+    text: &str,
+    limits: &WireLimits,
+) -> Result<Map<String, Value>, Rejection> {
     if scan::nests_deeper_than(payload, limits.max_json_depth) {
         let error = RequestError::TooDeep {
             limit: limits.max_json_depth,
         };
-        return Err(ctx.unparsed(payload).reject(&ctx, error));
+        return Err(ctx.unparsed(payload).reject(ctx, error));
     }
     match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(fields)) => parse_object(&ctx, &fields, limits),
-        Ok(_) => Err(ctx.v5_only().reject(&ctx, RequestError::NotObject)),
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ctx.v5_only().reject(ctx, RequestError::NotObject)),
         Err(e) => {
             let error = RequestError::InvalidJson { detail: e.to_string() };
-            Err(ctx.unparsed(payload).reject(&ctx, error))
+            Err(ctx.unparsed(payload).reject(ctx, error))
         }
     }
 }

@@ -193,20 +193,8 @@ pub fn parse_state(
     if !json_container {
         return Err(ctx.v5_only().reject(&ctx, RequestError::NotObject));
     }
-    if scan::nests_deeper_than(payload, limits.max_json_depth) {
-        let error = RequestError::TooDeep {
-            limit: limits.max_json_depth,
-        };
-        return Err(ctx.unparsed(payload).reject(&ctx, error));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(fields)) => parse_state_object(&ctx, &fields, limits),
-        Ok(_) => Err(ctx.v5_only().reject(&ctx, RequestError::NotObject)),
-        Err(e) => {
-            let error = RequestError::InvalidJson { detail: e.to_string() };
-            Err(ctx.unparsed(payload).reject(&ctx, error))
-        }
-    }
+    let fields = super::json_object(&ctx, payload, text, limits)?;
+    parse_state_object(&ctx, &fields, limits)
 }
 
 fn parse_state_object(
