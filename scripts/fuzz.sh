@@ -8,6 +8,8 @@
 #      `cargo +nightly fuzz run -s none <target> fuzz/artifacts/<target>/<file>`).
 # FUZZ_SANITIZER (default `none`) is passed to `cargo fuzz -s`: our crates forbid unsafe code, so AddressSanitizer
 # mostly costs speed; use `address` to check the dependencies' unsafe code too.
+# FUZZ_SEED (default 0: a random seed each run) is libFuzzer's -seed; .ci/run sets it to 1 so that a CI verdict is
+# reproducible (the same mutations in the same order; a faster machine only gets further along them).
 # Arguments name the targets to run (default: all), e.g. `FUZZ_SECONDS=600 scripts/fuzz.sh sse_decoder`.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ cd "$REPO"
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
+SEED="${FUZZ_SEED:-0}"
 TARGETS=("$@")
 if [[ ${#TARGETS[@]} -eq 0 ]]; then
     TARGETS=(parse_request topic_rules sse_decoder)
@@ -49,7 +52,7 @@ for target in "${TARGETS[@]}"; do
     status=0
     # -timeout: one input running 10 s is a hang, reported like a crash.
     cargo +nightly fuzz run -s "$SANITIZER" "$target" "$corpus" -- \
-        -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=10 \
+        -max_total_time="$FUZZ_SECONDS" -seed="$SEED" -print_final_stats=1 -timeout=10 \
         >"$log" 2>&1 </dev/null || status=$?
     runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*$' || true)"
     if [[ $status -ne 0 ]]; then

@@ -19,6 +19,10 @@ pub enum TopicError {
     /// cannot be written in the comma/space separated `--projects` list.
     #[error("project name {name:?} contains the forbidden character {ch:?}")]
     ProjectNameForbiddenChar { name: String, ch: char },
+    /// Brokers reserve topics that start with `$` (`$SYS/...`): clients cannot publish there and wildcards skip them,
+    /// so a project named `$x` could never be served.
+    #[error("project name {name:?} starts with '$', which brokers reserve for their own topics")]
+    ProjectNameReserved { name: String },
     #[error("project list is empty")]
     EmptyProjectList,
     #[error("session id is empty")]
@@ -58,7 +62,7 @@ fn screen(s: &str, max: usize, forbidden: impl Fn(char) -> bool) -> Result<(), R
 }
 
 /// A configured project name (first topic level). Non-empty, ≤ 64 bytes, no '/', '+', '#', NUL or control chars,
-/// and no whitespace (the `--projects` list syntax could not express it).
+/// no whitespace (the `--projects` list syntax could not express it), and no leading '$' (broker-reserved topics).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProjectName(String);
 
@@ -67,6 +71,7 @@ impl ProjectName {
     pub fn try_new(s: &str) -> Result<Self, TopicError> {
         let forbidden = |c: char| is_structural_or_control(c) || c.is_whitespace();
         match screen(s, MAX_PROJECT_NAME_BYTES, forbidden) {
+            Ok(()) if s.starts_with('$') => Err(TopicError::ProjectNameReserved { name: s.to_owned() }),
             Ok(()) => Ok(Self(s.to_owned())),
             Err(Refusal::Empty) => Err(TopicError::EmptyProjectName),
             Err(Refusal::TooLong { len, max }) => Err(TopicError::ProjectNameTooLong { len, max }),

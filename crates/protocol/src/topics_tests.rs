@@ -55,6 +55,15 @@ fn project_name_table() {
         ("a\nb", forbidden("a\nb", '\n')),
         ("a b", forbidden("a b", ' ')),
         (" a", forbidden(" a", ' ')),
+        // Broker-reserved: found by the topic_rules fuzzer (a project `$` accepted `$/assistant_response/...`).
+        ("$", Err(TopicError::ProjectNameReserved { name: "$".to_owned() })),
+        (
+            "$SYS",
+            Err(TopicError::ProjectNameReserved {
+                name: "$SYS".to_owned(),
+            }),
+        ),
+        ("a$", Ok("a$")),
     ];
     check_ids(cases, ProjectName::try_new, ProjectName::as_str);
 }
