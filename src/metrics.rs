@@ -27,6 +27,14 @@ pub const REQUESTS_QUEUED: &str = "mqtt_llm_requests_queued";
 pub const REQUESTS_INFLIGHT: &str = "mqtt_llm_requests_inflight";
 pub const SESSIONS: &str = "mqtt_llm_sessions";
 pub const HISTORY_TRIMMED: &str = "mqtt_llm_history_trimmed_turns_total";
+pub const HISTORY_TRIMS: &str = "mqtt_llm_history_trims_total";
+pub const SESSION_BYTES: &str = "mqtt_llm_session_bytes";
+pub const SESSION_EVICTIONS: &str = "mqtt_llm_session_evictions_total";
+pub const STORE_WRITES: &str = "mqtt_llm_store_writes_total";
+pub const STORE_WRITE_SECONDS: &str = "mqtt_llm_store_write_seconds";
+pub const STORE_SESSIONS_WRITTEN: &str = "mqtt_llm_store_sessions_written_total";
+pub const STORE_SESSIONS_RESTORED: &str = "mqtt_llm_store_sessions_restored";
+pub const TOKENIZE_CALLS: &str = "mqtt_llm_tokenize_calls_total";
 pub const MQTT_CONNECTED: &str = "mqtt_llm_mqtt_connected";
 pub const MQTT_CONNECTIONS: &str = "mqtt_llm_mqtt_connections_total";
 pub const MQTT_CONNECTION_ERRORS: &str = "mqtt_llm_mqtt_connection_errors_total";
@@ -84,6 +92,14 @@ const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
     (Service, Gauge, REQUESTS_INFLIGHT, "Requests the engine is working on."),
     (Service, Gauge, SESSIONS, "Conversations held in memory."),
     (Service, Counter, HISTORY_TRIMMED, "Oldest turns dropped to keep histories within the token budget."),
+    (Service, Counter, HISTORY_TRIMS, "Trims of a history (each drops one or more whole oldest turns)."),
+    (Service, Gauge, SESSION_BYTES, "Bytes of conversation history held in memory (turn text and cached JSON)."),
+    (Service, Counter, SESSION_EVICTIONS, "Conversations forgotten: idle expiry, the session cap (lru) or the byte cap."),
+    (Service, Counter, STORE_WRITES, "Write transactions of the session store, by outcome."),
+    (Service, Histogram, STORE_WRITE_SECONDS, "Time of one session-store write transaction (with its fsync)."),
+    (Service, Counter, STORE_SESSIONS_WRITTEN, "Conversation records written to the session store."),
+    (Service, Gauge, STORE_SESSIONS_RESTORED, "Conversations restored from the session store at start-up."),
+    (Service, Counter, TOKENIZE_CALLS, "Prompts counted with the engine's /tokenize near the budget, by outcome."),
     (Service, Gauge, MQTT_CONNECTED, "1 while connected to the broker."),
     (Service, Counter, MQTT_CONNECTIONS, "Successful broker connections (ConnAck)."),
     (Service, Counter, MQTT_CONNECTION_ERRORS, "Broker connection errors (each followed by a reconnect attempt)."),
@@ -202,8 +218,37 @@ pub fn sessions(n: usize) {
     gauge!(SESSIONS).set(n as f64);
 }
 
-pub fn history_trimmed(turns: usize) {
-    counter!(HISTORY_TRIMMED).increment(turns as u64);
+pub fn history_trimmed(policy: &'static str, turns: usize) {
+    counter!(HISTORY_TRIMMED, "policy" => policy).increment(turns as u64);
+    counter!(HISTORY_TRIMS, "policy" => policy).increment(1);
+}
+
+pub fn session_bytes(bytes: usize) {
+    gauge!(SESSION_BYTES).set(bytes as f64);
+}
+
+/// `reason`: `idle`, `lru` or `bytes`.
+pub fn session_evictions(reason: &'static str, n: usize) {
+    if n > 0 {
+        counter!(SESSION_EVICTIONS, "reason" => reason).increment(n as u64);
+    }
+}
+
+/// One store write transaction: `ok` or `error`, its duration and the records it wrote.
+pub fn store_write(ok: bool, seconds: f64, sessions: usize) {
+    counter!(STORE_WRITES, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+    histogram!(STORE_WRITE_SECONDS).record(seconds);
+    counter!(STORE_SESSIONS_WRITTEN).increment(sessions as u64);
+}
+
+pub fn store_restored(sessions: usize) {
+    gauge!(STORE_SESSIONS_RESTORED).set(sessions as f64);
+}
+
+/// `outcome`: `fits`, `over` (the prompt was trimmed further), `unsupported` (the engine has no chat /tokenize) or
+/// `error`.
+pub fn tokenize_call(outcome: &'static str) {
+    counter!(TOKENIZE_CALLS, "outcome" => outcome).increment(1);
 }
 
 pub fn mqtt_connected(up: bool) {

@@ -28,6 +28,9 @@ pub enum Failure {
     /// The session was forgotten while the request waited and another client has claimed its id since.
     #[error(transparent)]
     SessionOwner(OwnerRefusal),
+    /// The prompt cannot fit the model's context (or the budget) even without history.
+    #[error(transparent)]
+    NoRoom(super::budget::NoRoom),
 }
 
 impl Failure {
@@ -40,6 +43,8 @@ impl Failure {
             Self::EngineRestarted => "engine_restarting",
             Self::Refused(r) => r.code(),
             Self::SessionOwner(r) => r.code(),
+            // The code the engine's own 400 maps to: a client sees one code for one cause.
+            Self::NoRoom(_) => "context_overflow",
         }
     }
 
@@ -53,6 +58,7 @@ impl Failure {
             Self::EngineRestarted => "engine restarted, please retry".to_owned(),
             Self::Refused(r) => r.user_message(),
             Self::SessionOwner(r) => r.to_string(),
+            Self::NoRoom(r) => r.to_string(),
         }
     }
 

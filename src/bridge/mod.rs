@@ -14,6 +14,7 @@
 //!
 //! [`Bridge::new`] builds these parts, each with only what it needs; the [`Bridge`] keeps the shutdown drain.
 
+pub mod budget;
 pub mod control;
 pub mod failure;
 pub mod intake;
@@ -32,7 +33,8 @@ use crate::config::{BridgeConfig, ProjectCatalog};
 use crate::engine::EngineHandle;
 use crate::llm::LlmClient;
 use crate::mqtt::publisher::Publisher;
-use crate::session::{SessionSettings, SessionStore};
+use crate::session::{SessionSettings, SessionStore, SweepLimits};
+use budget::ContextWindow;
 pub use intake::{Intake, overflow_handler};
 use mqtt_llm_protocol::topics::ProjectName;
 use worker::{Worker, WorkerSettings};
@@ -67,7 +69,11 @@ impl Bridge {
         engine: EngineHandle,
         publisher: Publisher,
     ) -> (Self, Intake) {
-        let sessions = SessionStore::new(cfg.sessions.max_history_tokens);
+        let sessions = SessionStore::new(
+            cfg.sessions.max_history_tokens.get(),
+            cfg.sessions.trim,
+            cfg.sessions.persist.is_some(),
+        );
         let workers = TaskTracker::new();
         let abort = CancellationToken::new();
         let worker = Worker {
@@ -75,6 +81,7 @@ impl Bridge {
             engine,
             llm,
             sessions: sessions.clone(),
+            window: ContextWindow::default(),
             catalog: catalog.clone(),
             publisher: publisher.clone(),
             settings: WorkerSettings {
@@ -100,7 +107,7 @@ impl Bridge {
         let bridge = Self {
             admission,
             sessions,
-            session_settings: cfg.sessions,
+            session_settings: cfg.sessions.clone(),
             workers,
             worker,
             abort,
@@ -108,13 +115,15 @@ impl Bridge {
         (bridge, intake)
     }
 
-    /// Every [`SWEEP_INTERVAL`], forget idle conversations and those beyond `--max-sessions`.
+    /// Every [`SWEEP_INTERVAL`], forget idle conversations and those beyond `--max-sessions` and
+    /// `--max-history-bytes`.
     pub fn spawn_session_sweeper(&self, tracker: &TaskTracker, cancel: CancellationToken) {
         let sessions = self.sessions.clone();
-        let (idle, max) = (
-            self.session_settings.idle_timeout,
-            self.session_settings.max_sessions.get(),
-        );
+        let limits = SweepLimits {
+            idle: self.session_settings.idle_timeout,
+            max_sessions: self.session_settings.max_sessions.get(),
+            max_bytes: self.session_settings.max_bytes.get(),
+        };
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             tick.tick().await;
@@ -123,11 +132,20 @@ impl Bridge {
                     _ = tick.tick() => {}
                     _ = cancel.cancelled() => break,
                 }
-                let removed = sessions.sweep(std::time::Instant::now(), idle, max);
-                if removed > 0 {
-                    tracing::debug!(removed, "conversations forgotten");
+                let gone = sessions.sweep_with(tokio::time::Instant::now(), &limits);
+                if gone.total() > 0 {
+                    tracing::debug!(
+                        idle = gone.idle,
+                        lru = gone.lru,
+                        bytes = gone.bytes,
+                        "conversations forgotten"
+                    );
                 }
+                crate::metrics::session_evictions("idle", gone.idle);
+                crate::metrics::session_evictions("lru", gone.lru);
+                crate::metrics::session_evictions("bytes", gone.bytes);
                 crate::metrics::sessions(sessions.len());
+                crate::metrics::session_bytes(sessions.bytes());
             }
         });
     }

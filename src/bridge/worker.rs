@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{self, ContextWindow, MAX_RECOUNTS, NoRoom, Tokenizer};
 use super::failure::Failure;
 use super::state;
 use super::stream::StreamSink;
@@ -20,7 +21,7 @@ use crate::engine::EngineHandle;
 use crate::llm::{ChatEvent, CompletionRequest, LlmClient, MessageContent, ThinkFilter, Usage, clean_reply};
 use crate::metrics;
 use crate::mqtt::publisher::Publisher;
-use crate::session::{Owner, SessionStore, user_turn_text};
+use crate::session::{Counted, Fit, Owner, SessionStore, user_turn_text};
 use mqtt_llm_protocol::wire::{ChatRequest, FrameUsage, ReplyTarget};
 
 /// How long a request that lost its engine connection waits for the supervisor to notice a crash.
@@ -43,6 +44,8 @@ pub(super) struct Worker {
     pub(super) engine: EngineHandle,
     pub(super) llm: LlmClient,
     pub(super) sessions: SessionStore,
+    /// The engine's context length and tokenizer support.
+    pub(super) window: ContextWindow,
     pub(super) catalog: ProjectCatalog,
     pub(super) publisher: Publisher,
     pub(super) settings: WorkerSettings,
@@ -56,6 +59,8 @@ struct Generation {
     finish_reason: String,
     usage: Option<Usage>,
     ttft: Option<Duration>,
+    /// The prompt budget the request was prepared under (the turn is trimmed to it when stored).
+    budget: u32,
 }
 
 /// Run `ticket`, then every ticket queued behind it in the same session, until the lane is empty.
@@ -130,18 +135,15 @@ impl Worker {
                 metrics::request_timing(project, total, generation.ttft);
                 metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
                 // The engine's count of an image turn includes the image's tokens, which later prompts do not
-                // carry (the history keeps a placeholder): estimate that turn instead, and let the next request's
-                // count correct the total.
-                let context = generation
-                    .usage
-                    .filter(|_| req.images.is_empty())
-                    .map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
+                // carry (the history keeps a placeholder): estimate that turn instead.
+                let counted = generation.usage.filter(|_| req.images.is_empty()).map(|u| Counted {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                });
                 let owner = self.owner(req, project);
                 let user = user_turn_text(&req.message, req.images.len());
-                let dropped = self.sessions.commit(key, &owner, user, text, context);
-                if dropped > 0 {
-                    metrics::history_trimmed(dropped);
-                }
+                self.sessions
+                    .commit_turn(key, &owner, user, text, counted, generation.budget);
             }
             Err(failure) => {
                 tracing::warn!(project, session = key.session.as_str(), code = failure.code(), error = %failure.user_message(), "request failed");
@@ -196,40 +198,99 @@ impl Worker {
         Owner::of(self.catalog.session_owner(project), req.client_id.as_deref())
     }
 
-    fn completion_request(&self, ticket: &Ticket) -> Result<CompletionRequest, Failure> {
+    /// The engine request of `ticket`, and the prompt budget it was fitted to: the budget from the model's
+    /// context, the prompt from the session (trimmed by the store's policy), counted by the engine when its
+    /// estimate comes near the budget and trimmed again if the count says so.
+    async fn completion_request(&self, ticket: &Ticket) -> Result<(CompletionRequest, u32), Failure> {
         let (req, key) = (ticket.request(), ticket.key());
         let project = key.project.as_str();
-        let system = self.catalog.system_prompt(project);
-        let messages = self
-            .sessions
-            .prepare(
-                key,
-                &self.owner(req, project),
-                req.system_prompt.as_deref(),
-                system,
-                MessageContent::with_images(&req.message, req.images.iter().map(|i| i.as_str().to_owned())),
-            )
-            .map_err(Failure::SessionOwner)?;
         let defaults = self.settings.defaults;
-        Ok(CompletionRequest {
-            messages,
-            temperature: Some(req.sampling.temperature.unwrap_or(defaults.temperature)),
-            top_p: Some(req.sampling.top_p.unwrap_or(defaults.top_p)),
-            max_tokens: Some(req.sampling.max_tokens.unwrap_or(defaults.max_tokens)),
-            chat_template_kwargs: (self.settings.skip_thinking).then(|| serde_json::json!({"enable_thinking": false})),
-            request_id: Some(req.request_id.clone()),
-            priority: self.catalog.priority(project),
-        })
+        let max_tokens = req.sampling.max_tokens.unwrap_or(defaults.max_tokens);
+        let incarnation = self.engine.incarnation();
+        let max_model_len = self.window.max_model_len(&self.llm, incarnation).await;
+        let budget =
+            budget::budget(self.sessions.max_history_tokens(), max_model_len, max_tokens).map_err(Failure::NoRoom)?;
+        let kwargs = self
+            .settings
+            .skip_thinking
+            .then(|| serde_json::json!({"enable_thinking": false}));
+        let owner = self.owner(req, project);
+        let system = self.catalog.system_prompt(project);
+        let content = MessageContent::with_images(&req.message, req.images.iter().map(|i| i.as_str().to_owned()));
+        let mut fit = Fit { budget, correction: 0 };
+        let prepare = |fit: Fit| {
+            self.sessions
+                .prepare_prompt(key, &owner, req.system_prompt.as_deref(), system, content.clone(), fit)
+                .map_err(Failure::SessionOwner)
+        };
+        let mut prompt = prepare(fit)?;
+        let no_room = |prompt_tokens: u32| {
+            Failure::NoRoom(NoRoom::Message {
+                prompt_tokens,
+                budget,
+                max_model_len,
+                max_tokens,
+            })
+        };
+        // Images are not counted: their tokens depend on the model's processor; the engine has the last word.
+        let countable = req.images.is_empty() && self.window.tokenizer(incarnation) != Tokenizer::Unsupported;
+        if countable && budget::worth_counting(prompt.estimate, budget) {
+            for _ in 0..MAX_RECOUNTS {
+                match self.llm.tokenize_messages(&prompt.json, kwargs.as_ref()).await {
+                    Ok(Some(count)) => {
+                        self.window
+                            .tokenized(incarnation, Tokenizer::Works, count.max_model_len);
+                        if count.count <= budget {
+                            metrics::tokenize_call("fits");
+                            break;
+                        }
+                        metrics::tokenize_call("over");
+                        if prompt.turns == 0 {
+                            return Err(no_room(count.count));
+                        }
+                        // The estimate fell short by this much: fit again with the difference counted.
+                        fit.correction = fit
+                            .correction
+                            .saturating_add(count.count.saturating_sub(prompt.estimate).max(1));
+                        prompt = prepare(fit)?;
+                    }
+                    Ok(None) => {
+                        metrics::tokenize_call("unsupported");
+                        self.window.tokenized(incarnation, Tokenizer::Unsupported, None);
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::tokenize_call("error");
+                        tracing::debug!(error = %e, "POST /tokenize failed: sending the estimated prompt");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((
+            CompletionRequest {
+                messages: crate::llm::Messages::Json(prompt.json),
+                temperature: Some(req.sampling.temperature.unwrap_or(defaults.temperature)),
+                top_p: Some(req.sampling.top_p.unwrap_or(defaults.top_p)),
+                max_tokens: Some(max_tokens),
+                chat_template_kwargs: kwargs,
+                request_id: Some(req.request_id.clone()),
+                priority: self.catalog.priority(project),
+            },
+            budget,
+        ))
     }
 
     async fn stream_answer(&self, ticket: &Ticket, mut sink: Option<&mut StreamSink>) -> Result<Generation, Failure> {
-        let mut events = self.llm.chat_stream(&self.completion_request(ticket)?).await?;
+        let (request, budget) = self.completion_request(ticket).await?;
+        let mut events = self.llm.chat_stream(&request).await?;
         let mut filter = self.settings.skip_thinking.then(ThinkFilter::new);
         let mut generation = Generation {
             raw: String::new(),
             finish_reason: "stop".into(),
             usage: None,
             ttft: None,
+            budget,
         };
         loop {
             let deadline = sink.as_ref().and_then(|s| s.deadline());

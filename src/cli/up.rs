@@ -53,6 +53,24 @@ impl SessionOwnerArg {
     }
 }
 
+/// `--trim-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrimPolicyArg {
+    /// Drop whole oldest turns down to the low-water mark in one step (prefix-cache friendly).
+    Stable,
+    /// Drop whole oldest turns until the prompt just fits (a full prefill on every turn once the window is full).
+    Sliding,
+}
+
+impl TrimPolicyArg {
+    fn raw(self) -> mqtt_llm::session::TrimPolicy {
+        match self {
+            Self::Stable => mqtt_llm::session::TrimPolicy::Stable,
+            Self::Sliding => mqtt_llm::session::TrimPolicy::Sliding,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     // ---- engine ----
@@ -229,9 +247,33 @@ pub struct UpArgs {
     /// Ask the chat template not to think and remove any <think>...</think> block from replies.
     #[arg(long, default_value_t = DEFAULT_SKIP_THINKING, action = clap::ArgAction::Set)]
     pub skip_thinking: bool,
-    /// Token budget of a session's history (system prompt + turns); oldest whole turns are dropped beyond it.
+    /// Token budget of a request's prompt (system prompt + kept turns + the new message); lowered to the
+    /// model's context minus the request's max tokens when that is smaller. Whole oldest turns are dropped beyond it.
     #[arg(long, default_value_t = DEFAULT_MAX_HISTORY_TOKENS)]
     pub max_history_tokens: u32,
+    /// How a history over its budget is trimmed: `stable` drops whole oldest turns down to --trim-low-water in one
+    /// step (the following turns share a prefix and hit the engine's prefix cache); `sliding` drops just enough.
+    #[arg(long, value_enum, default_value_t = TrimPolicyArg::Stable)]
+    pub trim_policy: TrimPolicyArg,
+    /// `stable`: after a trim the prompt holds at most this share of the budget (and of --max-history-turns).
+    #[arg(long, default_value_t = DEFAULT_TRIM_LOW_WATER)]
+    pub trim_low_water: f32,
+    /// Most turns a history keeps (0: no limit but the tokens).
+    #[arg(long, default_value_t = DEFAULT_MAX_HISTORY_TURNS)]
+    pub max_history_turns: u32,
+    /// History bytes held in memory, all sessions together; beyond it the least recently used are forgotten.
+    #[arg(long, default_value_t = DEFAULT_MAX_HISTORY_BYTES)]
+    pub max_history_bytes: usize,
+    /// Where conversations are persisted (`sessions.redb`); default `$XDG_STATE_HOME/mqtt-llm`, else
+    /// `~/.local/state/mqtt-llm`.
+    #[arg(long, env = "MQTT_LLM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A completed turn is on disk within this long (writes are batched; one fsync per batch).
+    #[arg(long, default_value = DEFAULT_PERSIST_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub persist_interval: Duration,
+    /// Keep conversations in memory only (nothing survives a restart).
+    #[arg(long)]
+    pub no_persist: bool,
     /// Forget a conversation after this long without requests.
     #[arg(long, default_value = DEFAULT_SESSION_IDLE_TIMEOUT.text, value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Duration,
@@ -350,6 +392,13 @@ impl UpArgs {
                 max_history_tokens: self.max_history_tokens,
                 session_idle_timeout: self.session_idle_timeout,
                 max_sessions: self.max_sessions,
+                trim_policy: self.trim_policy.raw(),
+                trim_low_water: self.trim_low_water,
+                max_history_turns: self.max_history_turns,
+                max_history_bytes: self.max_history_bytes,
+                state_dir: self.state_dir.clone(),
+                persist_interval: self.persist_interval,
+                no_persist: self.no_persist,
                 request_timeout: self.request_timeout,
                 max_payload_bytes: self.max_payload_bytes,
                 max_images: self.max_images,

@@ -33,7 +33,8 @@ impl DirectEngine for DirectLlm {
                         role: role(m.role),
                         content: m.content.into(),
                     })
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
                 temperature: params.temperature,
                 max_tokens: params.max_tokens,
                 // What mqtt-llm asks with --skip-thinking (its default).

@@ -75,6 +75,14 @@ pub const DEFAULT_SKIP_THINKING: bool = true;
 pub const DEFAULT_MAX_HISTORY_TOKENS: u32 = 3000;
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: DefaultDuration = DefaultDuration::new("1h");
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// `--trim-low-water`: after a `stable` trim the prompt holds at most this share of the budget.
+pub const DEFAULT_TRIM_LOW_WATER: f32 = 0.6;
+/// `--max-history-turns`: 0 = no limit but the tokens.
+pub const DEFAULT_MAX_HISTORY_TURNS: u32 = 0;
+/// `--max-history-bytes`: history text (and cached JSON) held in memory, all sessions together.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 256 * 1024 * 1024;
+/// `--persist-interval`: a completed turn is on disk within this long.
+pub const DEFAULT_PERSIST_INTERVAL: DefaultDuration = DefaultDuration::new("1s");
 pub const DEFAULT_REQUEST_TIMEOUT: DefaultDuration = DefaultDuration::new("5m");
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_IMAGES: usize = mqtt_llm_protocol::wire::DEFAULT_MAX_IMAGES;

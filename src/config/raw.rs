@@ -194,6 +194,16 @@ pub struct RawRequests {
     #[serde(with = "text_duration")]
     pub session_idle_timeout: Duration,
     pub max_sessions: usize,
+    /// `--trim-policy`.
+    pub trim_policy: crate::session::TrimPolicy,
+    pub trim_low_water: f32,
+    pub max_history_turns: u32,
+    pub max_history_bytes: usize,
+    /// `--state-dir`; `None`: `$XDG_STATE_HOME/mqtt-llm`, else `~/.local/state/mqtt-llm`.
+    pub state_dir: Option<PathBuf>,
+    #[serde(with = "text_duration")]
+    pub persist_interval: Duration,
+    pub no_persist: bool,
     #[serde(with = "text_duration")]
     pub request_timeout: Duration,
     pub max_payload_bytes: usize,
@@ -230,6 +240,13 @@ impl Default for RawRequests {
             max_history_tokens: DEFAULT_MAX_HISTORY_TOKENS,
             session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT.value,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            trim_policy: crate::session::TrimPolicy::Stable,
+            trim_low_water: DEFAULT_TRIM_LOW_WATER,
+            max_history_turns: DEFAULT_MAX_HISTORY_TURNS,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
+            state_dir: None,
+            persist_interval: DEFAULT_PERSIST_INTERVAL.value,
+            no_persist: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT.value,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_images: DEFAULT_MAX_IMAGES,

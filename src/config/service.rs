@@ -18,7 +18,8 @@ use crate::gpu::GpuSettings;
 use crate::mqtt::legacy_status::LegacyStatusSettings;
 use crate::mqtt::settings::{DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN};
 use crate::mqtt::{MqttSettings, MqttVersion};
-use crate::session::{OwnerMode, SessionSettings};
+use crate::session::settings::PersistSettings;
+use crate::session::{OwnerMode, SessionSettings, TrimSettings};
 
 pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> {
     let BrokerUrl { host, port, tls } =
@@ -121,12 +122,55 @@ fn status_topic(prefix: &str) -> Result<String, ConfigError> {
 }
 
 pub(super) fn session_settings(raw: &RawRequests) -> Result<SessionSettings, ConfigError> {
+    if !(raw.trim_low_water > 0.0 && raw.trim_low_water < 1.0) {
+        return Err(invalid("--trim-low-water", "must be greater than 0 and less than 1"));
+    }
+    let persist = if raw.no_persist {
+        None
+    } else {
+        let dir = match &raw.state_dir {
+            Some(dir) if dir.as_os_str().is_empty() => return Err(invalid("--state-dir", Problem::Empty)),
+            Some(dir) => dir.clone(),
+            None => default_state_dir().ok_or_else(|| {
+                invalid(
+                    "--state-dir",
+                    "has no default here (neither XDG_STATE_HOME nor HOME is set): give one, or --no-persist",
+                )
+            })?,
+        };
+        Some(PersistSettings {
+            dir,
+            interval: non_zero_duration("--persist-interval", raw.persist_interval)?,
+        })
+    };
     Ok(SessionSettings {
         max_history_tokens: NonZeroU32::new(raw.max_history_tokens)
             .ok_or_else(|| invalid("--max-history-tokens", Problem::Zero))?,
+        trim: TrimSettings {
+            policy: raw.trim_policy,
+            low_water: raw.trim_low_water,
+            max_turns: NonZeroU32::new(raw.max_history_turns),
+        },
         idle_timeout: raw.session_idle_timeout,
         max_sessions: non_zero("--max-sessions", raw.max_sessions)?,
+        max_bytes: non_zero("--max-history-bytes", raw.max_history_bytes)?,
+        persist,
     })
+}
+
+/// `$XDG_STATE_HOME/mqtt-llm` (an absolute `XDG_STATE_HOME` only, as the XDG spec says), else
+/// `$HOME/.local/state/mqtt-llm`.
+pub fn default_state_dir() -> Option<std::path::PathBuf> {
+    let absolute = |v: std::ffi::OsString| {
+        let p = std::path::PathBuf::from(v);
+        p.is_absolute().then_some(p)
+    };
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return Some(state.join("mqtt-llm"));
+    }
+    std::env::var_os("HOME")
+        .and_then(absolute)
+        .map(|home| home.join(".local/state/mqtt-llm"))
 }
 
 /// `--session-owner`, the default of projects without their own `session_owner`.

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::error::{ClientError, LlmError, chain};
 use super::sse::ChatStream;
-use super::types::{CompletionRequest, ModelInfo, WireModelList, WireRequest, parse_api_error};
+use super::types::{CompletionRequest, ModelInfo, WireModelList, parse_api_error, request_body};
 
 /// Bound on `/health` and `/v1/models` calls: a probe that hangs this long means the engine is not serving.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +38,7 @@ struct Inner {
     health_url: Url,
     models_url: Url,
     metrics_url: Url,
+    tokenize_url: Url,
 }
 
 impl LlmClient {
@@ -64,6 +65,7 @@ impl LlmClient {
                 health_url: endpoint(&base_url, "health"),
                 models_url: endpoint(&base_url, "v1/models"),
                 metrics_url: endpoint(&base_url, "metrics"),
+                tokenize_url: endpoint(&base_url, "tokenize"),
                 http,
                 base_url,
                 model,
@@ -155,7 +157,8 @@ impl LlmClient {
             .http
             .post(self.inner.chat_url.clone())
             .header(ACCEPT, "text/event-stream")
-            .json(&WireRequest::new(&self.inner.model, req));
+            .header(CONTENT_TYPE, "application/json")
+            .body(request_body(&self.inner.model, req));
         if let Some(id) = &req.request_id {
             let value = HeaderValue::from_str(id).map_err(|_| ClientError::BadRequestId(id.clone()))?;
             call = call.header("x-request-id", value);
@@ -176,6 +179,60 @@ impl LlmClient {
         Ok(ChatStream::from_byte_stream(resp.bytes_stream()))
     }
 
+    /// POST /tokenize in vLLM's chat form: the prompt `messages` (a JSON array) make with the chat template and
+    /// the generation prompt, counted by the engine's own tokenizer. Returns the count and the engine's
+    /// `max_model_len` when it says it. `Ok(None)`: this engine has no such endpoint (404/405) or answers without a
+    /// count (llama.cpp's `/tokenize` takes `{"content"}` and returns no tokens for this form).
+    pub async fn tokenize_messages(
+        &self,
+        messages: &str,
+        chat_template_kwargs: Option<&serde_json::Value>,
+    ) -> Result<Option<TokenCount>, LlmError> {
+        let mut body = String::with_capacity(messages.len() + 128);
+        body.push_str(r#"{"messages":"#);
+        body.push_str(messages);
+        body.push_str(r#","model":"#);
+        body.push_str(&serde_json::to_string(&self.inner.model).unwrap_or_else(|_| "\"\"".to_owned()));
+        body.push_str(r#","add_generation_prompt":true"#);
+        if let Some(kwargs) = chat_template_kwargs {
+            body.push_str(r#","chat_template_kwargs":"#);
+            body.push_str(&kwargs.to_string());
+        }
+        body.push('}');
+        let resp = self
+            .inner
+            .http
+            .post(self.inner.tokenize_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .map_err(LlmError::from_send)?;
+        let status = resp.status();
+        if matches!(status.as_u16(), 404 | 405 | 501) {
+            read_capped(resp, ERROR_BODY_MAX_BYTES).await;
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_error(resp).await);
+        }
+        let body = read_capped(resp, MODELS_BODY_MAX_BYTES).await;
+        #[derive(serde::Deserialize)]
+        struct Counted {
+            count: Option<u32>,
+            max_model_len: Option<u32>,
+        }
+        match serde_json::from_str::<Counted>(&body) {
+            Ok(Counted {
+                count: Some(count),
+                max_model_len,
+            }) if count > 0 => Ok(Some(TokenCount { count, max_model_len })),
+            Ok(_) => Ok(None),
+            Err(source) => Err(LlmError::Decode { raw: body, source }),
+        }
+    }
+
     async fn probe(&self, url: &Url) -> Result<reqwest::Response, LlmError> {
         self.inner
             .http
@@ -185,6 +242,13 @@ impl LlmClient {
             .await
             .map_err(LlmError::from_send)
     }
+}
+
+/// What `/tokenize` said of a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    pub count: u32,
+    pub max_model_len: Option<u32>,
 }
 
 /// Largest /metrics body read.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::{ChatEvent, ChatMessage, CompletionRequest, LlmClient, LlmError, Role, Usage};
+use super::{ChatEvent, ChatMessage, CompletionRequest, LlmClient, LlmError, Messages, Role, Usage};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -77,7 +77,7 @@ async fn chat_server(status: StatusCode, content_type: &'static str, body: &'sta
 
 fn hello_request() -> CompletionRequest {
     CompletionRequest {
-        messages: vec![
+        messages: Messages::List(vec![
             ChatMessage {
                 role: Role::System,
                 content: "You are terse.".into(),
@@ -86,7 +86,7 @@ fn hello_request() -> CompletionRequest {
                 role: Role::User,
                 content: "Hello".into(),
             },
-        ],
+        ]),
         temperature: Some(0.0),
         max_tokens: Some(16),
         chat_template_kwargs: Some(json!({"enable_thinking": false})),

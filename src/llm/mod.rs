@@ -24,11 +24,11 @@ mod client_tests;
 #[cfg(test)]
 mod sse_tests;
 
-pub use client::{LlmClient, PROBE_TIMEOUT};
+pub use client::{LlmClient, PROBE_TIMEOUT, TokenCount};
 pub use error::{ClientError, LlmError, LlmErrorKind};
 pub use sse::ChatStream;
 pub use think::{ThinkFilter, clean_reply};
 pub use types::{
-    ApiError, ChatEvent, ChatMessage, CompletionRequest, ContentPart, ImageUrlRef, MessageContent, ModelInfo, Role,
-    Usage,
+    ApiError, ChatEvent, ChatMessage, CompletionRequest, ContentPart, ImageUrlRef, MessageContent, Messages, ModelInfo,
+    Role, Usage,
 };

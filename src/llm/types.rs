@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Who wrote a message of the conversation.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -17,7 +17,7 @@ pub enum Role {
 }
 
 /// One message of the conversation sent to the engine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: MessageContent,
@@ -25,7 +25,7 @@ pub struct ChatMessage {
 
 /// What a message says: plain text (serialized as a JSON string, which every engine reads), or OpenAI content
 /// parts (a JSON array) for a user turn that carries images.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
@@ -33,7 +33,7 @@ pub enum MessageContent {
 }
 
 /// One OpenAI content part: `{"type":"text","text":...}` or `{"type":"image_url","image_url":{"url":...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     Text { text: String },
@@ -41,7 +41,7 @@ pub enum ContentPart {
 }
 
 /// The `image_url` object of an image part: a data URL or an `http(s)` URL that the engine fetches.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageUrlRef {
     pub url: String,
 }
@@ -105,7 +105,7 @@ impl PartialEq<&str> for MessageContent {
 /// the model's `generation_config.json`).
 #[derive(Debug, Clone, Default)]
 pub struct CompletionRequest {
-    pub messages: Vec<ChatMessage>,
+    pub messages: Messages,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub max_tokens: Option<u32>,
@@ -115,6 +115,45 @@ pub struct CompletionRequest {
     pub request_id: Option<String>,
     /// vLLM's scheduling priority (lower first; only with `--scheduling-policy priority`); omitted when None.
     pub priority: Option<i32>,
+}
+
+/// The conversation of a request: typed messages, or a JSON array already serialized (the session store keeps
+/// the JSON of a conversation's stored turns, so a turn serializes only its new message).
+#[derive(Debug, Clone)]
+pub enum Messages {
+    List(Vec<ChatMessage>),
+    /// A JSON array of OpenAI messages, as sent.
+    Json(String),
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+impl From<Vec<ChatMessage>> for Messages {
+    fn from(list: Vec<ChatMessage>) -> Self {
+        Self::List(list)
+    }
+}
+
+impl Messages {
+    /// The JSON array.
+    pub fn to_json(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Json(json) => json.as_str().into(),
+            Self::List(list) => serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned()).into(),
+        }
+    }
+
+    /// The messages, typed (a [`Messages::Json`] is parsed back: for tests and diagnostics).
+    pub fn to_list(&self) -> Vec<ChatMessage> {
+        match self {
+            Self::List(list) => list.clone(),
+            Self::Json(json) => serde_json::from_str(json).unwrap_or_default(),
+        }
+    }
 }
 
 /// What a [`ChatStream`](super::ChatStream) yields, in order: `Delta`s, then `Finished`, then (at the end of the
@@ -177,7 +216,6 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 #[derive(Debug, Serialize)]
 pub(crate) struct WireRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [ChatMessage],
     pub stream: bool,
     pub stream_options: WireStreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,7 +235,6 @@ impl<'a> WireRequest<'a> {
     pub(crate) fn new(model: &'a str, req: &'a CompletionRequest) -> Self {
         Self {
             model,
-            messages: &req.messages,
             stream: true,
             stream_options: WireStreamOptions { include_usage: true },
             temperature: req.temperature,
@@ -207,6 +244,20 @@ impl<'a> WireRequest<'a> {
             priority: req.priority,
         }
     }
+}
+
+/// The JSON body of a streaming chat request: `messages` (spliced in as it is, see [`Messages::Json`]) and the
+/// [`WireRequest`] fields.
+pub(crate) fn request_body(model: &str, req: &CompletionRequest) -> Vec<u8> {
+    let rest = serde_json::to_string(&WireRequest::new(model, req)).unwrap_or_else(|_| "{}".to_owned());
+    let messages = req.messages.to_json();
+    let mut body = String::with_capacity(messages.len() + rest.len() + 16);
+    body.push_str(r#"{"messages":"#);
+    body.push_str(&messages);
+    // `rest` is a non-empty object (`model` and `stream` are always there): `{"model":...}` → `,"model":...}`.
+    body.push(',');
+    body.push_str(rest.strip_prefix('{').unwrap_or(&rest));
+    body.into_bytes()
 }
 
 #[derive(Debug, Serialize)]
@@ -303,13 +354,13 @@ mod tests {
     #[test]
     fn request_body_omits_unset_fields() {
         let req = CompletionRequest {
-            messages: vec![ChatMessage {
+            messages: Messages::List(vec![ChatMessage {
                 role: Role::User,
                 content: "Hi".into(),
-            }],
+            }]),
             ..Default::default()
         };
-        let body = serde_json::to_value(WireRequest::new("qwen3", &req)).unwrap();
+        let body = serde_json::from_slice::<serde_json::Value>(&request_body("qwen3", &req)).unwrap();
         assert_eq!(
             body,
             json!({"model":"qwen3","messages":[{"role":"user","content":"Hi"}],"stream":true,
@@ -320,7 +371,7 @@ mod tests {
     #[test]
     fn request_body_carries_sampling_and_template_kwargs() {
         let req = CompletionRequest {
-            messages: vec![
+            messages: Messages::List(vec![
                 ChatMessage {
                     role: Role::System,
                     content: "Be brief".into(),
@@ -329,7 +380,7 @@ mod tests {
                     role: Role::Assistant,
                     content: "Ok".into(),
                 },
-            ],
+            ]),
             temperature: Some(0.5),
             top_p: Some(0.25),
             max_tokens: Some(64),
@@ -337,7 +388,7 @@ mod tests {
             chat_template_kwargs: Some(json!({"enable_thinking": false})),
             request_id: Some("r1".into()),
         };
-        let body = serde_json::to_value(WireRequest::new("m", &req)).unwrap();
+        let body = serde_json::from_slice::<serde_json::Value>(&request_body("m", &req)).unwrap();
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["role"], "assistant");
         assert_eq!(body["temperature"], 0.5);
@@ -352,7 +403,7 @@ mod tests {
     fn a_user_turn_with_images_is_sent_as_openai_content_parts() {
         let png = "data:image/png;base64,iVBORw0KGgo=".to_owned();
         let req = CompletionRequest {
-            messages: vec![
+            messages: Messages::List(vec![
                 ChatMessage {
                     role: Role::User,
                     content: MessageContent::with_images("what is this?", [png.clone(), "https://x.test/a.jpg".into()]),
@@ -365,10 +416,10 @@ mod tests {
                     role: Role::User,
                     content: MessageContent::with_images("no picture", []),
                 },
-            ],
+            ]),
             ..Default::default()
         };
-        let body = serde_json::to_value(WireRequest::new("qwen3-vl", &req)).unwrap();
+        let body = serde_json::from_slice::<serde_json::Value>(&request_body("qwen3-vl", &req)).unwrap();
         assert_eq!(
             body["messages"],
             json!([
@@ -380,8 +431,8 @@ mod tests {
                 {"role":"user","content":"no picture"},
             ])
         );
-        assert_eq!(req.messages[0].content.text(), "what is this?");
-        assert_eq!(req.messages[1].content.text(), "");
+        assert_eq!(req.messages.to_list()[0].content.text(), "what is this?");
+        assert_eq!(req.messages.to_list()[1].content.text(), "");
     }
 
     #[test]

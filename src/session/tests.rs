@@ -15,14 +15,18 @@ fn client(id: &str) -> Owner {
 }
 
 fn store() -> SessionStore {
-    SessionStore::new(NonZeroU32::new(3000).unwrap())
+    SessionStore::new(3000, TrimSettings::default(), false)
 }
 
 /// The session's owner, system prompt override and last use, as stored.
 fn record(store: &SessionStore, k: &SessionKey) -> (Owner, Option<String>, Instant) {
     let state = store.state();
     let s = &state.sessions[k];
-    (s.owner.clone(), s.system_override.clone(), s.last_used)
+    (
+        s.owner.clone(),
+        s.system_override.as_deref().map(str::to_owned),
+        s.last_used,
+    )
 }
 
 fn roles(m: &[ChatMessage]) -> Vec<Role> {
@@ -31,7 +35,7 @@ fn roles(m: &[ChatMessage]) -> Vec<Role> {
 
 #[test]
 fn history_and_system_prompt_precedence() {
-    let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
+    let store = store();
     let k = key("general", "s1");
     let m = store.prepare(&k, &ANYONE, None, "project prompt", "hi").unwrap();
     assert_eq!(roles(&m), [Role::System, Role::User]);
@@ -51,7 +55,7 @@ fn history_and_system_prompt_precedence() {
 
 #[test]
 fn projects_do_not_share_sessions() {
-    let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
+    let store = store();
     store.commit(&key("a", "s"), &ANYONE, "u".into(), "a".into(), Some(5));
     assert_eq!(store.prepare(&key("b", "s"), &ANYONE, None, "p", "x").unwrap().len(), 2);
     assert_eq!(store.len(), 2);
@@ -59,7 +63,7 @@ fn projects_do_not_share_sessions() {
 
 #[test]
 fn sweep_expires_idle_then_evicts_least_recently_used() {
-    let store = SessionStore::new(NonZeroU32::new(3000).unwrap());
+    let store = store();
     for s in ["a", "b", "c", "d"] {
         store.prepare(&key("p", s), &ANYONE, None, "", "x").unwrap();
     }
@@ -74,15 +78,76 @@ fn sweep_expires_idle_then_evicts_least_recently_used() {
 }
 
 #[test]
-fn commit_trims_to_budget() {
-    let store = SessionStore::new(NonZeroU32::new(100).unwrap());
+fn commit_trims_to_budget_but_keeps_the_newest_turn() {
+    let store = SessionStore::new(100, TrimSettings::default(), false);
     let k = key("general", "s");
-    for (i, total) in [40, 80, 120, 160].into_iter().enumerate() {
+    // Engine counts of the whole context after each turn: 40 (35 of them the system prompt's share), 55, 70, 85.
+    for (i, total) in [40, 55, 70, 85].into_iter().enumerate() {
         store.commit(&k, &ANYONE, format!("u{i}"), format!("a{i}"), Some(total));
     }
     let h = store.history(&k).unwrap();
-    assert!(h.context_tokens <= 100, "{h:?}");
-    assert_eq!(h.turns.back().map(|t| t.user.as_str()), Some("u3"));
+    assert_eq!(h.turns.len(), 4, "within budget: nothing dropped");
+    // 110: over the budget of 100; stable drops to 60% of it, keeping the newest turn.
+    store.commit(&k, &ANYONE, "u4".into(), "a4".into(), Some(110));
+    let h = store.history(&k).unwrap();
+    assert!(h.context_tokens() <= 60, "{h:?}");
+    assert_eq!(h.turns.back().map(|t| &*t.user), Some("u4"));
+}
+
+#[test]
+fn prepare_fits_the_prompt_to_the_requests_budget() {
+    let store = SessionStore::new(3000, TrimSettings::default(), false);
+    let k = key("general", "s");
+    let fit = |budget| Fit { budget, correction: 0 };
+    // Ten turns of 100 tokens after a system prompt counted at 50.
+    store
+        .prepare_prompt(&k, &ANYONE, None, "sys", "q".into(), fit(3000))
+        .unwrap();
+    let mut total = 50;
+    for i in 0..10 {
+        total += 100;
+        store.commit(&k, &ANYONE, format!("u{i}"), format!("a{i}"), Some(total));
+        store
+            .prepare_prompt(&k, &ANYONE, None, "sys", "q".into(), fit(3000))
+            .unwrap();
+    }
+    let p = store
+        .prepare_prompt(&k, &ANYONE, None, "sys", "next".into(), fit(3000))
+        .unwrap();
+    assert_eq!((p.turns, p.dropped), (10, 0));
+    // A request whose budget is 800 (say a large maxTokens): stable drops to 60% of it at once.
+    let p = store
+        .prepare_prompt(&k, &ANYONE, None, "sys", "next".into(), fit(800))
+        .unwrap();
+    assert!(p.estimate <= 480, "{p:?}");
+    assert_eq!(p.turns, 10 - p.dropped);
+    let m = p.messages();
+    assert_eq!(m[0].content, "sys", "the system prompt stays");
+    assert_eq!(m.last().unwrap().content, "next");
+    // The kept turns are the newest, in order.
+    let users: Vec<String> = m
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.text())
+        .collect();
+    assert_eq!(users.last().unwrap(), "next");
+    assert_eq!(users[users.len() - 2], "u9");
+    // A correction (the engine counted more than estimated) trims further.
+    let before = p.turns;
+    let p = store
+        .prepare_prompt(
+            &k,
+            &ANYONE,
+            None,
+            "sys",
+            "next".into(),
+            Fit {
+                budget: 800,
+                correction: 400,
+            },
+        )
+        .unwrap();
+    assert!(p.turns < before, "{p:?}");
 }
 
 #[test]
@@ -123,7 +188,7 @@ fn a_refused_request_changes_nothing_of_the_owners_session() {
     assert_eq!(store.commit(&k, &b, "leak".into(), "x".into(), Some(99)), 0);
     assert_eq!(record(&store, &k), before, "owner, prompt and last use untouched");
     let h = store.history(&k).unwrap();
-    assert_eq!((h.turns.len(), h.context_tokens), (1, 20));
+    assert_eq!((h.turns.len(), h.context_tokens()), (1, 20));
     let m = store.prepare(&k, &a, None, "project", "again").unwrap();
     assert_eq!(m[0].content, "A's prompt");
     assert_eq!(roles(&m), [Role::System, Role::User, Role::Assistant, Role::User]);
