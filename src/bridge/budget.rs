@@ -130,20 +130,34 @@ fn too_long(prompt: u32, budget: u32, max_model_len: Option<u32>, max_tokens: u3
     )
 }
 
-/// The prompt budget of a request asking for `max_tokens`.
+/// The prompt budget of a request asking for `max_tokens`: `min(max_history_tokens, max_model_len − reserved −
+/// CONTEXT_MARGIN)`, where the reply's reservation is `max_tokens` but at most half the context (vLLM clamps a
+/// `max_tokens` that does not fit after the prompt, so a large one on a small model need not starve the prompt).
+/// A `max_tokens` that fills the context alone is refused, as vLLM refuses one above `max_model_len`.
 pub fn budget(max_history_tokens: u32, max_model_len: Option<u32>, max_tokens: u32) -> Result<u32, NoRoom> {
     match max_model_len {
         None => Ok(max_history_tokens),
         Some(len) => {
-            let room = len.saturating_sub(max_tokens).saturating_sub(CONTEXT_MARGIN);
-            if room == 0 {
+            if max_tokens.saturating_add(CONTEXT_MARGIN) >= len {
                 return Err(NoRoom::MaxTokens {
                     max_tokens,
                     max_model_len: len,
                 });
             }
+            let reserved = max_tokens.min(len / 2);
+            let room = len.saturating_sub(reserved).saturating_sub(CONTEXT_MARGIN).max(1);
             Ok(max_history_tokens.min(room))
         }
+    }
+}
+
+/// The `max_tokens` a request sends: its own, else the default lowered to half the model's context (a default
+/// above the context would be refused by the engine; a request's own is checked by [`budget`]).
+pub fn max_tokens(requested: Option<u32>, default: u32, max_model_len: Option<u32>) -> u32 {
+    match (requested, max_model_len) {
+        (Some(own), _) => own,
+        (None, Some(len)) => default.min(len / 2).max(1),
+        (None, None) => default,
     }
 }
 
@@ -161,6 +175,8 @@ mod tests {
         assert_eq!(budget(3000, None, 256), Ok(3000));
         assert_eq!(budget(3000, Some(40960), 256), Ok(3000));
         assert_eq!(budget(3000, Some(2048), 256), Ok(2048 - 256 - CONTEXT_MARGIN));
+        // A large max_tokens reserves at most half the context.
+        assert_eq!(budget(3000, Some(1000), 900), Ok(500 - CONTEXT_MARGIN));
         assert_eq!(
             budget(3000, Some(300), 290),
             Err(NoRoom::MaxTokens {
@@ -190,6 +206,18 @@ mod tests {
             max_tokens: 256,
         };
         assert!(by_flag.to_string().contains("--max-history-tokens"), "{by_flag}");
+    }
+
+    #[test]
+    fn a_default_max_tokens_is_lowered_to_half_a_small_context() {
+        assert_eq!(max_tokens(None, 512, Some(400)), 200);
+        assert_eq!(max_tokens(None, 512, Some(40960)), 512);
+        assert_eq!(max_tokens(None, 512, None), 512);
+        assert_eq!(
+            max_tokens(Some(390), 512, Some(400)),
+            390,
+            "a request's own is checked, not changed"
+        );
     }
 
     #[test]

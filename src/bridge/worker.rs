@@ -205,9 +205,9 @@ impl Worker {
         let (req, key) = (ticket.request(), ticket.key());
         let project = key.project.as_str();
         let defaults = self.settings.defaults;
-        let max_tokens = req.sampling.max_tokens.unwrap_or(defaults.max_tokens);
         let incarnation = self.engine.incarnation();
         let max_model_len = self.window.max_model_len(&self.llm, incarnation).await;
+        let max_tokens = budget::max_tokens(req.sampling.max_tokens, defaults.max_tokens, max_model_len);
         let budget =
             budget::budget(self.sessions.max_history_tokens(), max_model_len, max_tokens).map_err(Failure::NoRoom)?;
         let kwargs = self

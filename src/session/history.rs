@@ -249,11 +249,25 @@ impl History {
         n
     }
 
+    /// How many oldest turns a prompt with `system` and `incoming` new tokens leaves out to fit `budget`.
+    pub fn plan_trim(&self, system: &str, incoming: u32, budget: u32, settings: &TrimSettings) -> usize {
+        let fixed = self.system_tokens(system);
+        turns_to_drop(fixed, self.turns.iter().map(|t| t.tokens), incoming, budget, settings)
+    }
+
     /// Trim for a prompt with `system` and `incoming` new tokens under `budget`. Returns the turns dropped.
     pub fn trim(&mut self, system: &str, incoming: u32, budget: u32, settings: &TrimSettings) -> usize {
-        let fixed = self.system_tokens(system);
-        let n = turns_to_drop(fixed, self.turns.iter().map(|t| t.tokens), incoming, budget, settings);
+        let n = self.plan_trim(system, incoming, budget, settings);
         self.drop_oldest(n)
+    }
+
+    /// Σ tokens of the turns from `skip` on.
+    pub fn tokens_after(&self, skip: usize) -> u32 {
+        self.turns
+            .iter()
+            .skip(skip)
+            .map(|t| t.tokens)
+            .fold(0, u32::saturating_add)
     }
 
     /// [`Self::trim`] after a commit: the same rule with no incoming message, but the newest turn stays (the next
@@ -305,6 +319,13 @@ impl History {
         self.turn_tokens = self.turn_tokens.saturating_add(tokens);
         self.text_bytes += turn.text_bytes();
         self.turns.push_back(turn);
+    }
+
+    /// The JSON of the stored turns from `skip` on (each preceded by a comma).
+    pub fn turns_json_after(&mut self, skip: usize) -> &str {
+        let cut: usize = self.turns.iter().take(skip).map(turn_json_len).sum();
+        let json = self.turns_json();
+        &json[cut.min(json.len())..]
     }
 
     /// The JSON of the stored turns (each preceded by a comma), built once and then kept up to date.

@@ -57,6 +57,9 @@ struct Session {
     last_used: Instant,
     /// The system prompt of the prompt last prepared: the turn committed next was sent with it.
     sent_system: Arc<str>,
+    /// The oldest turns the prompt last prepared left out to fit its budget: dropped when its turn is committed
+    /// (a request that fails loses nothing of the conversation).
+    pending_drop: usize,
     /// A prompt was prepared and its turn not yet committed (a request may be running; one whose engine call
     /// failed leaves it set until the next prepare, which is harmless: see `discard_turn`).
     turn_pending: bool,
@@ -73,6 +76,7 @@ impl Session {
             history: History::default(),
             last_used: Instant::now(),
             sent_system: Arc::from(""),
+            pending_drop: 0,
             turn_pending: false,
             discard_turn: false,
         }
@@ -82,6 +86,7 @@ impl Session {
     /// turn of a request running on the old one.
     fn clear(&mut self) {
         self.history = History::default();
+        self.pending_drop = 0;
         self.discard_turn = self.turn_pending;
     }
 
@@ -316,16 +321,10 @@ impl SessionStore {
             (None, None) if *session.sent_system == *project_prompt => session.sent_system.clone(),
             (None, None) => Arc::from(project_prompt),
         };
-        let dropped = session.history.trim(&system, incoming, fit.budget, &self.trim);
-        if dropped > 0 {
-            crate::metrics::history_trimmed(self.trim.policy.label(), dropped);
-            if let Some(c) = changes.as_mut() {
-                c.upsert(key);
-            }
-        }
+        let dropped = session.history.plan_trim(&system, incoming, fit.budget, &self.trim);
         let fixed = session.history.system_tokens(&system).saturating_add(incoming);
-        let estimate = fixed.saturating_add(session.history.turn_tokens());
-        let turns_json = session.history.turns_json();
+        let estimate = fixed.saturating_add(session.history.tokens_after(dropped));
+        let turns_json = session.history.turns_json_after(dropped);
         let mut json = String::with_capacity(system.len() + turns_json.len() + user_json.len() + 48);
         json.push('[');
         if !system.is_empty() {
@@ -341,8 +340,9 @@ impl SessionStore {
         }
         json.push_str(&user_json);
         json.push(']');
-        let turns = session.history.turns.len();
+        let turns = session.history.turns.len() - dropped;
         session.sent_system = system;
+        session.pending_drop = dropped;
         Ok(Prompt {
             json,
             estimate,
@@ -352,7 +352,7 @@ impl SessionStore {
         })
     }
 
-    /// Store a successful turn (sent with the prompt prepared last) and trim the history to `budget` with the
+    /// Store a successful turn (sent with the prompt prepared last: the turns it left out go now) and trim the history to `budget` with the
     /// store's policy. `counted` is the engine's usage of the request. Returns how many old turns were dropped.
     /// A session that `owner` may not use (forgotten and claimed by another owner while the engine answered) is
     /// left untouched.
@@ -388,10 +388,11 @@ impl SessionStore {
             return 0;
         }
         let system = session.sent_system.clone();
+        let mut dropped = session.history.drop_oldest(std::mem::take(&mut session.pending_drop));
         session
             .history
             .push(&system, Arc::from(user), Arc::from(assistant), counted);
-        let dropped = session.history.trim_after_commit(&system, budget, &self.trim);
+        dropped += session.history.trim_after_commit(&system, budget, &self.trim);
         if dropped > 0 {
             crate::metrics::history_trimmed(self.trim.policy.label(), dropped);
             tracing::debug!(

@@ -302,6 +302,9 @@ pub struct MqttLlm {
     pub http: SocketAddr,
     pub stdout: Lines,
     pub stderr: Lines,
+    /// The default state directory (`XDG_STATE_HOME`) of an instance whose test set none: each its own, removed
+    /// on drop, so parallel tests never share a session store.
+    pub state_home: Option<tempfile::TempDir>,
 }
 
 /// [`sim_up_args`] and then `extra`.
@@ -364,7 +367,14 @@ impl MqttLlm {
     }
 
     async fn spawn_raw_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(mqtt_llm_bin())
+        let chosen = env.iter().any(|(k, _)| *k == "XDG_STATE_HOME")
+            || args.iter().any(|a| a.starts_with("--state-dir") || a == "--no-persist");
+        let state_home = (!chosen).then(|| tempfile::tempdir().unwrap());
+        let mut command = Command::new(mqtt_llm_bin());
+        if let Some(dir) = &state_home {
+            command.env("XDG_STATE_HOME", dir.path());
+        }
+        let mut child = command
             .args(args)
             .env("MQTT_LLM_LOG", "info,mqtt_llm=debug")
             .envs(env.iter().copied())
@@ -381,6 +391,7 @@ impl MqttLlm {
             http: ([127, 0, 0, 1], 0).into(),
             stdout,
             stderr,
+            state_home,
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mqtt_llm::app::{self, AppError, AppEvent};
-use mqtt_llm::config::{Config, RawEngine, RawGpu, RawMqtt, RawSettings};
+use mqtt_llm::config::{Config, RawEngine, RawGpu, RawMqtt, RawRequests, RawSettings};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -33,6 +33,11 @@ pub fn sim_settings(broker: &str) -> RawSettings {
         gpu: RawGpu {
             skip_gpu_check: true,
             ..RawGpu::default()
+        },
+        // In-process services of parallel tests would share the default state directory.
+        requests: RawRequests {
+            no_persist: true,
+            ..RawRequests::default()
         },
         ..RawSettings::default()
     }
