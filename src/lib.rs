@@ -13,6 +13,8 @@
 //! - [`mqtt`]: the MQTT event-loop actor, the publisher, and the connection's settings ([`mqtt::MqttSettings`]).
 //! - [`llm`]: the OpenAI-compatible streaming client (HTTP SSE to typed events).
 //! - [`session`]: conversation history per `(project, sessionId)` and its trimming ([`session::SessionSettings`]).
+//! - [`store`]: the on-disk conversation store (one redb file in the state directory): sessions and templates,
+//!   written in fsync'd batches, read back at start.
 //! - [`admission`]: per-session lanes (ordering, bounded queues) and global capacity permits.
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
@@ -38,3 +40,4 @@ pub mod metrics;
 pub mod mqtt;
 pub mod secret;
 pub mod session;
+pub mod store;
