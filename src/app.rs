@@ -26,6 +26,7 @@ use crate::metrics;
 use crate::mqtt::client::MqttError;
 use crate::mqtt::eventloop::{Inbound, spawn_mqtt};
 use crate::mqtt::status::Presence;
+use crate::store::{Recovered, Store, StoreError};
 
 /// Messages from the event loop waiting for the intake.
 const INBOUND_QUEUE: usize = 4096;
@@ -72,6 +73,8 @@ pub enum AppError {
     Mqtt(#[from] MqttError),
     #[error("{0}")]
     Gpu(#[from] crate::gpu::PreflightError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the engine failed while serving: {reason}")]
     EngineDied { reason: String, tail: Vec<String> },
 }
@@ -142,6 +145,8 @@ async fn run_inner(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<(), AppError> {
     tokio::pin!(shutdown);
+    // The session store first: a corrupt or locked store is a start-up error before anything is launched.
+    let store = open_store(config).await?;
     let gpus = gpu_preflight(config)?;
     let engine = spawn_engine(&config.engine, tracker)?;
     if let Some(command) = engine.command() {
@@ -254,8 +259,10 @@ async fn run_inner(
         llm,
         engine.clone(),
         publisher,
+        store,
     );
     bridge.spawn_session_sweeper(tracker, root.child_token());
+    bridge.spawn_persister(tracker, root.child_token());
     bridge.spawn_queue_expiry(tracker, root.child_token());
     let intake_cancel = root.child_token();
     intake.spawn(inbound_rx, tracker, intake_cancel.clone());
@@ -284,6 +291,7 @@ async fn run_inner(
     tracing::info!("shutting down");
     let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
     bridge.drain(config.drain_timeout).await;
+    bridge.persist_final().await;
     intake_cancel.cancel();
     // The replies' PUBACKs may take what is left of the drain timeout; the DISCONNECT then MQTT_STOP_TIMEOUT.
     mqtt.shutdown(drain_deadline, MQTT_STOP_TIMEOUT).await;
@@ -295,6 +303,23 @@ async fn run_inner(
         }),
         _ => Ok(()),
     }
+}
+
+/// Open the session store under `--state-dir` and read it back (off the async workers), unless `--no-persist`.
+async fn open_store(config: &Config) -> Result<Option<(Store, Recovered)>, AppError> {
+    let Some(persist) = &config.bridge.sessions.persist else {
+        return Ok(None);
+    };
+    let dir = persist.dir.clone();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| {
+            AppError::Store(StoreError::Io {
+                path: Store::file_in(&persist.dir),
+                detail: e.to_string(),
+            })
+        })?;
+    Ok(Some(opened?))
 }
 
 /// Launch mode: check that the chosen GPUs have the memory vLLM will ask for (unless `--skip-gpu-check`), and

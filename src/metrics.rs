@@ -34,6 +34,7 @@ pub const STORE_WRITES: &str = "mqtt_llm_store_writes_total";
 pub const STORE_WRITE_SECONDS: &str = "mqtt_llm_store_write_seconds";
 pub const STORE_SESSIONS_WRITTEN: &str = "mqtt_llm_store_sessions_written_total";
 pub const STORE_SESSIONS_RESTORED: &str = "mqtt_llm_store_sessions_restored";
+pub const STORE_PENDING: &str = "mqtt_llm_store_pending_sessions";
 pub const TOKENIZE_CALLS: &str = "mqtt_llm_tokenize_calls_total";
 pub const MQTT_CONNECTED: &str = "mqtt_llm_mqtt_connected";
 pub const MQTT_CONNECTIONS: &str = "mqtt_llm_mqtt_connections_total";
@@ -99,6 +100,7 @@ const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
     (Service, Histogram, STORE_WRITE_SECONDS, "Time of one session-store write transaction (with its fsync)."),
     (Service, Counter, STORE_SESSIONS_WRITTEN, "Conversation records written to the session store."),
     (Service, Gauge, STORE_SESSIONS_RESTORED, "Conversations restored from the session store at start-up."),
+    (Service, Gauge, STORE_PENDING, "Conversations changed in memory and not yet written to the session store."),
     (Service, Counter, TOKENIZE_CALLS, "Prompts counted with the engine's /tokenize near the budget, by outcome."),
     (Service, Gauge, MQTT_CONNECTED, "1 while connected to the broker."),
     (Service, Counter, MQTT_CONNECTIONS, "Successful broker connections (ConnAck)."),
@@ -239,6 +241,10 @@ pub fn store_write(ok: bool, seconds: f64, sessions: usize) {
     counter!(STORE_WRITES, "outcome" => if ok { "ok" } else { "error" }).increment(1);
     histogram!(STORE_WRITE_SECONDS).record(seconds);
     counter!(STORE_SESSIONS_WRITTEN).increment(sessions as u64);
+}
+
+pub fn store_pending(sessions: usize) {
+    gauge!(STORE_PENDING).set(sessions as f64);
 }
 
 pub fn store_restored(sessions: usize) {

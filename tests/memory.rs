@@ -186,23 +186,17 @@ async fn completed_turns_survive_a_sigkill_once_the_interval_passed() {
     for m in ["one", "two"] {
         ask(&mut client, "k", json!({"sessionId": "k", "message": m})).await;
     }
-    // Both turns are on disk once the store wrote the session's record after the second turn.
+    // A turn is stored before its reply goes out, so once the store has nothing pending (and wrote once), both
+    // turns are on disk.
     server
         .wait_metric("mqtt_llm_store_writes_total{outcome=\"ok\"}", 1.0)
         .await;
-    let written_after_two = async {
-        loop {
-            let (_, body) = server.get("/metrics").await;
-            if body.contains("mqtt_llm_store_sessions_written_total") {
-                let n = server.metric("mqtt_llm_store_sessions_written_total").await;
-                if n >= 2.0 {
-                    return;
-                }
-            }
+    let written = async {
+        while server.metric("mqtt_llm_store_pending_sessions").await > 0.0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(support::WAIT, written_after_two).await.unwrap();
+    tokio::time::timeout(support::WAIT, written).await.unwrap();
     server.signal(nix::sys::signal::Signal::SIGKILL);
     drop(server);
     let server = up(&broker, dir.path(), &["--persist-interval", "100ms"]).await;

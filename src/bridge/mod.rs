@@ -33,7 +33,9 @@ use crate::config::{BridgeConfig, ProjectCatalog};
 use crate::engine::EngineHandle;
 use crate::llm::LlmClient;
 use crate::mqtt::publisher::Publisher;
+use crate::session::persist::Persister;
 use crate::session::{SessionSettings, SessionStore, SweepLimits};
+use crate::store::{Recovered, Store};
 use budget::ContextWindow;
 pub use intake::{Intake, overflow_handler};
 use mqtt_llm_protocol::topics::ProjectName;
@@ -48,6 +50,8 @@ pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Bridge {
     admission: Admission,
+    /// Writes the conversations to the session store (`None` with `--no-persist`).
+    persister: Option<Persister>,
     sessions: SessionStore,
     /// When idle conversations are forgotten, and how many are kept.
     session_settings: SessionSettings,
@@ -68,12 +72,21 @@ impl Bridge {
         llm: LlmClient,
         engine: EngineHandle,
         publisher: Publisher,
+        store: Option<(Store, Recovered)>,
     ) -> (Self, Intake) {
         let sessions = SessionStore::new(
             cfg.sessions.max_history_tokens.get(),
             cfg.sessions.trim,
-            cfg.sessions.persist.is_some(),
+            store.is_some(),
         );
+        let persister = store.map(|(store, recovered)| {
+            let restored = sessions.restore(recovered, cfg.sessions.idle_timeout);
+            tracing::info!(restored, path = %store.path().display(), "conversations restored");
+            crate::metrics::store_restored(restored);
+            crate::metrics::sessions(sessions.len());
+            crate::metrics::session_bytes(sessions.bytes());
+            Persister::new(store, sessions.clone())
+        });
         let workers = TaskTracker::new();
         let abort = CancellationToken::new();
         let worker = Worker {
@@ -106,6 +119,7 @@ impl Bridge {
         };
         let bridge = Self {
             admission,
+            persister,
             sessions,
             session_settings: cfg.sessions.clone(),
             workers,
@@ -148,6 +162,24 @@ impl Bridge {
                 crate::metrics::session_bytes(sessions.bytes());
             }
         });
+    }
+
+    /// Every `--persist-interval`, write what changed to the session store (nothing with `--no-persist`).
+    pub fn spawn_persister(&self, tracker: &TaskTracker, cancel: CancellationToken) {
+        if let (Some(persister), Some(persist)) = (&self.persister, &self.session_settings.persist) {
+            persister.spawn(persist.interval, tracker, cancel);
+        }
+    }
+
+    /// Write the last changes to the session store (after the drain: every turn that completed is in it).
+    pub async fn persist_final(&self) {
+        if let Some(persister) = &self.persister {
+            if persister.flush().await {
+                tracing::info!(path = %persister.path().display(), "conversations saved");
+            } else {
+                tracing::error!(path = %persister.path().display(), "the last conversation changes could not be saved");
+            }
+        }
     }
 
     /// Every [`EXPIRY_INTERVAL`], answer the requests that have waited `--max-queue-wait` behind their session's

@@ -129,12 +129,8 @@ impl Worker {
                     let ttft = generation.ttft.unwrap_or(total);
                     sink.done(generation.finish_reason, frame_usage, ttft, total).await;
                 }
-                // The final reply goes out after the last stream frame.
-                state::publish_answer(&self.publisher, req, text.clone()).await;
-                metrics::reply_published(project, None);
-                metrics::request_timing(project, total, generation.ttft);
-                metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
-                // The engine's count of an image turn includes the image's tokens, which later prompts do not
+                // The turn is stored before the reply goes out: once a client has the reply, a restart keeps it
+                // (within --persist-interval). The engine's count of an image turn includes the image's tokens, which later prompts do not
                 // carry (the history keeps a placeholder): estimate that turn instead.
                 let counted = generation.usage.filter(|_| req.images.is_empty()).map(|u| Counted {
                     prompt_tokens: u.prompt_tokens,
@@ -143,7 +139,12 @@ impl Worker {
                 let owner = self.owner(req, project);
                 let user = user_turn_text(&req.message, req.images.len());
                 self.sessions
-                    .commit_turn(key, &owner, user, text, counted, generation.budget);
+                    .commit_turn(key, &owner, user, text.clone(), counted, generation.budget);
+                // The final reply goes out after the last stream frame.
+                state::publish_answer(&self.publisher, req, text).await;
+                metrics::reply_published(project, None);
+                metrics::request_timing(project, total, generation.ttft);
+                metrics::tokens(project, usage.prompt_tokens, usage.completion_tokens, cached);
             }
             Err(failure) => {
                 tracing::warn!(project, session = key.session.as_str(), code = failure.code(), error = %failure.user_message(), "request failed");

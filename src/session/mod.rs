@@ -17,6 +17,7 @@
 
 pub mod history;
 pub mod owner;
+pub mod persist;
 pub mod settings;
 
 use std::collections::{HashMap, HashSet};
@@ -118,6 +119,11 @@ impl Changes {
             && self.templates.is_empty()
     }
 
+    /// Sessions to write or delete.
+    pub fn pending(&self) -> usize {
+        self.upserts.len() + self.deletes.len()
+    }
+
     fn upsert(&mut self, key: &SessionKey) {
         self.deletes.remove(key);
         self.upserts.insert(key.clone());
@@ -150,6 +156,7 @@ impl State {
     fn changed(&mut self, key: &SessionKey) {
         if let Some(c) = &mut self.changes {
             c.upsert(key);
+            crate::metrics::store_pending(c.pending());
         }
     }
 
