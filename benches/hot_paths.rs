@@ -7,8 +7,8 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
-use mqtt_llm::llm::ChatStream;
-use mqtt_llm::session::{Owner, SessionKey, SessionStore};
+use mqtt_llm::llm::{ChatMessage, ChatStream, CompletionRequest, Messages, Role, request_body};
+use mqtt_llm::session::{Counted, Fit, Owner, SessionKey, SessionStore, TrimSettings};
 use mqtt_llm_protocol::topics::{ProjectName, ReplyPolicy, SessionId};
 use mqtt_llm_protocol::wire::{DeltaFrame, V5Props, WireLimits, parse_request};
 
@@ -106,29 +106,95 @@ fn stream_benches(c: &mut Criterion) {
 }
 
 fn history_benches(c: &mut Criterion) {
-    let store = SessionStore::new(std::num::NonZeroU32::new(1_000_000).unwrap());
+    let store = SessionStore::new(1_000_000, TrimSettings::default(), false);
     let key = SessionKey {
         project: ProjectName::try_new("general").unwrap(),
         session: SessionId::try_new("kitchen-speaker-42").unwrap(),
     };
+    let fit = Fit {
+        budget: 1_000_000,
+        correction: 0,
+    };
+    let question = |i: u32| format!("question number {i}: what should I cook tonight with rice, beans and peppers?");
+    let answer = |i: u32| {
+        format!(
+            "answer number {i}: a quick burrito bowl works well; cook the rice, warm the beans, roast the peppers and season with cumin and lime."
+        )
+    };
     for i in 0..20 {
-        store.commit(
-            &key,
-            &Owner::Unchecked,
-            format!("question number {i}: what should I cook tonight with rice, beans and peppers?"),
-            format!("answer number {i}: a quick burrito bowl works well; cook the rice, warm the beans, roast the peppers and season with cumin and lime."),
-            Some(50 * (i + 1)),
-        );
-    }
-    c.bench_function("session_prepare_20_turns", |b| {
-        b.iter(|| {
-            store.prepare(
+        store
+            .prepare_prompt(
                 &key,
                 &Owner::Unchecked,
                 None,
                 "You are a helpful assistant.",
-                black_box("and for dessert?"),
+                question(i).into(),
+                fit,
             )
+            .unwrap();
+        let counted = Counted {
+            prompt_tokens: 50 * (i + 1),
+            completion_tokens: 0,
+        };
+        store.commit_turn(
+            &key,
+            &Owner::Unchecked,
+            question(i),
+            answer(i),
+            Some(counted),
+            1_000_000,
+        );
+    }
+    // The request path: prompt from the session store (cached turn JSON) and the whole HTTP body.
+    c.bench_function("session_prepare_20_turns", |b| {
+        b.iter(|| {
+            let prompt = store
+                .prepare_prompt(
+                    &key,
+                    &Owner::Unchecked,
+                    None,
+                    "You are a helpful assistant.",
+                    black_box("and for dessert?").into(),
+                    fit,
+                )
+                .unwrap();
+            let req = CompletionRequest {
+                messages: Messages::Json(prompt.json),
+                max_tokens: Some(256),
+                ..Default::default()
+            };
+            request_body("qwen3", &req)
+        });
+    });
+    // The same body from typed messages, serialized whole on every request (how prompts were built before the
+    // turn JSON was cached).
+    let mut list = vec![ChatMessage {
+        role: Role::System,
+        content: "You are a helpful assistant.".into(),
+    }];
+    for i in 0..20 {
+        list.push(ChatMessage {
+            role: Role::User,
+            content: question(i).into(),
+        });
+        list.push(ChatMessage {
+            role: Role::Assistant,
+            content: answer(i).into(),
+        });
+    }
+    c.bench_function("typed_messages_20_turns_body", |b| {
+        b.iter(|| {
+            let mut messages = list.clone();
+            messages.push(ChatMessage {
+                role: Role::User,
+                content: black_box("and for dessert?").into(),
+            });
+            let req = CompletionRequest {
+                messages: Messages::List(messages),
+                max_tokens: Some(256),
+                ..Default::default()
+            };
+            request_body("qwen3", &req)
         });
     });
 }

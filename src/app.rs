@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::admission::Admission;
-use crate::bridge::{Bridge, overflow_handler};
+use crate::bridge::{Bridge, BridgeParts, overflow_handler};
 use crate::config::Config;
 use crate::engine::{EngineError, EngineHandle, EngineMode, EngineState, spawn_engine};
 use crate::http::{self, HttpState};
@@ -251,16 +251,16 @@ async fn run_inner(
             return Err(e.into());
         }
     };
-    let (bridge, intake) = Bridge::new(
-        &config.bridge,
+    let parts = BridgeParts {
         admission,
-        config.mqtt.projects.clone(),
-        config.projects.clone(),
+        projects: config.mqtt.projects.clone(),
+        catalog: config.projects.clone(),
         llm,
-        engine.clone(),
+        engine: engine.clone(),
         publisher,
         store,
-    );
+    };
+    let (bridge, intake) = Bridge::new(&config.bridge, parts);
     bridge.spawn_session_sweeper(tracker, root.child_token());
     bridge.spawn_persister(tracker, root.child_token());
     bridge.spawn_queue_expiry(tracker, root.child_token());

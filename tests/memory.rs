@@ -143,7 +143,7 @@ async fn a_message_that_cannot_fit_gets_a_clear_error_and_the_session_goes_on() 
 
 /// `mqtt-llm up` with the echo sim and `--state-dir dir`.
 async fn up(broker: &Mosquitto, dir: &std::path::Path, extra: &[&str]) -> MqttLlm {
-    let mut args = vec!["--state-dir", dir.to_str().unwrap()];
+    let mut args = vec!["--state-dir", dir.to_str().expect("a UTF-8 path")];
     args.extend_from_slice(extra);
     MqttLlm::start(&sim_up_args_with(&broker.url(), &args)).await
 }

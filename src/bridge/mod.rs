@@ -46,6 +46,20 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often requests waiting behind their session are checked against `--max-queue-wait`.
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What the bridge is built from, besides its settings.
+#[derive(Debug)]
+pub struct BridgeParts {
+    pub admission: Admission,
+    /// The projects served.
+    pub projects: Vec<ProjectName>,
+    pub catalog: ProjectCatalog,
+    pub llm: LlmClient,
+    pub engine: EngineHandle,
+    pub publisher: Publisher,
+    /// The opened session store and what it held (`None` with `--no-persist`).
+    pub store: Option<(Store, Recovered)>,
+}
+
 /// The bridge's handle: the session sweeper and the shutdown drain (the [`Intake`] runs the rest).
 #[derive(Debug)]
 pub struct Bridge {
@@ -64,16 +78,16 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(
-        cfg: &BridgeConfig,
-        admission: Admission,
-        projects: Vec<ProjectName>,
-        catalog: ProjectCatalog,
-        llm: LlmClient,
-        engine: EngineHandle,
-        publisher: Publisher,
-        store: Option<(Store, Recovered)>,
-    ) -> (Self, Intake) {
+    pub fn new(cfg: &BridgeConfig, parts: BridgeParts) -> (Self, Intake) {
+        let BridgeParts {
+            admission,
+            projects,
+            catalog,
+            llm,
+            engine,
+            publisher,
+            store,
+        } = parts;
         let sessions = SessionStore::new(
             cfg.sessions.max_history_tokens.get(),
             cfg.sessions.trim,

@@ -30,5 +30,5 @@ pub use sse::ChatStream;
 pub use think::{ThinkFilter, clean_reply};
 pub use types::{
     ApiError, ChatEvent, ChatMessage, CompletionRequest, ContentPart, ImageUrlRef, MessageContent, Messages, ModelInfo,
-    Role, Usage,
+    Role, Usage, request_body,
 };

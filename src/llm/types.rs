@@ -248,7 +248,7 @@ impl<'a> WireRequest<'a> {
 
 /// The JSON body of a streaming chat request: `messages` (spliced in as it is, see [`Messages::Json`]) and the
 /// [`WireRequest`] fields.
-pub(crate) fn request_body(model: &str, req: &CompletionRequest) -> Vec<u8> {
+pub fn request_body(model: &str, req: &CompletionRequest) -> Vec<u8> {
     let rest = serde_json::to_string(&WireRequest::new(model, req)).unwrap_or_else(|_| "{}".to_owned());
     let messages = req.messages.to_json();
     let mut body = String::with_capacity(messages.len() + rest.len() + 16);
