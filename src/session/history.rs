@@ -179,12 +179,12 @@ impl PartialEq for History {
 
 impl History {
     /// A history restored from the store: `context_tokens` is the engine's last count of system + turns.
-    pub fn restored(system: Option<&str>, turns: Vec<Turn>, context_tokens: u32) -> Self {
+    pub fn restored(system: Option<Arc<str>>, turns: Vec<Turn>, context_tokens: u32) -> Self {
         let turn_tokens = turns.iter().map(|t| t.tokens).fold(0u32, u32::saturating_add);
         let text_bytes = turns.iter().map(Turn::text_bytes).sum();
         let system = system
             .filter(|_| context_tokens >= turn_tokens && context_tokens > 0)
-            .map(|s| (Arc::from(s), context_tokens - turn_tokens));
+            .map(|s| (s, context_tokens - turn_tokens));
         Self {
             turns: turns.into(),
             system,
@@ -281,10 +281,10 @@ impl History {
     /// Record a successful turn sent with `system` on the current turns. With the engine's `counted` usage the
     /// turn's tokens are exact when the system prompt's share was already known, and the system's share becomes
     /// the residual otherwise; without usage both are estimated.
-    pub fn push(&mut self, system: &str, user: Arc<str>, assistant: Arc<str>, counted: Option<Counted>) {
+    pub fn push(&mut self, system: &Arc<str>, user: Arc<str>, assistant: Arc<str>, counted: Option<Counted>) {
         let estimate = estimate_message(&user).saturating_add(estimate_message(&assistant));
         let known_system = match &self.system {
-            Some((text, tokens)) if **text == *system => Some(*tokens),
+            Some((text, tokens)) if **text == **system => Some(*tokens),
             _ => None,
         };
         let tokens = match (counted, known_system) {
@@ -300,13 +300,13 @@ impl History {
                     .min(context.saturating_sub(self.turn_tokens))
                     .max(1);
                 let residual = context.saturating_sub(self.turn_tokens.saturating_add(turn));
-                self.system = Some((Arc::from(system), residual));
+                self.system = Some((Arc::clone(system), residual));
                 turn
             }
             (None, _) => estimate.max(1),
         };
         if counted.is_none() && known_system.is_none() && !system.is_empty() {
-            self.system = Some((Arc::from(system), estimate_message(system)));
+            self.system = Some((Arc::clone(system), estimate_message(system)));
         }
         let turn = Turn {
             user,

@@ -20,7 +20,7 @@ fn counted(prompt: u32, completion: u32) -> Option<Counted> {
 }
 
 fn push(h: &mut History, system: &str, i: usize, c: Option<Counted>) {
-    h.push(system, format!("u{i}").into(), format!("a{i}").into(), c);
+    h.push(&Arc::from(system), format!("u{i}").into(), format!("a{i}").into(), c);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn counts_follow_the_engines_usage() {
 #[test]
 fn without_usage_turns_are_estimated() {
     let mut h = History::default();
-    h.push("", "abcd".repeat(10).into(), "xy".into(), None);
+    h.push(&Arc::from(""), "abcd".repeat(10).into(), "xy".into(), None);
     assert_eq!(h.turns[0].tokens, 10 + 1 + 2 * MESSAGE_FRAMING_TOKENS);
 }
 
@@ -70,7 +70,7 @@ fn the_turns_json_is_kept_in_step_with_the_turns() {
         first,
         r#",{"role":"user","content":"u0"},{"role":"assistant","content":"a0"}"#
     );
-    h.push("", "say \"hi\"\n".into(), "ok".into(), None);
+    h.push(&Arc::from(""), "say \"hi\"\n".into(), "ok".into(), None);
     push(&mut h, "", 2, None);
     h.drop_oldest(1);
     let kept = h.turns_json().to_owned();
@@ -108,7 +108,7 @@ fn the_following_turns_share_one_prefix_with_stable() {
             if dropped > 0 {
                 trims[i] += 1;
             }
-            h.push("", format!("u{turn}").into(), "a".into(), None);
+            h.push(&Arc::from(""), format!("u{turn}").into(), "a".into(), None);
             // Make each turn 100 tokens.
             if let Some(t) = h.turns.back_mut() {
                 h.turn_tokens = h.turn_tokens - t.tokens + 100;
@@ -153,7 +153,7 @@ fn restored_histories_keep_their_counts() {
             tokens: 20,
         },
     ];
-    let h = History::restored(Some("sys"), turns, 90);
+    let h = History::restored(Some(Arc::from("sys")), turns, 90);
     assert_eq!(h.context_tokens(), 90);
     assert_eq!(h.system_tokens("sys"), 40);
     assert_eq!(h.text_bytes(), 4);
@@ -223,7 +223,7 @@ proptest! {
         for (i, (prompt, completion, budget)) in ops.into_iter().enumerate() {
             h.trim("sys", 10, budget, &settings);
             let c = (prompt > 0).then_some(Counted { prompt_tokens: prompt, completion_tokens: completion });
-            h.push("sys", format!("user {i} \"q\"").into(), format!("reply {i}").into(), c);
+            h.push(&Arc::from("sys"), format!("user {i} \"q\"").into(), format!("reply {i}").into(), c);
             let sum: u32 = h.turns.iter().map(|t| t.tokens).sum();
             prop_assert_eq!(h.turn_tokens, sum);
             prop_assert_eq!(h.text_bytes(), h.turns.iter().map(Turn::text_bytes).sum::<usize>());

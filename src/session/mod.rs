@@ -40,6 +40,9 @@ pub use settings::SessionSettings;
 /// [`History::release_cache`]).
 pub const CACHE_IDLE: Duration = Duration::from_secs(60);
 
+/// The empty system prompt, shared by every new session.
+static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 /// Identifies a conversation. Two projects may use the same session id without sharing history.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey {
@@ -76,7 +79,7 @@ impl Session {
             system_override: None,
             history: History::default(),
             last_used: Instant::now(),
-            sent_system: Arc::from(""),
+            sent_system: Arc::clone(&EMPTY),
             pending_drop: 0,
             turn_pending: false,
             discard_turn: false,
@@ -150,6 +153,8 @@ struct State {
     project_templates: HashMap<ProjectName, Arc<str>>,
     /// `Some` when persistence is on.
     changes: Option<Changes>,
+    /// Each project's configured prompt, shared by its sessions (not one copy per session).
+    project_prompts: HashMap<ProjectName, Arc<str>>,
 }
 
 impl State {
@@ -304,6 +309,7 @@ impl SessionStore {
             sessions,
             project_templates,
             changes,
+            project_prompts,
         } = &mut *state;
         let session = sessions
             .entry(key.clone())
@@ -325,8 +331,15 @@ impl SessionStore {
         let system: Arc<str> = match (&session.system_override, project_templates.get(&key.project)) {
             (Some(own), _) => own.clone(),
             (None, Some(template)) => template.clone(),
-            (None, None) if *session.sent_system == *project_prompt => session.sent_system.clone(),
-            (None, None) => Arc::from(project_prompt),
+            (None, None) => {
+                let shared = project_prompts
+                    .entry(key.project.clone())
+                    .or_insert_with(|| Arc::from(project_prompt));
+                if **shared != *project_prompt {
+                    *shared = Arc::from(project_prompt);
+                }
+                shared.clone()
+            }
         };
         let dropped = session.history.plan_trim(&system, incoming, fit.budget, &self.trim);
         let fixed = session.history.system_tokens(&system).saturating_add(incoming);

@@ -85,10 +85,13 @@ impl SessionStore {
                 })
                 .collect();
             let mut session = Session::new(owner(record.owner));
-            session.system_override = record.system_override.map(Arc::from);
-            session.history = History::restored(record.sent_system.as_deref(), turns, record.context_tokens);
-            if let Some(system) = record.sent_system {
-                session.sent_system = Arc::from(system);
+            // The count of the system prompt is kept for a session's own prompt (then the one it was sent with);
+            // a project's prompt is counted again by the next turn's usage.
+            let own: Option<Arc<str>> = record.system_override.map(Arc::from);
+            session.history = History::restored(own.clone(), turns, record.context_tokens);
+            if let Some(own) = own {
+                session.sent_system = own.clone();
+                session.system_override = Some(own);
             }
             session.last_used = now.checked_sub(age).unwrap_or(now);
             state.sessions.insert(key, session);
@@ -180,7 +183,6 @@ fn record(key: &SessionKey, session: &Session, now: Instant, now_wall: SystemTim
         session: key.session.as_str().to_owned(),
         owner: stored_owner(&session.owner),
         system_override: session.system_override.as_deref().map(str::to_owned),
-        sent_system: Some(session.sent_system.to_string()),
         turns: session
             .history
             .turns

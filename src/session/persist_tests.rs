@@ -130,7 +130,6 @@ async fn records_idle_too_long_are_not_restored_and_are_deleted() {
             session: "stale".into(),
             owner: StoredOwner::Unchecked,
             system_override: None,
-            sent_system: None,
             turns: vec![],
             context_tokens: 0,
             last_used_unix_ms: 1_000,

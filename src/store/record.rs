@@ -26,10 +26,6 @@ pub struct StoredSession {
     pub session: String,
     pub owner: StoredOwner,
     pub system_override: Option<String>,
-    /// The system prompt the last turn was sent with (`context_tokens` counts it); `None` in a record that does
-    /// not say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_system: Option<String>,
     pub turns: Vec<StoredTurn>,
     pub context_tokens: u32,
     /// Wall-clock time of the last use, milliseconds since the Unix epoch (idle expiry resumes from it).

@@ -8,7 +8,6 @@ fn session(project: &str, session: &str, turns: usize) -> StoredSession {
         session: session.to_owned(),
         owner: StoredOwner::Client(format!("client-of-{session}")),
         system_override: (turns % 2 == 1).then(|| format!("be brief, {session}")),
-        sent_system: Some(format!("be brief, {session}")),
         turns: (0..turns)
             .map(|i| StoredTurn {
                 user: format!("question {i} from {session}"),
@@ -513,7 +512,6 @@ fn write_cost() {
                 session: format!("session-{s}"),
                 owner: StoredOwner::Unchecked,
                 system_override: None,
-                sent_system: None,
                 turns: (0..30).map(turn).collect(),
                 context_tokens: 6600,
                 last_used_unix_ms: round,
