@@ -74,6 +74,7 @@ pub(super) async fn run_lane(worker: Arc<Worker>, mut ticket: Ticket) {
         }
     }
     metrics::sessions(worker.sessions.len());
+    metrics::session_bytes(worker.sessions.bytes());
 }
 
 /// Answer a ticket taken out of its lane after `--max-queue-wait`: admission refuses it at once, and it gets the

@@ -155,9 +155,15 @@ struct State {
     changes: Option<Changes>,
     /// Each project's configured prompt, shared by its sessions (not one copy per session).
     project_prompts: HashMap<ProjectName, Arc<str>>,
+    /// Σ [`Session::bytes`]: kept by prepare and commit, recounted by the rarer changes.
+    bytes: usize,
 }
 
 impl State {
+    fn recount(&mut self) {
+        self.bytes = self.sessions.values().map(Session::bytes).sum();
+    }
+
     fn changed(&mut self, key: &SessionKey) {
         if let Some(c) = &mut self.changes {
             c.upsert(key);
@@ -310,6 +316,7 @@ impl SessionStore {
             project_templates,
             changes,
             project_prompts,
+            bytes,
         } = &mut *state;
         let session = sessions
             .entry(key.clone())
@@ -317,6 +324,7 @@ impl SessionStore {
         if !owner.may_use(&session.owner) {
             return Err(OwnerRefusal::OtherOwner);
         }
+        let before = session.bytes();
         session.last_used = Instant::now();
         session.turn_pending = true;
         session.discard_turn = false;
@@ -363,6 +371,7 @@ impl SessionStore {
         let turns = session.history.turns.len() - dropped;
         session.sent_system = system;
         session.pending_drop = dropped;
+        *bytes = bytes.saturating_add(session.bytes()).saturating_sub(before);
         Ok(Prompt {
             json,
             estimate,
@@ -408,11 +417,14 @@ impl SessionStore {
             return 0;
         }
         let system = session.sent_system.clone();
+        let before = session.bytes();
         let mut dropped = session.history.drop_oldest(std::mem::take(&mut session.pending_drop));
         session
             .history
             .push(&system, Arc::from(user), Arc::from(assistant), counted);
         dropped += session.history.trim_after_commit(&system, budget, &self.trim);
+        let after = session.bytes();
+        state.bytes = state.bytes.saturating_add(after).saturating_sub(before);
         if dropped > 0 {
             crate::metrics::history_trimmed(self.trim.policy.label(), dropped);
             tracing::debug!(
@@ -471,12 +483,13 @@ impl SessionStore {
                 session.history.release_cache();
             }
         }
+        state.recount();
         out
     }
 
     /// Bytes of history held in memory (turn text and cached JSON).
     pub fn bytes(&self) -> usize {
-        self.state().sessions.values().map(Session::bytes).sum()
+        self.state().bytes
     }
 
     /// A session template: `prompt` becomes the session's system prompt (as a request's `systemPrompt` would), and
@@ -497,6 +510,7 @@ impl SessionStore {
             session.clear();
         }
         state.changed(key);
+        state.recount();
         Ok(())
     }
 
@@ -512,6 +526,7 @@ impl SessionStore {
         }
         session.clear();
         state.changed(key);
+        state.recount();
         Ok(true)
     }
 
@@ -524,10 +539,12 @@ impl SessionStore {
             Some(session) if !owner.may_use(&session.owner) => Err(OwnerRefusal::OtherOwner),
             Some(_) => {
                 state.removed(key);
-                Ok(state
+                let existed = state
                     .sessions
                     .remove(key)
-                    .is_some_and(|s| forget(&mut state.sessions, key, s)))
+                    .is_some_and(|s| forget(&mut state.sessions, key, s));
+                state.recount();
+                Ok(existed)
             }
         }
     }
@@ -554,6 +571,7 @@ impl SessionStore {
         for key in &keys {
             state.changed(key);
         }
+        state.recount();
         keys.len()
     }
 
@@ -568,6 +586,7 @@ impl SessionStore {
         for key in &keys {
             state.changed(key);
         }
+        state.recount();
         keys.len()
     }
 
@@ -588,6 +607,7 @@ impl SessionStore {
                 forget(&mut state.sessions, key, session);
             }
         }
+        state.recount();
         keys.len()
     }
 

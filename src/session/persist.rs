@@ -97,6 +97,7 @@ impl SessionStore {
             state.sessions.insert(key, session);
             restored += 1;
         }
+        state.recount();
         restored
     }
 

@@ -392,3 +392,36 @@ fn a_turn_running_across_a_clear_or_delete_is_not_stored() {
     store.commit(&other, &ANYONE, "running".into(), "late".into(), Some(9));
     assert!(store.history(&other).unwrap().turns.is_empty());
 }
+
+#[test]
+fn the_byte_total_follows_every_change() {
+    let store = SessionStore::new(200, TrimSettings::default(), false);
+    let check = |store: &SessionStore| {
+        let state = store.state();
+        let sum: usize = state.sessions.values().map(Session::bytes).sum();
+        assert_eq!(state.bytes, sum);
+    };
+    for i in 0..30 {
+        let k = key("general", &format!("s{}", i % 3));
+        store
+            .prepare(&k, &ANYONE, None, "project", format!("message {i}"))
+            .unwrap();
+        check(&store);
+        store.commit(
+            &k,
+            &ANYONE,
+            format!("message {i}"),
+            "x".repeat(i * 7),
+            Some(20 * i as u32),
+        );
+        check(&store);
+    }
+    assert!(store.bytes() > 0);
+    store.clear(&key("general", "s0"), &ANYONE).unwrap();
+    check(&store);
+    store.delete(&key("general", "s1"), &ANYONE).unwrap();
+    check(&store);
+    store.set_project_template(&key("general", "x").project, "t", true);
+    check(&store);
+    assert_eq!(store.bytes(), 0);
+}
