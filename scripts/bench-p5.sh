@@ -9,7 +9,8 @@
 #   SESSIONS=20000 CONCURRENCY=128 scripts/bench-p5.sh
 #
 # bytes per idle session = (RSS after - RSS before) / sessions; beyond its text = (RSS delta - session text bytes) /
-# sessions, where the text bytes are mqtt_llm_session_bytes (n/a when the service does not export it).
+# sessions, where the text bytes are mqtt_llm_session_bytes, or, when the service does not export it, the bytes of
+# the messages sent plus the replies received as the bench counted them (marked "bench").
 #
 # Needs a release build (`cargo build --release --bin mqtt-llm --bin vllm-sim`), mosquitto, curl and python3.
 #
@@ -58,6 +59,10 @@ num = lambda k: int(mem[k]) if mem.get(k, "").strip() else None
 before, after, hwm = num("rss_before_kb"), num("rss_after_kb"), num("hwm_kb")
 held, text = num("sessions"), num("session_bytes")
 completed = report["mqtt"]["completed"]
+source = "mqtt_llm_session_bytes"
+if text is None and "message_bytes" in report["mqtt"]:
+    text, source = report["mqtt"]["message_bytes"] + report["mqtt"]["reply_bytes"], "bench: messages + replies"
+
 n = held if held else completed
 delta = (after - before) * 1024
 fmt = lambda v: f"{v:,.0f}" if v is not None else "n/a"
@@ -66,10 +71,11 @@ beyond = (delta - text) / n if (n and text is not None) else None
 text_per = text / n if (n and text is not None) else None
 print()
 print("| conversations asked / completed | held (mqtt_llm_sessions) | RSS ready | RSS after | RSS peak | RSS delta "
-      "| text bytes (mqtt_llm_session_bytes) | bytes per session | text per session | **beyond its text** |")
+      "| text bytes | bytes per session | text per session | **beyond its text** |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 print(f"| {asked:,} / {completed:,} | {fmt(held)} | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB "
-      f"| {hwm / 1024:.1f} MiB | {delta / 2**20:.1f} MiB | {fmt(text)} | {fmt(per)} | {fmt(text_per)} | **{fmt(beyond)}** |")
+      f"| {hwm / 1024:.1f} MiB | {delta / 2**20:.1f} MiB | {fmt(text)} ({source}) | {fmt(per)} | {fmt(text_per)} "
+      f"| **{fmt(beyond)}** |")
 errors = report["mqtt"]["errors"]
 if errors:
     print(f"\nerrors: {errors}")

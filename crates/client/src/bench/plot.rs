@@ -116,6 +116,8 @@ mod tests {
             completion_tokens: 1,
             prompt_tokens: 1,
             cached_tokens: None,
+            message_bytes: 0,
+            reply_bytes: 0,
             violations: 0,
         };
         let turns = [TurnStats {

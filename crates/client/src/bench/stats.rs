@@ -42,6 +42,10 @@ pub struct Record {
     /// The prompt as the engine counted it (system prompt, history and message); 0 where no usage came.
     pub prompt_tokens: u32,
     pub cached_tokens: Option<u32>,
+    /// Bytes of the user message sent, and of the final reply text (0 without one): the text a conversation adds
+    /// to the server's history.
+    pub message_bytes: u32,
+    pub reply_bytes: u32,
     /// Protocol breaches within this request (frames out of order).
     pub violations: usize,
 }
@@ -58,6 +62,8 @@ impl Record {
             completion_tokens: 0,
             prompt_tokens: 0,
             cached_tokens: None,
+            message_bytes: 0,
+            reply_bytes: 0,
             violations: 0,
         }
     }
@@ -117,6 +123,10 @@ pub struct PhaseStats {
     /// `cached_tokens / prompt_tokens` over the completed requests whose usage carried cached tokens; None when
     /// none did (no usage without stream frames, or an engine without prompt-token details).
     pub cached_share: Option<f64>,
+    /// Bytes of the user messages and of the replies of completed requests (the text the server's histories
+    /// hold, before trimming).
+    pub message_bytes: u64,
+    pub reply_bytes: u64,
     pub wall_s: f64,
     /// The engine's prefix-cache counters over the phase (`--engine-metrics`); absent without the flag.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +157,8 @@ impl PhaseStats {
             prompt_tokens: ok.iter().map(|r| u64::from(r.prompt_tokens)).sum(),
             cached_tokens: ok.iter().filter_map(|r| r.cached_tokens).map(u64::from).sum(),
             cached_share: cached_share(&ok),
+            message_bytes: ok.iter().map(|r| u64::from(r.message_bytes)).sum(),
+            reply_bytes: ok.iter().map(|r| u64::from(r.reply_bytes)).sum(),
             wall_s: secs,
             prefix_cache: None,
         }
@@ -317,6 +329,8 @@ mod tests {
             completion_tokens: 10,
             prompt_tokens: 30,
             cached_tokens: Some(16),
+            message_bytes: 5,
+            reply_bytes: 7,
             violations: 0,
         }
     }
@@ -352,6 +366,7 @@ mod tests {
         assert_eq!((turns[0].prompt_tokens_mean, turns[0].completed), (30.0, 1));
         assert_eq!(turns[1].ttft_p90_ms, 20.0);
         assert_eq!(s.cached_tokens, 32);
+        assert_eq!((s.message_bytes, s.reply_bytes), (10, 14));
         assert_eq!(s.cached_share, Some(32.0 / 60.0));
         let mut no_usage = rec(0, RecordOutcome::Ok, 10);
         (no_usage.prompt_tokens, no_usage.cached_tokens) = (0, None);
