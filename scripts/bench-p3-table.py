@@ -7,7 +7,8 @@ Prints a markdown table (turns are 1-based: turn 1 is the first request of a con
 TTFT p50 at turns 1, 2, 10, 20, 29, 30 (P3_TURNS to change them), the turn-30/turn-2 TTFT ratio (last/second of
 those), the engine's prefix-cache hit rate (vllm:prefix_cache_hits_total / queries_total over the phase), the share of
 prompt tokens served from cache according to the per-request usage (cached_tokens / prompt_tokens), the mean prompt at
-turn 10 and at the last turn, and the first turn whose mean prompt is not above the previous one (where trimming began).
+turn 10 and at the last turn, and the first turn whose mean prompt grew by less than half of what turn 2 added (the
+first request that saw a trimmed history).
 Used by scripts/bench-p3.sh and scripts/bench-p3-real-vllm.sh.
 """
 import json
@@ -23,7 +24,7 @@ def main(args):
     shown = [int(t) for t in os.environ.get("P3_TURNS", "1 2 10 20 29 30").split()]
     head = ["policy"] + [f"TTFT p50 t{t} (ms)" for t in shown]
     head += [f"t{shown[-1]}/t{shown[1]}", "engine prefix-cache hit rate", "cached/prompt tokens (usage)",
-             f"mean prompt t{shown[2]} / t{shown[-1]}", "trim from turn", "completed / requests"]
+             f"mean prompt t{shown[2]} / t{shown[-1]}", "trimmed from turn", "completed / requests"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for arg in args:
@@ -49,8 +50,10 @@ def main(args):
         row.append(f"{pct(phase.get('cached_share'))} ({phase.get('cached_tokens', 0):,} / {phase['prompt_tokens']:,})")
         p10, plast = prompt(shown[2]), prompt(shown[-1])
         row.append(" / ".join("n/a" if p is None else f"{p:,.0f}" for p in (p10, plast)))
-        trim = next((t for t in sorted(turns) if t > 1 and t - 1 in turns
-                     and turns[t]["prompt_tokens_mean"] <= turns[t - 1]["prompt_tokens_mean"]), None)
+        # The first turn whose prompt grew by less than half of what turn 2 added: its history was trimmed.
+        step = (prompt(2) - prompt(1)) if prompt(1) is not None and prompt(2) is not None else None
+        trim = next((t for t in sorted(turns) if t > 2 and t - 1 in turns and step
+                     and turns[t]["prompt_tokens_mean"] - turns[t - 1]["prompt_tokens_mean"] < step / 2), None)
         row.append("none" if trim is None else str(trim))
         row.append(f"{phase['completed']} / {phase['requests']}")
         print("| " + " | ".join(row) + " |")

@@ -21,6 +21,7 @@
 #   MAX_TOKENS            answer tokens (default 32)
 #   BUDGET                --max-history-tokens (default 800: 32-word messages and 32-token answers add about 75
 #                         tokens a turn on vllm-sim, so the history passes it at turn 11)
+#   P3_TURNS              the (1-based) turns whose TTFT the table shows (default "1 2 10 20 29 30")
 #   SIM_FLAGS             vllm-sim timing (default "--sim-itl-ms 5 --sim-prefill-us-per-token 200")
 #   UP_FLAGS              more flags for `mqtt-llm up` (e.g. "--trim-low-water 0.5")
 #   BENCH_FLAGS           more flags for `mqtt-llm bench`
