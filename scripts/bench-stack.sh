@@ -12,6 +12,14 @@
 #   BENCH_CPU=1           print the CPU time (user+system) each process of the stack used during the bench,
 #                         in total and per completed request (read from /proc/PID/stat before and after)
 #   BENCH_PERF=FILE       sample `mqtt-llm up` with `perf record --call-graph dwarf` (cpu-clock, 499 Hz) during the bench
+#   BENCH_MEM=FILE        write `mqtt-llm up`'s memory to FILE as key=value lines: rss_before_kb (VmRSS once it is
+#                         ready), rss_after_kb (after the bench, BENCH_MEM_SETTLE_S seconds later, default 2),
+#                         hwm_kb (VmHWM), sessions (the mqtt_llm_sessions gauge), session_bytes (mqtt_llm_session_bytes,
+#                         when the service has it) and up_metrics (the file with its whole /metrics text)
+#   STACK_READY_TIMEOUT_S how long to wait for `mqtt-llm up`'s `ready` (default 30)
+#
+# The word SIMURL in the bench flags becomes the simulator's URL, so `--engine-metrics SIMURL/metrics` reports the
+# engine's prefix-cache hit rate.
 set -u
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${MQTT_LLM_RELEASE_DIR:-$repo/target/release}"
@@ -35,7 +43,16 @@ for _ in $(seq 100); do curl -sf "127.0.0.1:$sim_port/health" >/dev/null && brea
 # shellcheck disable=SC2086
 MQTT_LLM_LOG=warn "$bin/mqtt-llm" up --engine-url "http://127.0.0.1:$sim_port" --broker "mqtt://127.0.0.1:$mqtt_port" \
     --http 127.0.0.1:0 --max-inflight 256 ${UP_FLAGS:-} >"$work/up.out" 2>"$work/up.err" & up=$!
-for _ in $(seq 300); do grep -q '^ready' "$work/up.out" && break; sleep 0.1; done
+ready_ticks=$(( ${STACK_READY_TIMEOUT_S:-30} * 10 ))
+for _ in $(seq "$ready_ticks"); do grep -q '^ready' "$work/up.out" && break; sleep 0.1; done
+if ! grep -q '^ready' "$work/up.out"; then
+    echo "mqtt-llm up is not ready (logs: $work):" >&2; tail -n 20 "$work/up.err" >&2; exit 2
+fi
+# VmRSS / VmHWM of a process, in kB.
+proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
+# The service's /metrics address, from its `http listening on ADDR` line.
+up_http=$(sed -n 's/^http listening on //p' "$work/up.out" | head -n1)
+[ -n "${BENCH_MEM:-}" ] && echo "rss_before_kb=$(proc_kb "$up" VmRSS)" >"$BENCH_MEM"
 if [ -n "${BENCH_PERF:-}" ]; then
     perf record -F 499 -e cpu-clock --call-graph dwarf,32768 -p "$up" -o "$BENCH_PERF" >"$work/perf.log" 2>&1 & perf=$!
 fi
@@ -51,6 +68,19 @@ rc=$?
 end_ns=$(date +%s%N)
 times >"$work/times"; bench_ms=$(( $(children_ms) - bench_before ))
 if [ -n "${BENCH_PERF:-}" ]; then kill -INT "$perf" 2>/dev/null; wait "$perf" 2>/dev/null; fi
+if [ -n "${BENCH_MEM:-}" ]; then
+    sleep "${BENCH_MEM_SETTLE_S:-2}"
+    curl -sf "http://$up_http/metrics" >"$BENCH_MEM.metrics" 2>/dev/null
+    # A gauge's value (summed over label sets), or nothing when the service does not have it.
+    gauge() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF; n++ } END { if (n) printf "%.0f\n", s }' "$BENCH_MEM.metrics"; }
+    {
+        echo "rss_after_kb=$(proc_kb "$up" VmRSS)"
+        echo "hwm_kb=$(proc_kb "$up" VmHWM)"
+        echo "sessions=$(gauge mqtt_llm_sessions)"
+        echo "session_bytes=$(gauge mqtt_llm_session_bytes)"
+        echo "up_metrics=$BENCH_MEM.metrics"
+    } >>"$BENCH_MEM"
+fi
 if [ "${BENCH_CPU:-}" = 1 ]; then
     hz=$(getconf CLK_TCK)
     wall=$(( (end_ns - start_ns) / 1000000 ))

@@ -43,9 +43,13 @@ pub struct BenchArgs {
     /// Projects the conversations are spread over (comma separated).
     #[arg(long, default_value = "general", value_delimiter = ',')]
     pub projects: Vec<String>,
-    /// Closed loop: conversations running at once.
+    /// Closed loop: conversations in all (each with its own session id); all run at once unless --concurrency.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub sessions: u32,
+    /// Closed loop: at most this many conversations at once; a new one starts as one ends (e.g. `--sessions
+    /// 100000 --turns 1 --concurrency 256`) [default: all of --sessions].
+    #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
     /// Closed loop: turns per conversation (each waits for the previous reply).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub turns: u32,
@@ -98,6 +102,11 @@ pub struct BenchArgs {
     /// Report TTFT (and prefix-cache hits) by turn index.
     #[arg(long)]
     pub per_turn: bool,
+    /// The engine's Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics): scraped before and after each
+    /// measured phase to report the engine's prefix-cache hit rate (vllm:prefix_cache_hits_total over
+    /// vllm:prefix_cache_queries_total).
+    #[arg(long, value_name = "URL")]
+    pub engine_metrics: Option<String>,
     /// Write every figure and the full configuration as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

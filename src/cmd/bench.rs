@@ -2,7 +2,9 @@
 //! straight to an OpenAI-compatible endpoint, or idle and beside a flooded session). Prints a table to stdout and a
 //! progress bar to stderr; exits 1 when the server broke the protocol.
 
+use std::future::Future;
 use std::io::Write as _;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +13,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::direct::DirectLlm;
 use mqtt_llm::llm::LlmClient;
+use mqtt_llm_client::bench::engine::MetricsSource;
 use mqtt_llm_client::bench::flood::run_isolation;
-use mqtt_llm_client::bench::stats::{self, PhaseStats, Record};
+use mqtt_llm_client::bench::stats::{self, Record};
 use mqtt_llm_client::bench::target::Target;
-use mqtt_llm_client::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_phase, table};
+use mqtt_llm_client::bench::{BenchConfig, PhaseRun, Report, SETTLE, Workload, plot, run_measured_phase, table};
 use mqtt_llm_client::{Client, Violation};
 
 use crate::cli::BenchArgs;
@@ -30,6 +33,7 @@ impl BenchArgs {
                 sessions: self.sessions,
                 turns: self.turns,
                 think_ms: self.think_ms,
+                concurrency: self.concurrency,
             },
         };
         BenchConfig {
@@ -52,6 +56,7 @@ impl BenchArgs {
                 1
             },
             per_turn: self.per_turn,
+            engine_metrics: self.engine_metrics.clone(),
         }
     }
 }
@@ -79,6 +84,37 @@ async fn direct_client(url: &str, model: Option<&str>) -> anyhow::Result<Target>
     )?))))
 }
 
+/// The engine's Prometheus endpoint, fetched with the service's HTTP client.
+#[derive(Debug)]
+struct EngineMetrics {
+    http: reqwest::Client,
+    url: url::Url,
+}
+
+impl EngineMetrics {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let url = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--engine-metrics {url:?}: {e}"))?;
+        mqtt_llm_client::tls::ensure_crypto_provider();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { http, url })
+    }
+}
+
+impl MetricsSource for EngineMetrics {
+    fn scrape(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(async move {
+            let response = self
+                .http
+                .get(self.url.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let response = response.error_for_status().map_err(|e| e.to_string())?;
+            response.text().await.map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Connect a protocol client of the bench (`prefix-<8 hex>` as client id).
 async fn connect(args: &BenchArgs, prefix: &str) -> anyhow::Result<Client> {
     Ok(Client::connect(&args.broker.client_config(prefix)).await?)
@@ -96,9 +132,14 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if config.projects.is_empty() || config.projects.iter().any(|p| p.is_empty()) {
         anyhow::bail!("--projects must name at least one project");
     }
+    let metrics = match &config.engine_metrics {
+        Some(url) => Some(EngineMetrics::new(url)?),
+        None => None,
+    };
+    let metrics = metrics.as_ref().map(|m| m as &dyn MetricsSource);
     let measured = match config.flood_rate {
-        Some(rate) => isolation(args, config, rate).await?,
-        None => comparison(args, config).await?,
+        Some(rate) => isolation(args, config, rate, metrics).await?,
+        None => comparison(args, config, metrics).await?,
     };
     let report = &measured.report;
     print_report(report, &measured.violations);
@@ -117,7 +158,11 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// MQTT only, direct only, or both interleaved (--compare).
-async fn comparison(args: &BenchArgs, config: BenchConfig) -> anyhow::Result<Measured> {
+async fn comparison(
+    args: &BenchArgs,
+    config: BenchConfig,
+    metrics: Option<&dyn MetricsSource>,
+) -> anyhow::Result<Measured> {
     let direct_url = args.direct.as_deref().or(args.compare.as_deref());
     let direct = match direct_url {
         Some(url) => Some(direct_client(url, args.model.as_deref()).await?),
@@ -137,13 +182,14 @@ async fn comparison(args: &BenchArgs, config: BenchConfig) -> anyhow::Result<Mea
     for round in 0..config.rounds {
         if let Some(client) = &mqtt {
             let before = client.violations().len();
-            let run = run_phase(&config, &Target::Mqtt(client.clone()), round * 2, tick(&progress)).await;
+            let target = Target::Mqtt(client.clone());
+            let run = run_measured_phase(&config, &target, round * 2, tick(&progress), metrics).await;
             tokio::time::sleep(SETTLE).await;
             violations += client.violations().len() - before;
             mqtt_run.merge(run);
         }
         if let Some(target) = &direct {
-            direct_run.merge(run_phase(&config, target, round * 2 + 1, tick(&progress)).await);
+            direct_run.merge(run_measured_phase(&config, target, round * 2 + 1, tick(&progress), metrics).await);
         }
     }
     progress.finish_and_clear();
@@ -152,12 +198,8 @@ async fn comparison(args: &BenchArgs, config: BenchConfig) -> anyhow::Result<Mea
         client.shutdown().await;
     }
 
-    let mqtt_stats = mqtt
-        .is_some()
-        .then(|| PhaseStats::from_records(&mqtt_run.records, mqtt_run.wall, violations));
-    let direct_stats = direct
-        .is_some()
-        .then(|| PhaseStats::from_records(&direct_run.records, direct_run.wall, 0));
+    let mqtt_stats = mqtt.is_some().then(|| mqtt_run.stats(violations));
+    let direct_stats = direct.is_some().then(|| direct_run.stats(0));
     let main_records = if mqtt.is_some() {
         &mqtt_run.records
     } else {
@@ -189,11 +231,16 @@ async fn comparison(args: &BenchArgs, config: BenchConfig) -> anyhow::Result<Mea
 }
 
 /// Flood mode (--flood-rate): the workload idle and beside a flooded session, through two clients.
-async fn isolation(args: &BenchArgs, config: BenchConfig, rate: f64) -> anyhow::Result<Measured> {
+async fn isolation(
+    args: &BenchArgs,
+    config: BenchConfig,
+    rate: f64,
+    metrics: Option<&dyn MetricsSource>,
+) -> anyhow::Result<Measured> {
     let measured = connect(args, "mqtt-llm-bench").await?;
     let flooder = connect(args, "mqtt-llm-flood").await?;
     let progress = progress_bar(config.workload.expected_requests() * u64::from(config.rounds) * 2);
-    let run = run_isolation(&config, rate, &measured, &flooder, tick(&progress)).await;
+    let run = run_isolation(&config, rate, &measured, &flooder, tick(&progress), metrics).await;
     progress.finish_and_clear();
     let mut violations = measured.violations();
     violations.extend(flooder.violations());

@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::stats::{Added, FloodStats, Isolation, PhaseStats, Record};
+use super::engine::MetricsSource;
+use super::stats::{Added, FloodStats, Isolation, Record};
 use super::target::{Target, TurnParams, mqtt_turn};
-use super::{BenchConfig, PhaseRun, SETTLE, prompt, run_phase};
+use super::{BenchConfig, PhaseRun, SETTLE, prompt, run_measured_phase};
 use crate::{Client, ClientError, Session};
 
 /// The conversation number flood prompts are drawn from (far from the measured ones).
@@ -94,13 +95,15 @@ pub struct IsolationRun {
 }
 
 /// Run `config`'s workload idle and flooded, alternating `config.rounds` times, through `measured`, while
-/// `flooder` floods a session `flood-<tag>r<round>` of the first project at `rate` requests per second.
+/// `flooder` floods a session `flood-<tag>r<round>` of the first project at `rate` requests per second. With
+/// `metrics`, each phase's prefix-cache figures (the flooded ones include the flood's requests).
 pub async fn run_isolation(
     config: &BenchConfig,
     rate: f64,
     measured: &Client,
     flooder: &Client,
     on_record: impl Fn(&Record) + Clone + Send + Sync + 'static,
+    metrics: Option<&dyn MetricsSource>,
 ) -> Result<IsolationRun, ClientError> {
     let target = Target::Mqtt(measured.clone());
     let project = config.projects.first().map_or("general", String::as_str);
@@ -110,7 +113,7 @@ pub async fn run_isolation(
     let mut flood_records = Vec::new();
     for round in 0..config.rounds {
         let before = measured.violations().len();
-        idle.merge(run_phase(config, &target, round * 2, on_record.clone()).await);
+        idle.merge(run_measured_phase(config, &target, round * 2, on_record.clone(), metrics).await);
         tokio::time::sleep(SETTLE).await;
         idle_violations += measured.violations().len() - before;
 
@@ -125,15 +128,21 @@ pub async fn run_isolation(
         .await?;
         let before = measured.violations().len();
         let (run, records) = flood
-            .during(run_phase(config, &target, round * 2 + 1, on_record.clone()))
+            .during(run_measured_phase(
+                config,
+                &target,
+                round * 2 + 1,
+                on_record.clone(),
+                metrics,
+            ))
             .await;
         tokio::time::sleep(SETTLE).await;
         flooded_violations += measured.violations().len() - before;
         flooded.merge(run);
         flood_records.extend(records);
     }
-    let idle_stats = PhaseStats::from_records(&idle.records, idle.wall, idle_violations);
-    let flooded_stats = PhaseStats::from_records(&flooded.records, flooded.wall, flooded_violations);
+    let idle_stats = idle.stats(idle_violations);
+    let flooded_stats = flooded.stats(flooded_violations);
     let stats = Isolation {
         flood_rate: rate,
         flood: FloodStats::from_records(&flood_records, flooder.violations().len()),

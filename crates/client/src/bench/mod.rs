@@ -2,6 +2,7 @@
 //! the records they produce, their statistics ([`stats`]), flood mode ([`flood`]), the JSON report and the SVG
 //! plot ([`plot`]). Nothing here prints; `cmd::bench` does.
 
+pub mod engine;
 pub mod flood;
 pub mod plot;
 pub mod stats;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use engine::{MetricsSource, PrefixCache};
 use stats::{Isolation, Overhead, PhaseStats, Record, TurnStats};
 use target::{Target, TurnParams};
 
@@ -20,8 +22,15 @@ use target::{Target, TurnParams};
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Workload {
-    /// `sessions` conversations at once, `turns` turns each, a turn waiting for the previous reply.
-    Closed { sessions: u32, turns: u32, think_ms: u64 },
+    /// `sessions` conversations, `turns` turns each, a turn waiting for the previous reply; at most `concurrency`
+    /// conversations run at once (a new one starts as one ends), all of them when None.
+    Closed {
+        sessions: u32,
+        turns: u32,
+        think_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        concurrency: Option<u32>,
+    },
     /// Single-turn conversations started at `rate` per second for `duration_ms`, whatever is still running.
     Open { rate: f64, duration_ms: u64 },
 }
@@ -56,6 +65,9 @@ pub struct BenchConfig {
     /// MQTT/direct phase pairs with --compare, idle/flooded pairs with --flood-rate; 1 otherwise.
     pub rounds: u32,
     pub per_turn: bool,
+    /// The engine's Prometheus endpoint scraped before and after each phase (`--engine-metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_metrics: Option<String>,
 }
 
 impl BenchConfig {
@@ -122,11 +134,12 @@ pub fn prompt(conv: u64, turn: u32, tokens: u32) -> String {
     format!("q{conv}.{turn} {body}")
 }
 
-/// The records of one phase and its wall time.
+/// The records of one phase, its wall time and, with `--engine-metrics`, what the engine's prefix cache did.
 #[derive(Debug, Default)]
 pub struct PhaseRun {
     pub records: Vec<Record>,
     pub wall: Duration,
+    pub prefix_cache: Option<PrefixCache>,
 }
 
 impl PhaseRun {
@@ -134,7 +147,38 @@ impl PhaseRun {
     pub fn merge(&mut self, run: PhaseRun) {
         self.records.extend(run.records);
         self.wall += run.wall;
+        self.prefix_cache = match (self.prefix_cache, run.prefix_cache) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        };
     }
+
+    /// The phase's statistics, with the engine's prefix-cache figures when they were scraped.
+    pub fn stats(&self, violations: usize) -> PhaseStats {
+        PhaseStats {
+            prefix_cache: self.prefix_cache,
+            ..PhaseStats::from_records(&self.records, self.wall, violations)
+        }
+    }
+}
+
+/// [`run_phase`], with the engine's prefix-cache counters scraped from `metrics` (when given) right before and
+/// right after it.
+pub async fn run_measured_phase(
+    config: &BenchConfig,
+    target: &Target,
+    phase: u32,
+    on_record: impl Fn(&Record) + Clone + Send + Sync + 'static,
+    metrics: Option<&dyn MetricsSource>,
+) -> PhaseRun {
+    let Some(metrics) = metrics else {
+        return run_phase(config, target, phase, on_record).await;
+    };
+    let before = engine::scrape_prefix_cache(metrics).await;
+    let mut run = run_phase(config, target, phase, on_record).await;
+    let after = engine::scrape_prefix_cache(metrics).await;
+    run.prefix_cache = Some(PrefixCache::between(before, after));
+    run
 }
 
 /// Run the workload once against `target`; `on_record` is called as each request ends (progress).
@@ -181,13 +225,26 @@ pub async fn run_phase(
             records
         }
     };
+    let mut records = Vec::new();
+    let collect = |records: &mut Vec<Record>, done: Result<Vec<Record>, tokio::task::JoinError>| match done {
+        Ok(rs) => records.extend(rs),
+        Err(e) => tracing::warn!(error = %e, "a conversation task failed"),
+    };
     match &config.workload {
         Workload::Closed {
             sessions,
             turns,
             think_ms,
+            concurrency,
         } => {
+            let limit = concurrency.map_or(usize::MAX, |c| c.max(1) as usize);
             for conv in 0..u64::from(*sessions) {
+                // Bounded: the next conversation starts when one ends (only `limit` tasks exist at a time).
+                if tasks.len() >= limit {
+                    if let Some(done) = tasks.join_next().await {
+                        collect(&mut records, done);
+                    }
+                }
                 tasks.spawn(conversation(conv, *turns, Duration::from_millis(*think_ms)));
             }
         }
@@ -204,16 +261,13 @@ pub async fn run_phase(
             }
         }
     }
-    let mut records = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(rs) => records.extend(rs),
-            Err(e) => tracing::warn!(error = %e, "a conversation task failed"),
-        }
+        collect(&mut records, done);
     }
     PhaseRun {
         records,
         wall: start.elapsed(),
+        prefix_cache: None,
     }
 }
 

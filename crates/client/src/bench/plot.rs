@@ -116,13 +116,19 @@ mod tests {
             completion_tokens: 1,
             prompt_tokens: 1,
             cached_tokens: None,
+            message_bytes: 0,
+            reply_bytes: 0,
             violations: 0,
         };
         let turns = [TurnStats {
             turn: 0,
+            completed: 1,
             ttft_p50_ms: 5.0,
+            ttft_p90_ms: 5.0,
             ttft_p99_ms: 5.0,
+            prompt_tokens_mean: 1.0,
             cached_tokens_mean: 0.0,
+            cached_share: Some(0.0),
         }];
         let svg = render(&[("mqtt", std::slice::from_ref(&r))], Some(&turns));
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::engine::PrefixCache;
+
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordOutcome {
@@ -40,6 +42,10 @@ pub struct Record {
     /// The prompt as the engine counted it (system prompt, history and message); 0 where no usage came.
     pub prompt_tokens: u32,
     pub cached_tokens: Option<u32>,
+    /// Bytes of the user message sent, and of the final reply text (0 without one): the text a conversation adds
+    /// to the server's history.
+    pub message_bytes: u32,
+    pub reply_bytes: u32,
     /// Protocol breaches within this request (frames out of order).
     pub violations: usize,
 }
@@ -56,6 +62,8 @@ impl Record {
             completion_tokens: 0,
             prompt_tokens: 0,
             cached_tokens: None,
+            message_bytes: 0,
+            reply_bytes: 0,
             violations: 0,
         }
     }
@@ -110,7 +118,19 @@ pub struct PhaseStats {
     pub completion_tokens: u64,
     /// Prompt tokens of completed requests, as the engine counted them.
     pub prompt_tokens: u64,
+    /// Of those, the tokens the engine's prefix cache served (the usage's `cached_tokens`).
+    pub cached_tokens: u64,
+    /// `cached_tokens / prompt_tokens` over the completed requests whose usage carried cached tokens; None when
+    /// none did (no usage without stream frames, or an engine without prompt-token details).
+    pub cached_share: Option<f64>,
+    /// Bytes of the user messages and of the replies of completed requests (the text the server's histories
+    /// hold, before trimming).
+    pub message_bytes: u64,
+    pub reply_bytes: u64,
     pub wall_s: f64,
+    /// The engine's prefix-cache counters over the phase (`--engine-metrics`); absent without the flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PrefixCache>,
 }
 
 impl PhaseStats {
@@ -135,9 +155,26 @@ impl PhaseStats {
             replies_per_s: per_s(ok.len() as f64),
             completion_tokens: tokens,
             prompt_tokens: ok.iter().map(|r| u64::from(r.prompt_tokens)).sum(),
+            cached_tokens: ok.iter().filter_map(|r| r.cached_tokens).map(u64::from).sum(),
+            cached_share: cached_share(&ok),
+            message_bytes: ok.iter().map(|r| u64::from(r.message_bytes)).sum(),
+            reply_bytes: ok.iter().map(|r| u64::from(r.reply_bytes)).sum(),
             wall_s: secs,
+            prefix_cache: None,
         }
     }
+}
+
+/// Cached over prompt tokens, summed over the records whose usage told both.
+fn cached_share(records: &[&Record]) -> Option<f64> {
+    let (mut cached, mut prompt) = (0u64, 0u64);
+    for r in records {
+        if let Some(c) = r.cached_tokens.filter(|_| r.prompt_tokens > 0) {
+            cached += u64::from(c);
+            prompt += u64::from(r.prompt_tokens);
+        }
+    }
+    (prompt > 0).then(|| cached as f64 / prompt as f64)
 }
 
 /// What going through MQTT adds to talking to the engine directly.
@@ -236,14 +273,21 @@ impl Isolation {
     }
 }
 
-/// TTFT of the completed requests of one turn index.
+/// TTFT and prompt size of the completed requests of one turn index (0 = first turn).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TurnStats {
     pub turn: u32,
+    /// Completed requests of this turn index.
+    pub completed: usize,
     pub ttft_p50_ms: f64,
+    pub ttft_p90_ms: f64,
     pub ttft_p99_ms: f64,
+    /// Mean prompt as the engine counted it (0 where no usage came).
+    pub prompt_tokens_mean: f64,
     /// Mean prefix-cache hit (0 where the server reports none).
     pub cached_tokens_mean: f64,
+    /// Cached over prompt tokens of this turn index (None without usage).
+    pub cached_share: Option<f64>,
 }
 
 pub fn per_turn(records: &[Record]) -> Vec<TurnStats> {
@@ -256,11 +300,16 @@ pub fn per_turn(records: &[Record]) -> Vec<TurnStats> {
         .map(|(turn, rs)| {
             let p = percentiles(rs.iter().filter_map(|r| r.ttft));
             let cached: f64 = rs.iter().map(|r| f64::from(r.cached_tokens.unwrap_or(0))).sum();
+            let prompt: f64 = rs.iter().map(|r| f64::from(r.prompt_tokens)).sum();
             TurnStats {
                 turn,
+                completed: rs.len(),
                 ttft_p50_ms: p.p50,
+                ttft_p90_ms: p.p90,
                 ttft_p99_ms: p.p99,
+                prompt_tokens_mean: prompt / rs.len() as f64,
                 cached_tokens_mean: cached / rs.len() as f64,
+                cached_share: cached_share(&rs),
             }
         })
         .collect()
@@ -280,6 +329,8 @@ mod tests {
             completion_tokens: 10,
             prompt_tokens: 30,
             cached_tokens: Some(16),
+            message_bytes: 5,
+            reply_bytes: 7,
             violations: 0,
         }
     }
@@ -312,6 +363,15 @@ mod tests {
         assert_eq!(turns.len(), 2);
         assert_eq!(turns[1].ttft_p50_ms, 20.0);
         assert_eq!(turns[0].cached_tokens_mean, 16.0);
+        assert_eq!((turns[0].prompt_tokens_mean, turns[0].completed), (30.0, 1));
+        assert_eq!(turns[1].ttft_p90_ms, 20.0);
+        assert_eq!(s.cached_tokens, 32);
+        assert_eq!((s.message_bytes, s.reply_bytes), (10, 14));
+        assert_eq!(s.cached_share, Some(32.0 / 60.0));
+        let mut no_usage = rec(0, RecordOutcome::Ok, 10);
+        (no_usage.prompt_tokens, no_usage.cached_tokens) = (0, None);
+        let s2 = PhaseStats::from_records(&[no_usage], Duration::from_secs(1), 0);
+        assert_eq!(s2.cached_share, None);
         let o = Overhead::between(&s, &PhaseStats::from_records(&records[..1], Duration::from_secs(1), 0));
         assert_eq!(o.latency.ttft_p50_ms, 0.0);
         assert_eq!(o.throughput_ratio, 1.0);

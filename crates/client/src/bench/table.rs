@@ -29,14 +29,14 @@ pub fn render(report: &Report) -> String {
     if let Some(turns) = &report.per_turn {
         let _ = writeln!(
             out,
-            "  {:<6} {:>9} {:>9} {:>9}",
-            "turn", "ttft p50", "ttft p99", "cached"
+            "  {:<6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "turn", "ttft p50", "ttft p90", "ttft p99", "prompt", "cached"
         );
         for t in turns {
             let _ = writeln!(
                 out,
-                "  {:<6} {:>9.1} {:>9.1} {:>9.1}",
-                t.turn, t.ttft_p50_ms, t.ttft_p99_ms, t.cached_tokens_mean
+                "  {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                t.turn, t.ttft_p50_ms, t.ttft_p90_ms, t.ttft_p99_ms, t.prompt_tokens_mean, t.cached_tokens_mean
             );
         }
     }
@@ -64,6 +64,17 @@ fn phase_table(out: &mut String, name: &str, s: &PhaseStats) {
     if !s.errors.is_empty() {
         let errors: Vec<String> = s.errors.iter().map(|(c, n)| format!("{c}={n}")).collect();
         let _ = writeln!(out, "  errors: {}", errors.join(", "));
+    }
+    let share = s
+        .cached_share
+        .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    let _ = writeln!(
+        out,
+        "  prompt tokens from cache (usage): {share} ({} of {})",
+        s.cached_tokens, s.prompt_tokens
+    );
+    if let Some(p) = &s.prefix_cache {
+        let _ = writeln!(out, "  engine prefix-cache hit rate: {}", p.describe());
     }
 }
 

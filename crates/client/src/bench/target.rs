@@ -151,6 +151,8 @@ pub async fn mqtt_turn(session: &Session, turn: u32, message: &str, params: &Tur
         completion_tokens: usage.map_or(0, |u| u.completion_tokens),
         prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
         cached_tokens: usage.map(|u| u.cached_tokens),
+        message_bytes: byte_len(message),
+        reply_bytes: ex.reply.as_deref().map_or(0, byte_len),
         violations: ex.violations.len(),
     }
 }
@@ -176,6 +178,7 @@ async fn direct_turn(
             if reply.text.is_empty() {
                 return Record::failed(turn, RecordOutcome::Error("empty_reply".into()));
             }
+            let reply_bytes = byte_len(&reply.text);
             history.push(DirectMessage::user(message));
             history.push(DirectMessage {
                 role: DirectRole::Assistant,
@@ -190,8 +193,14 @@ async fn direct_turn(
                 completion_tokens: reply.completion_tokens,
                 prompt_tokens: reply.prompt_tokens,
                 cached_tokens: reply.cached_tokens,
+                message_bytes: byte_len(message),
+                reply_bytes,
                 violations: 0,
             }
         }
     }
+}
+
+fn byte_len(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
