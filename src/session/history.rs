@@ -323,6 +323,10 @@ impl History {
 
     /// The JSON of the stored turns from `skip` on (each preceded by a comma).
     pub fn turns_json_after(&mut self, skip: usize) -> &str {
+        // A conversation's first request builds no cache: a one-shot session (most IoT requests) never holds one.
+        if self.turns.is_empty() {
+            return "";
+        }
         let cut: usize = self.turns.iter().take(skip).map(turn_json_len).sum();
         let json = self.turns_json();
         &json[cut.min(json.len())..]
