@@ -41,7 +41,10 @@ cleanup() { kill "${up:-}" 2>/dev/null; wait "${up:-}" 2>/dev/null; kill "$sim" 
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$sim_port/health" >/dev/null && break; sleep 0.1; done
 # shellcheck disable=SC2086
-MQTT_LLM_LOG=warn "$bin/mqtt-llm" up --engine-url "http://127.0.0.1:$sim_port" --broker "mqtt://127.0.0.1:$mqtt_port" \
+# Each run gets its own session store (a fresh, empty one), when this mqtt-llm persists conversations.
+state_flags=()
+"$bin/mqtt-llm" up --help 2>/dev/null | grep -q -- '--state-dir' && state_flags=(--state-dir "$work/state")
+MQTT_LLM_LOG=warn "$bin/mqtt-llm" up "${state_flags[@]}" --engine-url "http://127.0.0.1:$sim_port" --broker "mqtt://127.0.0.1:$mqtt_port" \
     --http 127.0.0.1:0 --max-inflight 256 ${UP_FLAGS:-} >"$work/up.out" 2>"$work/up.err" & up=$!
 ready_ticks=$(( ${STACK_READY_TIMEOUT_S:-30} * 10 ))
 for _ in $(seq "$ready_ticks"); do grep -q '^ready' "$work/up.out" && break; sleep 0.1; done

@@ -319,6 +319,10 @@ impl History {
         self.turn_tokens = self.turn_tokens.saturating_add(tokens);
         self.text_bytes += turn.text_bytes();
         self.turns.push_back(turn);
+        if self.turns.len() == 1 {
+            // A first push allocates room for 4 turns; most sessions of an IoT fleet never have a second.
+            self.turns.shrink_to_fit();
+        }
     }
 
     /// The JSON of the stored turns from `skip` on (each preceded by a comma).
