@@ -114,12 +114,7 @@ impl Store {
             return Ok(stats);
         }
         let path = self.path();
-        let mut txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::from_transaction(path, e))?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.begin_durable()?;
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(|e| StoreError::from_table(path, e))?;
             for project in &batch.delete_projects {
@@ -227,15 +222,21 @@ impl Store {
         }
     }
 
-    /// Write the format version and create the tables, in one durable transaction.
-    fn initialize(&self) -> Result<(), StoreError> {
-        let path = self.path();
+    /// A write transaction whose commit is on disk when it returns (fsync).
+    fn begin_durable(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut txn = self
             .inner
             .db
             .begin_write()
-            .map_err(|e| StoreError::from_transaction(path, e))?;
+            .map_err(|e| StoreError::from_transaction(self.path(), e))?;
         txn.set_durability(Durability::Immediate);
+        Ok(txn)
+    }
+
+    /// Write the format version and create the tables, in one durable transaction.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let path = self.path();
+        let txn = self.begin_durable()?;
         {
             let mut meta = txn.open_table(META).map_err(|e| StoreError::from_table(path, e))?;
             meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
