@@ -26,6 +26,7 @@ use crate::metrics;
 use crate::mqtt::client::MqttError;
 use crate::mqtt::eventloop::{Inbound, spawn_mqtt};
 use crate::mqtt::status::Presence;
+use crate::observe::{Board, BoardParts, BrokerView};
 use crate::store::{Recovered, Store, StoreError};
 
 /// Messages from the event loop waiting for the intake.
@@ -155,6 +156,25 @@ async fn run_inner(
         });
     }
     track_engine_metric(&engine, tracker);
+    for project in &config.mqtt.projects {
+        metrics::register_project(project.as_str());
+    }
+    let (mqtt_ready_tx, mqtt_ready_rx) = watch::channel(false);
+    let board = Board::new(BoardParts {
+        projects: config.mqtt.projects.iter().map(|p| p.as_str().to_owned()).collect(),
+        model: configured_model(config),
+        engine: engine.clone(),
+        launched: matches!(config.engine.mode, EngineMode::Launch(_)),
+        mqtt_ready: mqtt_ready_rx.clone(),
+    });
+    board.set_broker(BrokerView::External {
+        url: format!(
+            "{}://{}:{}",
+            if config.mqtt.tls { "mqtts" } else { "mqtt" },
+            config.mqtt.host,
+            config.mqtt.port
+        ),
+    });
     tracker.spawn(crate::engine::progress::follow(
         engine.startup_progress(),
         root.child_token(),
@@ -173,13 +193,17 @@ async fn run_inner(
             interval: config.gpu.sample_interval,
             low_free_bytes: config.gpu.low_free_bytes,
         };
-        crate::gpu::spawn_sampler(source, engine.process_group(), sampler, tracker, root.child_token());
+        let monitor = crate::gpu::spawn_sampler(source, engine.process_group(), sampler, tracker, root.child_token());
+        board.set_gpus(monitor);
     }
-    let (mqtt_ready_tx, mqtt_ready_rx) = watch::channel(false);
+    if let Some(interval) = config.observe.stats_interval {
+        crate::observe::stats::spawn_stats(board.clone(), interval, tracker, root.child_token());
+    }
     let http_state = HttpState {
         engine: engine.subscribe(),
         mqtt_ready: mqtt_ready_rx.clone(),
         metrics: prometheus,
+        board: board.clone(),
     };
     let held = http.local_addr().unwrap_or(config.http_addr);
     let http_addr = match http::serve(http, http_state, tracker, root.child_token()) {
@@ -222,6 +246,7 @@ async fn run_inner(
         projects: config.mqtt.projects.iter().map(|p| p.as_str().to_owned()).collect(),
         version: env!("CARGO_PKG_VERSION"),
     };
+    board.set_model(&model);
     let _ = events.send(AppEvent::EngineReady {
         url: engine.base_url().clone(),
         model,
@@ -236,6 +261,7 @@ async fn run_inner(
         config.projects.clone(),
         admission.clone(),
     );
+    board.set_admission(admission.clone());
     let (mqtt, publisher) = match spawn_mqtt(
         &config.mqtt,
         presence,
@@ -251,6 +277,15 @@ async fn run_inner(
             return Err(e.into());
         }
     };
+    crate::observe::capacity::spawn_capacity(
+        board.clone(),
+        publisher.clone(),
+        mqtt_ready_rx.clone(),
+        config.observe.capacity.clone(),
+        tracker,
+        root.child_token(),
+    );
+    let closing = publisher.clone();
     let parts = BridgeParts {
         admission,
         projects: config.mqtt.projects.clone(),
@@ -290,6 +325,9 @@ async fn run_inner(
     let _ = events.send(AppEvent::Draining);
     tracing::info!("shutting down");
     let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
+    if *mqtt_ready_rx.borrow() {
+        crate::observe::capacity::publish_closing(&board, &closing, &config.observe.capacity);
+    }
     bridge.drain(config.drain_timeout).await;
     bridge.persist_final().await;
     intake_cancel.cancel();
@@ -302,6 +340,17 @@ async fn run_inner(
             tail: engine.log_tail(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// The model's name before the engine tells it: `--served-model-name`, else the launched `--model`.
+fn configured_model(config: &Config) -> Option<String> {
+    if let Some(name) = &config.engine.served_model_name {
+        return Some(name.clone());
+    }
+    match &config.engine.mode {
+        EngineMode::Launch(launch) => Some(launch.model.clone()),
+        EngineMode::Attach { .. } => None,
     }
 }
 
@@ -364,9 +413,14 @@ fn track_engine_metric(engine: &EngineHandle, tracker: &TaskTracker) {
     let mut rx = engine.subscribe();
     tracker.spawn(async move {
         loop {
-            metrics::engine_ready(rx.borrow_and_update().is_ready());
+            {
+                let state = rx.borrow_and_update();
+                metrics::engine_ready(state.is_ready());
+                metrics::engine_state(state.name());
+            }
             if rx.borrow().is_terminal() || rx.changed().await.is_err() {
                 metrics::engine_ready(false);
+                metrics::engine_state(rx.borrow().name());
                 break;
             }
         }

@@ -1,5 +1,6 @@
 //! The operations endpoints: `/livez` (the process runs), `/readyz` (engine ready and MQTT connected and
-//! subscribed, else 503 naming the failing component), `/metrics` (Prometheus text). Handlers only read state.
+//! subscribed, else 503 naming the failing component), `/status` (what the service is doing, as JSON: model,
+//! projects, engine, queue, GPUs, broker), `/metrics` (Prometheus text). Handlers only read state.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::EngineState;
+use crate::observe::Board;
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
@@ -24,12 +26,14 @@ pub struct HttpState {
     pub engine: watch::Receiver<EngineState>,
     pub mqtt_ready: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,
+    pub board: Board,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -53,6 +57,10 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+async fn status(State(state): State<HttpState>) -> impl IntoResponse {
+    Json(state.board.status())
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

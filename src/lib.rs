@@ -38,6 +38,7 @@ pub mod http;
 pub mod llm;
 pub mod metrics;
 pub mod mqtt;
+pub mod observe;
 pub mod secret;
 pub mod session;
 pub mod store;

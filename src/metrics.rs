@@ -5,9 +5,10 @@
 //! `metrics-exporter-prometheus` (default features off; `/metrics` is served by our own HTTP server).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use Group::{Gpu, Service};
+use Group::{Broker, Gpu, Service};
 use Kind::{Counter, Gauge, Histogram};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -44,9 +45,37 @@ pub const MQTT_UNACKED_AT_SHUTDOWN: &str = "mqtt_llm_mqtt_unacked_at_shutdown_to
 pub const MQTT_PUBLISHES_DROPPED: &str = "mqtt_llm_mqtt_publishes_dropped_total";
 pub const ENGINE_READY: &str = "mqtt_llm_engine_ready";
 pub const ENGINE_RESTARTS: &str = "mqtt_llm_engine_restarts_total";
+pub const ENGINE_STATE: &str = "mqtt_llm_engine_state";
+pub const INTER_TOKEN_LATENCY: &str = "mqtt_llm_inter_token_latency_seconds";
+pub const QUEUE_WAIT: &str = "mqtt_llm_queue_wait_seconds";
+pub const BROKER_CLIENTS: &str = "mqtt_llm_broker_clients";
+pub const BROKER_SUBSCRIPTIONS: &str = "mqtt_llm_broker_subscriptions";
+pub const BROKER_MESSAGES: &str = "mqtt_llm_broker_messages_total";
 
+/// Every value of [`ENGINE_STATE`]'s `state` label (the engine's state names).
+pub const ENGINE_STATES: &[&str] = &["starting", "ready", "unhealthy", "restarting", "failed", "stopping", "stopped"];
+
+/// Default buckets of every `_seconds` histogram without buckets of its own.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+/// Accept → reply: a short answer takes a fraction of a second, a long one on a busy engine minutes.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+];
+/// Accept → first token: prefill of a cached prompt is tens of ms, a long uncached one or a queue seconds.
+const TTFT_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
+    120.0,
+];
+/// Between stream deltas: a decode step is 5 to 100 ms; longer gaps are a preempted or overloaded engine.
+const INTER_TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 2.5, 5.0,
+];
+/// Accept → engine slot: zero on an idle server; seconds under load, up to `--max-queue-wait` (30 s).
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
 ];
 
 /// Install the Prometheus recorder (once per process) and return the handle that renders it.
@@ -56,6 +85,10 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TTFT.into()), TTFT_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(INTER_TOKEN_LATENCY.into()), INTER_TOKEN_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), QUEUE_WAIT_BUCKETS))
                 .map(PrometheusBuilder::build_recorder);
             match recorder {
                 Ok(recorder) => {
@@ -64,6 +97,7 @@ pub fn install() -> PrometheusHandle {
                         tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
                     }
                     describe();
+                    register_fixed();
                     handle
                 }
                 Err(e) => {
@@ -110,6 +144,12 @@ const DESCRIPTIONS: &[(Group, Kind, &str, &str)] = &[
     (Service, Counter, MQTT_PUBLISHES_DROPPED, "Publishes dropped with a broken broker connection, by kind (frame; reply: beyond the held replies' bound)."),
     (Service, Gauge, ENGINE_READY, "1 while the engine is ready."),
     (Service, Counter, ENGINE_RESTARTS, "Engine restarts, by cause (crash, hang, start_timeout)."),
+    (Service, Gauge, ENGINE_STATE, "The engine's state: 1 for the current one, 0 for the others."),
+    (Service, Histogram, INTER_TOKEN_LATENCY, "Time between two stream deltas of the engine (per delta after the first)."),
+    (Service, Histogram, QUEUE_WAIT, "From accepting a request to its engine slot (session lane, engine start, in-flight limit)."),
+    (Broker, Gauge, BROKER_CLIENTS, "Clients connected to the embedded broker."),
+    (Broker, Gauge, BROKER_SUBSCRIPTIONS, "Subscriptions held by the embedded broker."),
+    (Broker, Counter, BROKER_MESSAGES, "Messages through the embedded broker, by direction (in: published to it, out: delivered by it)."),
     (Gpu, Gauge, GPU_MEMORY_USED, "GPU memory in use, by any process, per GPU."),
     (Gpu, Gauge, GPU_MEMORY_FREE, "GPU memory free per GPU, as CUDA (and vLLM's start-up check) sees it."),
     (Gpu, Gauge, GPU_MEMORY_TOTAL, "GPU memory installed per GPU."),
@@ -123,12 +163,84 @@ fn describe() {
     describe_group(Service);
 }
 
+/// Every declared metric: name, and its Prometheus type (`counter`, `gauge` or `histogram`).
+pub fn declared() -> impl Iterator<Item = (&'static str, &'static str)> {
+    DESCRIPTIONS.iter().map(|&(_, kind, name, _)| {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        (name, kind)
+    })
+}
+
+/// Export the metrics whose label values are known in advance at zero from the start, so that a dashboard or an
+/// alert sees `0`, not "no data", before the first event (Prometheus' advice: initialise what you can).
+fn register_fixed() {
+    for name in [
+        MQTT_CONNECTIONS,
+        MQTT_CONNECTION_ERRORS,
+        MQTT_PUBLISH_ERRORS,
+        MQTT_UNACKED_AT_SHUTDOWN,
+        STORE_SESSIONS_WRITTEN,
+    ] {
+        counter!(name).absolute(0);
+    }
+    for kind in ["frame", "reply"] {
+        counter!(MQTT_PUBLISHES_DROPPED, "kind" => kind).absolute(0);
+    }
+    for reason in ["crash", "hang", "start_timeout"] {
+        counter!(ENGINE_RESTARTS, "reason" => reason).absolute(0);
+    }
+    for reason in ["idle", "lru", "bytes"] {
+        counter!(SESSION_EVICTIONS, "reason" => reason).absolute(0);
+    }
+    for policy in ["stable", "sliding"] {
+        counter!(HISTORY_TRIMMED, "policy" => policy).absolute(0);
+        counter!(HISTORY_TRIMS, "policy" => policy).absolute(0);
+    }
+    for outcome in ["fits", "over", "unsupported", "error"] {
+        counter!(TOKENIZE_CALLS, "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["ok", "error"] {
+        counter!(STORE_WRITES, "outcome" => outcome).absolute(0);
+    }
+    for name in [
+        REQUESTS_QUEUED,
+        REQUESTS_INFLIGHT,
+        SESSIONS,
+        SESSION_BYTES,
+        STORE_PENDING,
+        STORE_SESSIONS_RESTORED,
+        MQTT_CONNECTED,
+        ENGINE_READY,
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    engine_state("starting");
+}
+
+/// Export a configured project's per-project counters at zero (requests, replies by outcome, frames, tokens).
+pub fn register_project(project: &str) {
+    counter!(REQUESTS_RECEIVED, "project" => project.to_owned()).absolute(0);
+    for outcome in ["ok", "error"] {
+        counter!(REPLIES, "project" => project.to_owned(), "outcome" => outcome).absolute(0);
+    }
+    counter!(STREAM_FRAMES, "project" => project.to_owned()).absolute(0);
+    for kind in ["prompt", "completion", "cached"] {
+        counter!(TOKENS, "project" => project.to_owned(), "kind" => kind).absolute(0);
+    }
+}
+
 /// Metrics described together.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Group {
     Service,
     /// Described when the GPU sampler starts.
     Gpu,
+    /// Described when the embedded broker starts.
+    Broker,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,12 +279,67 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Running totals for the stats log line and `/status` (the original's fields), beside the Prometheus series.
+#[derive(Debug, Default)]
+struct Totals {
+    processed: AtomicU64,
+    errors: AtomicU64,
+    rejected: AtomicU64,
+    latency_micros: AtomicU64,
+    timed: AtomicU64,
+}
+
+static TOTALS: Totals = Totals {
+    processed: AtomicU64::new(0),
+    errors: AtomicU64::new(0),
+    rejected: AtomicU64::new(0),
+    latency_micros: AtomicU64::new(0),
+    timed: AtomicU64::new(0),
+};
+
+/// The process's totals so far (all apps of the process together, like the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TotalsSnapshot {
+    /// Requests answered with a reply.
+    pub processed: u64,
+    /// Accepted requests answered with an error.
+    pub errors: u64,
+    /// Requests refused before they were accepted.
+    pub rejected: u64,
+    /// Sum of accept → reply times of `processed` and `errors`, in microseconds.
+    #[serde(skip)]
+    pub latency_micros: u64,
+    /// How many times `latency_micros` sums.
+    #[serde(skip)]
+    pub timed: u64,
+}
+
+impl TotalsSnapshot {
+    /// The average accept → reply time of the requests answered between `earlier` and `self`.
+    pub fn average_latency_since(&self, earlier: &Self) -> Option<Duration> {
+        let n = self.timed.checked_sub(earlier.timed).filter(|n| *n > 0)?;
+        let micros = self.latency_micros.saturating_sub(earlier.latency_micros);
+        Some(Duration::from_micros(micros / n))
+    }
+}
+
+pub fn totals() -> TotalsSnapshot {
+    TotalsSnapshot {
+        processed: TOTALS.processed.load(Ordering::Relaxed),
+        errors: TOTALS.errors.load(Ordering::Relaxed),
+        rejected: TOTALS.rejected.load(Ordering::Relaxed),
+        latency_micros: TOTALS.latency_micros.load(Ordering::Relaxed),
+        timed: TOTALS.timed.load(Ordering::Relaxed),
+    }
+}
+
 pub fn request_received(project: &str) {
     counter!(REQUESTS_RECEIVED, "project" => project.to_owned()).increment(1);
 }
 
 /// A request refused before the engine saw it; `reason` is a stable code.
 pub fn request_rejected(project: &str, reason: &'static str) {
+    TOTALS.rejected.fetch_add(1, Ordering::Relaxed);
     counter!(REQUESTS_REJECTED, "project" => project.to_owned(), "reason" => reason).increment(1);
 }
 
@@ -193,6 +360,8 @@ pub fn state_superseded(project: &str, count: usize) {
 /// A final reply was published (`error_code` = None for a successful one).
 pub fn reply_published(project: &str, error_code: Option<&'static str>) {
     let outcome = if error_code.is_some() { "error" } else { "ok" };
+    let total = if error_code.is_some() { &TOTALS.errors } else { &TOTALS.processed };
+    total.fetch_add(1, Ordering::Relaxed);
     counter!(REPLIES, "project" => project.to_owned(), "outcome" => outcome).increment(1);
     if let Some(code) = error_code {
         counter!(REQUEST_ERRORS, "project" => project.to_owned(), "code" => code).increment(1);
@@ -200,6 +369,9 @@ pub fn reply_published(project: &str, error_code: Option<&'static str>) {
 }
 
 pub fn request_timing(project: &str, total: Duration, ttft: Option<Duration>) {
+    let micros = u64::try_from(total.as_micros()).unwrap_or(u64::MAX);
+    TOTALS.latency_micros.fetch_add(micros, Ordering::Relaxed);
+    TOTALS.timed.fetch_add(1, Ordering::Relaxed);
     histogram!(REQUEST_DURATION, "project" => project.to_owned()).record(total.as_secs_f64());
     if let Some(ttft) = ttft {
         histogram!(TTFT, "project" => project.to_owned()).record(ttft.as_secs_f64());
@@ -290,6 +462,44 @@ pub fn engine_restart(kind: &'static str) {
 
 pub fn engine_ready(ready: bool) {
     gauge!(ENGINE_READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// The engine is in `state` (one of [`ENGINE_STATES`]): its series 1, the others 0.
+pub fn engine_state(state: &str) {
+    for &s in ENGINE_STATES {
+        gauge!(ENGINE_STATE, "state" => s).set(if s == state { 1.0 } else { 0.0 });
+    }
+}
+
+/// The histogram of one request's gaps between stream deltas (taken once per request; recording is then cheap).
+pub fn inter_token_histogram(project: &str) -> metrics::Histogram {
+    histogram!(INTER_TOKEN_LATENCY, "project" => project.to_owned())
+}
+
+pub fn queue_wait(project: &str, wait: Duration) {
+    histogram!(QUEUE_WAIT, "project" => project.to_owned()).record(wait.as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The embedded broker (sampled by the broker's stats task).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Describe the embedded broker's metrics (when it starts) and export them at zero.
+pub fn describe_broker() {
+    describe_group(Broker);
+    gauge!(BROKER_CLIENTS).set(0.0);
+    gauge!(BROKER_SUBSCRIPTIONS).set(0.0);
+    for direction in ["in", "out"] {
+        counter!(BROKER_MESSAGES, "direction" => direction).absolute(0);
+    }
+}
+
+/// The embedded broker's figures: connected clients, subscriptions, and cumulative messages in and out.
+pub fn broker(clients: usize, subscriptions: usize, messages_in: u64, messages_out: u64) {
+    gauge!(BROKER_CLIENTS).set(clients as f64);
+    gauge!(BROKER_SUBSCRIPTIONS).set(subscriptions as f64);
+    counter!(BROKER_MESSAGES, "direction" => "in").absolute(messages_in);
+    counter!(BROKER_MESSAGES, "direction" => "out").absolute(messages_out);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

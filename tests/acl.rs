@@ -286,4 +286,10 @@ async fn the_readme_acl_recipe_confines_devices_and_mqtt_llm() {
         "{}",
         reply.1
     );
+
+    // mqtt-llm's account may write the retained capacity, and devices may read it.
+    assert!(granted(&kiosk2.subscribe("mqtt-llm/capacity").await));
+    let (topic, capacity) = kiosk2.next_message().await;
+    assert_eq!(topic, "mqtt-llm/capacity");
+    assert!(capacity.contains(r#""acceptingRequests":true"#), "{capacity}");
 }

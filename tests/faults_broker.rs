@@ -558,9 +558,9 @@ async fn flood_from_one_client_leaves_others_answered_and_memory_bounded() {
     let outside: Vec<&String> = topics
         .iter()
         .filter(|t| {
-            // Replies, and the two status topics (mqtt-llm's own and the successor's heartbeat).
+            // Replies, the two status topics (mqtt-llm's own and the successor's heartbeat) and the capacity.
             !t.starts_with("general/assistant_response/")
-                && !["mqtt-llm/status", "general/status"].contains(&t.as_str())
+                && !["mqtt-llm/status", "mqtt-llm/capacity", "general/status"].contains(&t.as_str())
         })
         .collect();
     let max_latency = latencies.iter().max().copied().unwrap_or_default();

@@ -14,6 +14,7 @@ use crate::metrics::{self, GaugeGuard};
 #[derive(Debug, Clone)]
 pub struct Capacity {
     max_queued: usize,
+    max_inflight: usize,
     queued: Arc<Semaphore>,
     inflight: Arc<Semaphore>,
     drained: Arc<DrainRate>,
@@ -44,6 +45,7 @@ impl Capacity {
     pub fn new(max_queued: usize, max_inflight: usize) -> Self {
         Self {
             max_queued,
+            max_inflight,
             queued: Arc::new(Semaphore::new(max_queued)),
             inflight: Arc::new(Semaphore::new(max_inflight)),
             drained: Arc::new(DrainRate::new()),
@@ -75,6 +77,19 @@ impl Capacity {
     /// Accepted requests not yet answered.
     pub fn queued(&self) -> usize {
         self.max_queued.saturating_sub(self.queued.available_permits())
+    }
+
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
+    /// Engine requests in flight.
+    pub fn inflight(&self) -> usize {
+        self.max_inflight.saturating_sub(self.inflight.available_permits())
+    }
+
+    pub fn max_inflight(&self) -> usize {
+        self.max_inflight
     }
 
     /// How long a refused client should wait: the time the accepted requests need to drain at the current rate.

@@ -90,6 +90,36 @@ pub enum Admitted {
     Queued,
 }
 
+/// How full admission is, for the capacity topic, `/status` and the stats line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Accepted requests not yet answered (waiting or running).
+    pub queued: usize,
+    /// `--max-queued`.
+    pub max_queued: usize,
+    /// Requests the engine works on.
+    pub inflight: usize,
+    /// `--max-inflight`.
+    pub max_inflight: usize,
+    /// Shutdown has started: every new request is refused.
+    pub draining: bool,
+}
+
+impl Load {
+    /// The share of `--max-queued` in use, 0 to 1.
+    pub fn fill(&self) -> f64 {
+        if self.max_queued == 0 {
+            return 1.0;
+        }
+        self.queued as f64 / self.max_queued as f64
+    }
+
+    /// Whether a new request would be accepted now, as far as capacity and shutdown go.
+    pub fn has_room(&self) -> bool {
+        !self.draining && self.queued < self.max_queued
+    }
+}
+
 /// A refused request and where to say so.
 #[derive(Debug)]
 pub struct Refused {
@@ -224,6 +254,18 @@ impl Admission {
     /// Shutdown has started: refuse every new request from now on.
     pub fn stop_admitting(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// How full admission is now.
+    pub fn load(&self) -> Load {
+        let c = &self.inner.capacity;
+        Load {
+            queued: c.queued(),
+            max_queued: c.max_queued(),
+            inflight: c.inflight(),
+            max_inflight: c.max_inflight(),
+            draining: self.inner.draining.load(Ordering::SeqCst),
+        }
     }
 
     /// Sessions with a running request.

@@ -168,6 +168,7 @@ impl Worker {
     /// hung) under the request becomes [`Failure::EngineRestarted`].
     async fn generate(&self, ticket: &Ticket, sink: Option<&mut StreamSink>) -> Result<Generation, Failure> {
         let _slot = self.admission.engine_slot(ticket).await.map_err(Failure::Refused)?;
+        metrics::queue_wait(ticket.key().project.as_str(), ticket.accepted_at().elapsed());
         let incarnation = self.engine.incarnation();
         let _busy = self.engine.activity().begin();
         let answer = tokio::select! {
@@ -294,6 +295,8 @@ impl Worker {
             ttft: None,
             budget,
         };
+        let gaps = metrics::inter_token_histogram(ticket.key().project.as_str());
+        let mut last_delta: Option<Instant> = None;
         loop {
             let deadline = sink.as_ref().and_then(|s| s.deadline());
             let event = tokio::select! {
@@ -310,6 +313,10 @@ impl Worker {
                 Some(Ok(ChatEvent::Delta(text))) => {
                     self.engine.activity().progress();
                     generation.ttft.get_or_insert_with(|| ticket.accepted_at().elapsed());
+                    let now = Instant::now();
+                    if let Some(previous) = last_delta.replace(now) {
+                        gaps.record(now.duration_since(previous).as_secs_f64());
+                    }
                     if let Some(s) = sink.as_mut() {
                         let visible = match filter.as_mut() {
                             Some(f) => f.feed(&text),

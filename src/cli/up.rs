@@ -212,6 +212,10 @@ pub struct UpArgs {
     /// Between two legacy `online` messages.
     #[arg(long, default_value = DEFAULT_LEGACY_STATUS_INTERVAL.text, value_parser = humantime::parse_duration)]
     pub legacy_status_interval: Duration,
+    /// `{--status-prefix}/capacity` (retained: queue depth, in-flight, engine state, whether requests are
+    /// accepted) is published on change and at least this often.
+    #[arg(long, default_value = DEFAULT_CAPACITY_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub capacity_interval: Duration,
     /// Projects to serve: `{project}/user_input` is subscribed for each (comma or space separated).
     #[arg(long, env = "MQTT_LLM_PROJECTS", default_value = DEFAULT_PROJECTS)]
     pub projects: String,
@@ -307,6 +311,9 @@ pub struct UpArgs {
     /// `--shutdown-timeout`).
     #[arg(long, default_value = DEFAULT_DRAIN_TIMEOUT.text, value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Log a stats line (processed, errors, rejected, queue, average latency) this often (0s: never).
+    #[arg(long, default_value = DEFAULT_STATS_INTERVAL.text, value_parser = humantime::parse_duration)]
+    pub stats_interval: Duration,
 
     // ---- GPUs ----
     /// Launch even if the chosen GPUs lack the free memory `--gpu-memory-utilization` asks for (or NVML is
@@ -375,6 +382,7 @@ impl UpArgs {
                 mqtt_keep_alive: self.mqtt_keep_alive,
                 legacy_status: self.legacy_status,
                 legacy_status_interval: self.legacy_status_interval,
+                capacity_interval: self.capacity_interval,
                 projects: self.projects.clone(),
             },
             requests: RawRequests {
@@ -409,6 +417,7 @@ impl UpArgs {
                 http: self.http,
                 drain_timeout: self.drain_timeout,
                 config: self.config.clone(),
+                stats_interval: self.stats_interval,
             },
             gpu: RawGpu {
                 skip_gpu_check: self.skip_gpu_check,

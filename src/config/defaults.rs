@@ -91,6 +91,10 @@ pub const DEFAULT_MAX_IMAGE_BYTES: usize = mqtt_llm_protocol::wire::DEFAULT_MAX_
 // ---- operations ----
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
 pub const DEFAULT_DRAIN_TIMEOUT: DefaultDuration = DefaultDuration::new("30s");
+/// The original server's stats line came every 60 s.
+pub const DEFAULT_STATS_INTERVAL: DefaultDuration = DefaultDuration::new("60s");
+/// `{prefix}/capacity` is published on change and at least this often.
+pub const DEFAULT_CAPACITY_INTERVAL: DefaultDuration = DefaultDuration::new("5s");
 
 // ---- GPUs ----
 pub const DEFAULT_GPU_SAMPLE_INTERVAL: DefaultDuration = DefaultDuration::new("5s");

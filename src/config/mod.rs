@@ -28,6 +28,7 @@ use crate::admission::AdmissionSettings;
 use crate::engine::{EngineSettings, InstallSettings};
 use crate::gpu::GpuSettings;
 use crate::mqtt::MqttSettings;
+use crate::observe::capacity::CapacitySettings;
 use crate::session::SessionSettings;
 use mqtt_llm_protocol::wire::WireLimits;
 
@@ -51,6 +52,16 @@ pub struct Config {
     /// How long in-flight and queued requests may run after a shutdown signal.
     pub drain_timeout: Duration,
     pub gpu: GpuSettings,
+    /// The capacity topic and the stats line.
+    pub observe: ObserveSettings,
+}
+
+/// What the service tells about itself besides `/metrics` (see [`crate::observe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserveSettings {
+    pub capacity: CapacitySettings,
+    /// `None`: no stats line.
+    pub stats_interval: Option<Duration>,
 }
 
 /// Sampling used when a request does not say.
@@ -98,6 +109,7 @@ impl Config {
             http_addr: raw.ops.http,
             drain_timeout: raw.ops.drain_timeout,
             gpu: service::gpu_settings(&raw.gpu),
+            observe: service::observe_settings(&raw.mqtt, &raw.ops)?,
         })
     }
 }

@@ -148,6 +148,9 @@ pub struct RawMqtt {
     /// Between two legacy `online` messages.
     #[serde(with = "text_duration")]
     pub legacy_status_interval: Duration,
+    /// `{status_prefix}/capacity` is published at least this often (and on change).
+    #[serde(with = "text_duration")]
+    pub capacity_interval: Duration,
 }
 
 impl Default for RawMqtt {
@@ -168,6 +171,7 @@ impl Default for RawMqtt {
             mqtt_keep_alive: DEFAULT_MQTT_KEEP_ALIVE.value,
             legacy_status: DEFAULT_LEGACY_STATUS,
             legacy_status_interval: DEFAULT_LEGACY_STATUS_INTERVAL.value,
+            capacity_interval: DEFAULT_CAPACITY_INTERVAL.value,
         }
     }
 }
@@ -265,6 +269,9 @@ pub struct RawOps {
     pub drain_timeout: Duration,
     /// The TOML file with per-project settings.
     pub config: Option<PathBuf>,
+    /// Between two stats log lines (zero: none).
+    #[serde(with = "text_duration")]
+    pub stats_interval: Duration,
 }
 
 impl Default for RawOps {
@@ -273,6 +280,7 @@ impl Default for RawOps {
             http: DEFAULT_HTTP,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT.value,
             config: None,
+            stats_interval: DEFAULT_STATS_INTERVAL.value,
         }
     }
 }

@@ -106,6 +106,20 @@ fn legacy_status(
     }))
 }
 
+/// The capacity topic beside the status topic, and the stats line.
+pub(super) fn observe_settings(mqtt: &RawMqtt, ops: &super::RawOps) -> Result<super::ObserveSettings, ConfigError> {
+    if mqtt.capacity_interval < std::time::Duration::from_secs(1) {
+        return Err(invalid("--capacity-interval", "must be at least 1s"));
+    }
+    Ok(super::ObserveSettings {
+        capacity: crate::observe::capacity::CapacitySettings {
+            topic: crate::observe::capacity::CapacitySettings::topic_for(&mqtt.status_prefix),
+            interval: mqtt.capacity_interval,
+        },
+        stats_interval: (!ops.stats_interval.is_zero()).then_some(ops.stats_interval),
+    })
+}
+
 /// `{prefix}/status`; the prefix is a plain topic (no wildcard, NUL or leading `$`, no empty level at either end).
 fn status_topic(prefix: &str) -> Result<String, ConfigError> {
     let bad = |why: &'static str| Err(invalid("--status-prefix", why));

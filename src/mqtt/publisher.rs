@@ -193,6 +193,11 @@ impl Publisher {
         self.try_json(topic, payload, true)
     }
 
+    /// Publish a retained JSON message (the capacity topic) without waiting, as [`Self::try_status`].
+    pub fn try_retained(&self, topic: &str, payload: Bytes) -> bool {
+        self.try_json(topic, payload, true)
+    }
+
     /// Publish a JSON notice that is not retained (the legacy status) without waiting, as [`Self::try_status`].
     pub(super) fn try_notice(&self, topic: &str, payload: Bytes) -> bool {
         self.try_json(topic, payload, false)
