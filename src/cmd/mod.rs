@@ -6,4 +6,5 @@ mod direct;
 pub mod gpus;
 pub mod output;
 pub mod setup;
+mod systemd;
 pub mod up;

@@ -155,6 +155,7 @@ pub async fn run(args: &UpArgs) -> ExitCode {
     let printer = async move {
         while let Some(event) = events_rx.recv().await {
             output::app_event(&event);
+            super::systemd::app_event(&event);
         }
     };
     let (result, ()) = tokio::join!(app::run(config, shutdown_signal(), events_tx), printer);
