@@ -812,10 +812,9 @@ fn systemd_unit_drains_and_verifies() {
             .is_some_and(|e| e.contains(" up ") && e.contains("--state-dir /var/lib/mqtt-llm")),
         "ExecStart: {exec:?}"
     );
-    assert!(
-        get("ExecStartPost").first().is_some_and(|e| e.contains("/readyz")),
-        "no readiness wait on /readyz"
-    );
+    // Readiness through sd_notify (READY=1 when /readyz would say 200; tests/systemd_notify.rs).
+    assert_eq!(get("Type"), ["notify"], "Type");
+    assert_eq!(get("NotifyAccess"), ["main"], "NotifyAccess");
     for banned in [
         "PrivateDevices",
         "DevicePolicy",
