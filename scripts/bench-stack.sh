@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run one `mqtt-llm bench` against a fresh stack on this machine: mosquitto + vllm-sim + `mqtt-llm up` attached to it.
+# Run one `mqtt-llm bench` against a fresh stack on this machine: mosquitto + vllm-sim + `mqtt-llm up` attached to it
+# (or, with BENCH_BROKER=embedded, `mqtt-llm up`'s embedded broker instead of mosquitto).
 #
 #   scripts/bench-stack.sh [vllm-sim flags] -- [mqtt-llm bench flags]
 #
@@ -17,6 +18,8 @@
 #                         hwm_kb (VmHWM), sessions (the mqtt_llm_sessions gauge), session_bytes (mqtt_llm_session_bytes,
 #                         when the service has it) and up_metrics (the file with its whole /metrics text)
 #   STACK_READY_TIMEOUT_S how long to wait for `mqtt-llm up`'s `ready` (default 30)
+#   BENCH_BROKER=embedded no mosquitto: `mqtt-llm up` runs its embedded broker on the same port (its CPU time is
+#                         then part of `up`'s)
 #
 # The word SIMURL in the bench flags becomes the simulator's URL, so `--engine-metrics SIMURL/metrics` reports the
 # engine's prefix-cache hit rate.
@@ -34,7 +37,13 @@ mqtt_port=$(free_port)
 sim_port=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\nmax_inflight_messages 0\n' \
     "$mqtt_port" > "$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & broker=$!
+broker_flags=(--broker "mqtt://127.0.0.1:$mqtt_port")
+if [ "${BENCH_BROKER:-mosquitto}" = embedded ]; then
+    broker_flags=(--mqtt-listen "127.0.0.1:$mqtt_port" --mqtt-ws-listen off)
+    sleep infinity & broker=$!
+else
+    mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & broker=$!
+fi
 "$bin/vllm-sim" serve sim --host 127.0.0.1 --port "$sim_port" --disable-uvicorn-access-log \
     --enable-prompt-tokens-details "${simflags[@]}" >"$work/sim.log" 2>&1 & sim=$!
 cleanup() { kill "${up:-}" 2>/dev/null; wait "${up:-}" 2>/dev/null; kill "$sim" "$broker" 2>/dev/null; wait 2>/dev/null; }
@@ -44,7 +53,7 @@ for _ in $(seq 100); do curl -sf "127.0.0.1:$sim_port/health" >/dev/null && brea
 # Each run gets its own session store (a fresh, empty one), when this mqtt-llm persists conversations.
 state_flags=()
 "$bin/mqtt-llm" up --help 2>/dev/null | grep -q -- '--state-dir' && state_flags=(--state-dir "$work/state")
-MQTT_LLM_LOG=warn "$bin/mqtt-llm" up "${state_flags[@]}" --engine-url "http://127.0.0.1:$sim_port" --broker "mqtt://127.0.0.1:$mqtt_port" \
+MQTT_LLM_LOG=warn "$bin/mqtt-llm" up "${state_flags[@]}" --engine-url "http://127.0.0.1:$sim_port" "${broker_flags[@]}" \
     --http 127.0.0.1:0 --max-inflight 256 ${UP_FLAGS:-} >"$work/up.out" 2>"$work/up.err" & up=$!
 ready_ticks=$(( ${STACK_READY_TIMEOUT_S:-30} * 10 ))
 for _ in $(seq "$ready_ticks"); do grep -q '^ready' "$work/up.out" && break; sleep 0.1; done

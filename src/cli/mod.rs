@@ -83,9 +83,10 @@ pub struct GpusArgs {
 /// The broker a command connects to: `up`, `chat` and `bench` share these flags.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883).
-    #[arg(id = "broker", long = "broker", value_name = "BROKER", env = "MQTT_LLM_BROKER", default_value = DEFAULT_BROKER)]
-    pub url: String,
+    /// Broker URL: mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883) [chat, bench default:
+    /// mqtt://127.0.0.1:1883; up default: none, its embedded broker].
+    #[arg(id = "broker", long = "broker", value_name = "BROKER", env = "MQTT_LLM_BROKER")]
+    pub url: Option<String>,
     /// PEM file of the CA certificate(s) to trust for `mqtts://` (default: the system's CA certificates).
     #[arg(id = "mqtt_ca", long = "mqtt-ca", value_name = "MQTT_CA", env = "MQTT_LLM_MQTT_CA")]
     pub ca: Option<PathBuf>,
@@ -113,9 +114,14 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     /// A protocol client's settings for this broker (`prefix-<8 hex>` as client id).
     pub fn client_config(&self, prefix: &str) -> mqtt_llm_client::ClientConfig {
-        mqtt_llm_client::ClientConfig::new(&self.url, prefix)
+        mqtt_llm_client::ClientConfig::new(&self.url(), prefix)
             .with_ca_file(self.ca.clone())
             .with_client_cert(self.client_cert_files())
+    }
+
+    /// The broker a client connects to: `--broker`, else the local one (`up`'s embedded broker by default).
+    pub fn url(&self) -> String {
+        self.url.clone().unwrap_or_else(|| DEFAULT_BROKER.to_owned())
     }
 
     /// The client certificate and key, when both are given (clap makes each require the other).

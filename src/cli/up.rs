@@ -176,6 +176,27 @@ pub struct UpArgs {
     // ---- MQTT ----
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// Without --broker: the embedded broker's MQTT listener (MQTT 3.1.1 and 5), or `off` [default: 0.0.0.0:1883].
+    #[arg(long, env = "MQTT_LLM_MQTT_LISTEN", value_name = "ADDR|off")]
+    pub mqtt_listen: Option<String>,
+    /// Without --broker: the embedded broker's WebSocket listener (path /mqtt, for browsers), or `off` [default:
+    /// 0.0.0.0:9001].
+    #[arg(long, env = "MQTT_LLM_MQTT_WS_LISTEN", value_name = "ADDR|off")]
+    pub mqtt_ws_listen: Option<String>,
+    /// Without --broker: only the users of this file may connect to the embedded broker (one `user:hash` per line,
+    /// as `mosquitto_passwd` writes them) [default: anyone].
+    #[arg(long, env = "MQTT_LLM_BROKER_AUTH_FILE", value_name = "FILE")]
+    pub broker_auth: Option<PathBuf>,
+    /// The --broker-auth lines themselves, from the environment only (`MQTT_LLM_BROKER_AUTH`).
+    #[arg(long = "broker-auth-lines", env = "MQTT_LLM_BROKER_AUTH", hide = true, hide_env_values = true, conflicts_with = "broker_auth")]
+    pub broker_auth_lines: Option<Secret>,
+    /// Without --broker: TLS on the embedded broker's MQTT listener with this PEM certificate chain (needs
+    /// --mqtt-tls-key).
+    #[arg(long, env = "MQTT_LLM_MQTT_TLS_CERT", value_name = "FILE", requires = "mqtt_tls_key")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --mqtt-tls-cert.
+    #[arg(long, env = "MQTT_LLM_MQTT_TLS_KEY", value_name = "FILE", requires = "mqtt_tls_cert")]
+    pub mqtt_tls_key: Option<PathBuf>,
     /// MQTT username.
     #[arg(long, env = "MQTT_LLM_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
@@ -369,6 +390,12 @@ impl UpArgs {
             },
             mqtt: RawMqtt {
                 broker: self.broker.url.clone(),
+                mqtt_listen: self.mqtt_listen.clone(),
+                mqtt_ws_listen: self.mqtt_ws_listen.clone(),
+                broker_auth: self.broker_auth.clone(),
+                broker_auth_lines: self.broker_auth_lines.clone(),
+                mqtt_tls_cert: self.mqtt_tls_cert.clone(),
+                mqtt_tls_key: self.mqtt_tls_key.clone(),
                 mqtt_username: self.mqtt_username.clone(),
                 mqtt_password: self.mqtt_password.clone(),
                 mqtt_password_file: self.mqtt_password_file.clone(),

@@ -37,7 +37,7 @@ impl BenchArgs {
             },
         };
         BenchConfig {
-            broker: self.broker.url.clone(),
+            broker: self.broker.url(),
             projects: self.projects.clone(),
             workload,
             prompt_tokens: self.prompt_tokens,

@@ -68,6 +68,9 @@ pub enum Problem {
     SecretFile(#[from] SecretFileError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A finding that names the value, e.g. a malformed line of a file.
+    #[error("{0}")]
+    Detail(String),
 }
 
 /// `flag` is wrong: `problem`.

@@ -11,6 +11,7 @@
 //! `config` imports the subsystems' settings types and builds them; no subsystem imports `config` for its own
 //! settings.
 
+mod broker;
 mod credentials;
 pub mod defaults;
 mod engine;
@@ -54,6 +55,9 @@ pub struct Config {
     pub gpu: GpuSettings,
     /// The capacity topic and the stats line.
     pub observe: ObserveSettings,
+    /// Without `--broker`: the embedded broker to run (the bridge connects to it; `mqtt`'s host and port are set
+    /// once it listens).
+    pub embedded_broker: Option<crate::broker::BrokerSettings>,
 }
 
 /// What the service tells about itself besides `/metrics` (see [`crate::observe`]).
@@ -110,6 +114,7 @@ impl Config {
             drain_timeout: raw.ops.drain_timeout,
             gpu: service::gpu_settings(&raw.gpu),
             observe: service::observe_settings(&raw.mqtt, &raw.ops)?,
+            embedded_broker: broker::embedded_broker(&raw.mqtt)?,
         })
     }
 }

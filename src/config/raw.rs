@@ -122,7 +122,19 @@ impl Default for RawInstall {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawMqtt {
-    pub broker: String,
+    /// An external broker's URL; `None`: run the embedded broker and connect to it.
+    pub broker: Option<String>,
+    /// The embedded broker's MQTT (TCP) listener: an address, or `off`; `None`: the default.
+    pub mqtt_listen: Option<String>,
+    /// The embedded broker's WebSocket listener (path `/mqtt`): an address, or `off`; `None`: the default.
+    pub mqtt_ws_listen: Option<String>,
+    /// The embedded broker's users: a file of `user:password-hash` lines.
+    pub broker_auth: Option<PathBuf>,
+    /// The same lines given directly (`MQTT_LLM_BROKER_AUTH`); excludes `broker_auth`.
+    pub broker_auth_lines: Option<Secret>,
+    /// TLS on the embedded broker's MQTT listener: PEM certificate chain and key.
+    pub mqtt_tls_cert: Option<PathBuf>,
+    pub mqtt_tls_key: Option<PathBuf>,
     pub mqtt_username: Option<String>,
     /// Never printed (its `Debug` is `***`).
     pub mqtt_password: Option<Secret>,
@@ -156,7 +168,13 @@ pub struct RawMqtt {
 impl Default for RawMqtt {
     fn default() -> Self {
         Self {
-            broker: DEFAULT_BROKER.to_owned(),
+            broker: None,
+            mqtt_listen: None,
+            mqtt_ws_listen: None,
+            broker_auth: None,
+            broker_auth_lines: None,
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
             mqtt_username: None,
             mqtt_password: None,
             mqtt_password_file: None,

@@ -22,8 +22,15 @@ use crate::session::settings::PersistSettings;
 use crate::session::{OwnerMode, SessionSettings, TrimSettings};
 
 pub(super) fn mqtt_settings(raw: &RawMqtt) -> Result<MqttSettings, ConfigError> {
-    let BrokerUrl { host, port, tls } =
-        BrokerUrl::parse(&raw.broker).map_err(|e| invalid("--broker", Problem::Broker(e)))?;
+    // Without --broker, the embedded broker's loopback listener: its port is known once it listens.
+    let BrokerUrl { host, port, tls } = match &raw.broker {
+        Some(url) => BrokerUrl::parse(url).map_err(|e| invalid("--broker", Problem::Broker(e)))?,
+        None => BrokerUrl {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            tls: false,
+        },
+    };
     if raw.mqtt_ca.is_some() && !tls {
         return Err(invalid("--mqtt-ca", "only applies to an mqtts:// broker"));
     }
