@@ -16,6 +16,8 @@
 //! - [`store`]: the on-disk conversation store (one redb file in the state directory): sessions and templates,
 //!   written in fsync'd batches, read back at start.
 //! - [`admission`]: per-session lanes (ordering, bounded queues) and global capacity permits.
+//! - [`broker`]: the embedded MQTT broker (rmqtt on its own runtime) that `up` runs when no `--broker` is given:
+//!   listeners (TCP or TLS, WebSocket), the password file, shutdown.
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
 //! - [`http`]: `/livez`, `/readyz`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
@@ -31,6 +33,7 @@
 pub mod admission;
 pub mod app;
 pub mod bridge;
+pub mod broker;
 pub mod config;
 pub mod engine;
 pub mod gpu;

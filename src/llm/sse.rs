@@ -88,15 +88,15 @@ impl ChatStream {
             self.usage = Some(usage.into());
         }
         for choice in chunk.choices.into_iter().flatten() {
-            if let Some(text) = choice.delta.and_then(|d| d.content) {
-                if !text.is_empty() {
-                    self.pending.push_back(ChatEvent::Delta(text));
-                }
+            if let Some(text) = choice.delta.and_then(|d| d.content)
+                && !text.is_empty()
+            {
+                self.pending.push_back(ChatEvent::Delta(text));
             }
-            if let Some(finish_reason) = choice.finish_reason {
-                if !finish_reason.is_empty() {
-                    self.pending.push_back(ChatEvent::Finished { finish_reason });
-                }
+            if let Some(finish_reason) = choice.finish_reason
+                && !finish_reason.is_empty()
+            {
+                self.pending.push_back(ChatEvent::Finished { finish_reason });
             }
         }
         Ok(false)
