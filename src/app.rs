@@ -76,6 +76,8 @@ pub enum AppError {
     Gpu(#[from] crate::gpu::PreflightError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
     #[error("the engine failed while serving: {reason}")]
     EngineDied { reason: String, tail: Vec<String> },
 }
@@ -148,6 +150,24 @@ async fn run_inner(
     tokio::pin!(shutdown);
     // The session store first: a corrupt or locked store is a start-up error before anything is launched.
     let store = open_store(config).await?;
+    // Then the embedded broker (without --broker): a taken port fails before the engine is launched.
+    let broker = match &config.embedded_broker {
+        Some(settings) => {
+            let broker = crate::broker::EmbeddedBroker::start(settings.clone()).await?;
+            tracing::info!(tcp = ?broker.tcp_addr(), ws = ?broker.ws_addr(), "embedded MQTT broker listening");
+            Some(Arc::new(broker))
+        }
+        None => None,
+    };
+    let mut mqtt_settings = config.mqtt.clone();
+    if let Some(broker) = &broker {
+        mqtt_settings.host = broker.bridge_addr().ip().to_string();
+        mqtt_settings.port = broker.bridge_addr().port();
+        if let Some((user, password)) = broker.bridge_credentials() {
+            mqtt_settings.username = Some(user.to_owned());
+            mqtt_settings.password = Some(crate::secret::Secret::new(password));
+        }
+    }
     let gpus = gpu_preflight(config)?;
     let engine = spawn_engine(&config.engine, tracker)?;
     if let Some(command) = engine.command() {
@@ -167,14 +187,21 @@ async fn run_inner(
         launched: matches!(config.engine.mode, EngineMode::Launch(_)),
         mqtt_ready: mqtt_ready_rx.clone(),
     });
-    board.set_broker(BrokerView::External {
-        url: format!(
-            "{}://{}:{}",
-            if config.mqtt.tls { "mqtts" } else { "mqtt" },
-            config.mqtt.host,
-            config.mqtt.port
-        ),
-    });
+    match &broker {
+        Some(broker) => board.set_broker(BrokerView::Embedded {
+            tcp: broker.tcp_addr(),
+            ws: broker.ws_addr(),
+            probe: spawn_broker_sampler(Arc::downgrade(broker), tracker, root.child_token()),
+        }),
+        None => board.set_broker(BrokerView::External {
+            url: format!(
+                "{}://{}:{}",
+                if config.mqtt.tls { "mqtts" } else { "mqtt" },
+                config.mqtt.host,
+                config.mqtt.port
+            ),
+        }),
+    }
     tracker.spawn(crate::engine::progress::follow(
         engine.startup_progress(),
         root.child_token(),
@@ -263,7 +290,7 @@ async fn run_inner(
     );
     board.set_admission(admission.clone());
     let (mqtt, publisher) = match spawn_mqtt(
-        &config.mqtt,
+        &mqtt_settings,
         presence,
         inbound_tx,
         overflow,
@@ -334,12 +361,75 @@ async fn run_inner(
     // The replies' PUBACKs may take what is left of the drain timeout; the DISCONNECT then MQTT_STOP_TIMEOUT.
     mqtt.shutdown(drain_deadline, MQTT_STOP_TIMEOUT).await;
     engine.shutdown().await;
+    if let Some(broker) = broker {
+        stop_broker(broker).await;
+    }
     match died {
         Some(EngineState::Failed { reason }) => Err(AppError::EngineDied {
             reason,
             tail: engine.log_tail(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// How long the embedded broker may take, at shutdown, to pass the last replies on to their subscribers.
+const BROKER_FLUSH: Duration = Duration::from_secs(2);
+/// How often the embedded broker's figures are read into the metrics and `/status`.
+const BROKER_SAMPLE: Duration = Duration::from_secs(2);
+
+/// Read the embedded broker's figures every [`BROKER_SAMPLE`] into the metrics; the probe returns the last read.
+fn spawn_broker_sampler(
+    broker: std::sync::Weak<crate::broker::EmbeddedBroker>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> crate::observe::BrokerProbe {
+    metrics::describe_broker();
+    let last = Arc::new(std::sync::Mutex::new(crate::observe::BrokerFigures::default()));
+    let probe = Arc::clone(&last);
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(BROKER_SAMPLE);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(broker) = broker.upgrade() else { break };
+            let s = broker.stats().await;
+            drop(broker);
+            let figures = crate::observe::BrokerFigures {
+                clients: usize::try_from(s.clients_connected).unwrap_or(0),
+                subscriptions: usize::try_from(s.subscriptions).unwrap_or(0),
+                messages_in: s.messages_received,
+                messages_out: s.messages_sent,
+            };
+            metrics::broker(figures.clients, figures.subscriptions, figures.messages_in, figures.messages_out);
+            if let Ok(mut l) = last.lock() {
+                *l = figures;
+            }
+        }
+    });
+    Arc::new(move || probe.lock().map(|f| *f).unwrap_or_default())
+}
+
+/// Stop the embedded broker once it has passed on what it was given: the bridge's last replies are acknowledged
+/// to the bridge when the broker has them, not when the devices do, so its deliveries are waited for (until the
+/// delivered count stops moving for a moment, at most [`BROKER_FLUSH`]).
+async fn stop_broker(broker: Arc<crate::broker::EmbeddedBroker>) {
+    let deadline = tokio::time::Instant::now() + BROKER_FLUSH;
+    let mut sent = broker.stats().await.messages_sent;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = broker.stats().await.messages_sent;
+        if now == sent {
+            break;
+        }
+        sent = now;
+    }
+    match Arc::try_unwrap(broker) {
+        Ok(broker) => broker.shutdown().await,
+        // The sampler is reading it this moment: dropping ours stops it when the sampler lets go.
+        Err(broker) => drop(broker),
     }
 }
 

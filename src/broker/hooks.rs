@@ -40,7 +40,11 @@ impl RetainStorage for MemoryRetain {
 
 /// The `ClientAuthenticate` hook: every CONNECT is checked against the password file; no user name, an unknown
 /// user or a wrong password is refused with "bad user name or password".
-pub(super) struct PasswordCheck(pub(super) Arc<Credentials>);
+pub(super) struct PasswordCheck {
+    pub(super) users: Arc<Credentials>,
+    /// The bridge's own account: a user name and a random password made at start, never written anywhere.
+    pub(super) bridge: (String, String),
+}
 
 #[async_trait]
 impl Handler for PasswordCheck {
@@ -49,7 +53,8 @@ impl Handler for PasswordCheck {
             return (true, acc);
         };
         let allowed = match (connect.username(), connect.password()) {
-            (Some(user), Some(password)) => self.0.verify(user, password),
+            (Some(user), Some(password)) if &**user == self.bridge.0.as_str() => &password[..] == self.bridge.1.as_bytes(),
+            (Some(user), Some(password)) => self.users.verify(user, password),
             _ => false,
         };
         if !allowed {

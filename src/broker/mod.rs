@@ -49,6 +49,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// rmqtt keys listeners by an id (by default the port, which is 0 for every port-0 listener): ours are fixed.
 const TCP_LISTENER_ID: u16 = 1;
 const WS_LISTENER_ID: u16 = 2;
+const BRIDGE_LISTENER_ID: u16 = 3;
+/// The user name of the bridge's own account when users are checked (`--broker-auth`).
+pub const BRIDGE_USER: &str = "mqtt-llm-bridge";
 
 /// PEM files for TLS on the TCP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,8 @@ pub struct BrokerStats {
 
 /// A running embedded broker. Dropping it stops the broker too, without waiting; [`EmbeddedBroker::shutdown`] waits.
 pub struct EmbeddedBroker {
+    bridge_addr: SocketAddr,
+    bridge_password: Option<String>,
     tcp_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
     scx: ServerContext,
@@ -125,6 +130,8 @@ impl std::fmt::Debug for EmbeddedBroker {
 
 /// What the broker thread hands back once its listeners are bound.
 struct Ready {
+    bridge_addr: SocketAddr,
+    bridge_password: Option<String>,
     tcp_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
     scx: ServerContext,
@@ -145,6 +152,8 @@ impl EmbeddedBroker {
             .await
             .map_err(|_| BrokerError::Runtime("its thread ended before its listeners were up".into()))??;
         Ok(Self {
+            bridge_addr: ready.bridge_addr,
+            bridge_password: ready.bridge_password,
             tcp_addr: ready.tcp_addr,
             ws_addr: ready.ws_addr,
             scx: ready.scx,
@@ -152,6 +161,18 @@ impl EmbeddedBroker {
             stop,
             stopped,
         })
+    }
+
+    /// Where the bridge connects: a plain MQTT listener of its own on 127.0.0.1 (a free port), whatever the public
+    /// listeners are (TLS, WebSocket only, or none).
+    pub fn bridge_addr(&self) -> SocketAddr {
+        self.bridge_addr
+    }
+
+    /// The bridge's user name and password when users are checked (`--broker-auth`): [`BRIDGE_USER`] and a
+    /// random password made at start.
+    pub fn bridge_credentials(&self) -> Option<(&'static str, &str)> {
+        self.bridge_password.as_deref().map(|p| (BRIDGE_USER, p))
     }
 
     /// The TCP (or TLS) listener's bound address, port 0 resolved; `None` when that listener is off.
@@ -247,10 +268,15 @@ async fn setup(settings: BrokerSettings) -> Result<(MqttServer, Ready), BrokerEr
         .add(Type::MessageDelivered, Box::new(CountMessages(counters.clone())))
         .await;
     let auth_on = settings.auth.is_some();
+    let mut bridge_password = None;
     if let Some(credentials) = settings.auth {
-        register
-            .add(Type::ClientAuthenticate, Box::new(PasswordCheck(Arc::new(credentials))))
-            .await;
+        let password = format!("{:032x}", rand::random::<u128>());
+        bridge_password = Some(password.clone());
+        let check = PasswordCheck {
+            users: Arc::new(credentials),
+            bridge: (BRIDGE_USER.to_owned(), password),
+        };
+        register.add(Type::ClientAuthenticate, Box::new(check)).await;
     }
     register.start().await;
 
@@ -266,6 +292,10 @@ async fn setup(settings: BrokerSettings) -> Result<(MqttServer, Ready), BrokerEr
             .max_packet_size(settings.max_packet_size)
     };
     let mut server = MqttServer::new(scx.clone());
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = bind(config("mqtt-llm/bridge", loopback), loopback, ListenerKind::Tcp)?;
+    let bridge_addr = local_addr(&listener, loopback, ListenerKind::Tcp)?;
+    server = server.listener_by_id(listener, BRIDGE_LISTENER_ID);
     let mut tcp_addr = None;
     if let Some(addr) = settings.tcp {
         let listener = match &settings.tls {
@@ -297,6 +327,8 @@ async fn setup(settings: BrokerSettings) -> Result<(MqttServer, Ready), BrokerEr
     Ok((
         server.build(),
         Ready {
+            bridge_addr,
+            bridge_password,
             tcp_addr,
             ws_addr,
             scx,

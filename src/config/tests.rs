@@ -72,7 +72,7 @@ fn raw_settings_deserialize_with_defaults_and_refuse_unknown_keys() {
 /// Settings with a user name and an `mqtts://` broker, for the credential checks.
 fn secure(edit: impl FnOnce(&mut RawMqtt)) -> RawSettings {
     let mut r = raw("m");
-    r.mqtt.broker = "mqtts://broker.example".to_owned();
+    r.mqtt.broker = Some("mqtts://broker.example".to_owned());
     r.mqtt.mqtt_username = Some("llm".to_owned());
     edit(&mut r.mqtt);
     r
@@ -230,7 +230,7 @@ fn client_certificate_mistakes_are_refused_by_flag() {
         assert!(problem.contains(says), "{name}: {problem}");
     }
     let mut plain = secure(with(&cert, &key));
-    plain.mqtt.broker = "mqtt://broker.example".to_owned();
+    plain.mqtt.broker = Some("mqtt://broker.example".to_owned());
     match Config::from_raw(plain) {
         Err(ConfigError::Invalid { flag, problem }) => {
             assert_eq!(flag, "--mqtt-client-cert");

@@ -27,7 +27,7 @@ pub fn sim_settings(broker: &str) -> RawSettings {
             ..RawEngine::default()
         },
         mqtt: RawMqtt {
-            broker: broker.to_owned(),
+            broker: Some(broker.to_owned()),
             ..RawMqtt::default()
         },
         gpu: RawGpu {
