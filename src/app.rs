@@ -38,6 +38,12 @@ const MQTT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppEvent {
     HttpListening(SocketAddr),
+    /// The embedded broker listens (without `--broker`): its MQTT and WebSocket addresses, each `None` when off.
+    BrokerListening {
+        tcp: Option<SocketAddr>,
+        ws: Option<SocketAddr>,
+        tls: bool,
+    },
     EngineLaunched {
         command: String,
     },
@@ -150,11 +156,16 @@ async fn run_inner(
     tokio::pin!(shutdown);
     // The session store first: a corrupt or locked store is a start-up error before anything is launched.
     let store = open_store(config).await?;
+    let gpus = gpu_preflight(config)?;
     // Then the embedded broker (without --broker): a taken port fails before the engine is launched.
     let broker = match &config.embedded_broker {
         Some(settings) => {
             let broker = crate::broker::EmbeddedBroker::start(settings.clone()).await?;
-            tracing::info!(tcp = ?broker.tcp_addr(), ws = ?broker.ws_addr(), "embedded MQTT broker listening");
+            let _ = events.send(AppEvent::BrokerListening {
+                tcp: broker.tcp_addr(),
+                ws: broker.ws_addr(),
+                tls: settings.tls.is_some(),
+            });
             Some(Arc::new(broker))
         }
         None => None,
@@ -168,7 +179,6 @@ async fn run_inner(
             mqtt_settings.password = Some(crate::secret::Secret::new(password));
         }
     }
-    let gpus = gpu_preflight(config)?;
     let engine = spawn_engine(&config.engine, tracker)?;
     if let Some(command) = engine.command() {
         let _ = events.send(AppEvent::EngineLaunched {

@@ -183,6 +183,8 @@ async fn dry_run_shows_secrets_as_stars() {
             "--vllm-bin",
             "/opt/vllm/bin/vllm",
             "--dry-run",
+            "--broker",
+            "mqtt://127.0.0.1:1883",
             "--engine-arg=--api-key",
             "--engine-arg=sk-dry-9c1e",
         ])

@@ -89,8 +89,17 @@ fn engine_flags_parse() {
 #[test]
 fn defaults() {
     let c = up(&["--model", "m"]).unwrap();
+    // No --broker: the embedded broker on 0.0.0.0:1883 and 0.0.0.0:9001, anonymous, plain; the bridge's port is
+    // its loopback listener's, known once it listens.
+    let broker = c.embedded_broker.as_ref().expect("the embedded broker by default");
+    assert_eq!(broker.tcp, Some("0.0.0.0:1883".parse().unwrap()));
+    assert_eq!(broker.ws, Some("0.0.0.0:9001".parse().unwrap()));
+    assert!(broker.auth.is_none() && broker.tls.is_none());
     assert_eq!(c.mqtt.host, "127.0.0.1");
-    assert_eq!(c.mqtt.port, 1883);
+    assert_eq!(c.mqtt.port, 0);
+    let external = up(&["--model", "m", "--broker", "mqtt://10.0.0.2"]).unwrap();
+    assert!(external.embedded_broker.is_none());
+    assert_eq!((external.mqtt.host.as_str(), external.mqtt.port), ("10.0.0.2", 1883));
     assert_eq!(c.mqtt.version, MqttVersion::V5);
     assert_eq!(c.mqtt.max_packet_size, 1024 * 1024);
     assert_eq!(c.mqtt.projects.len(), 1);
@@ -326,4 +335,26 @@ fn session_owner_flag() {
         err.contains("--session-owner") && err.contains("embedded broker"),
         "{err}"
     );
+}
+
+#[test]
+fn embedded_broker_flags_are_checked_against_broker() {
+    let err = |argv: &[&str]| up(argv).unwrap_err().to_string();
+    let e = err(&["--model", "m", "--broker", "mqtt://h", "--mqtt-listen", "0.0.0.0:1884"]);
+    assert!(e.contains("--mqtt-listen") && e.contains("does not run with --broker"), "{e}");
+    let e = err(&["--model", "m", "--mqtt-username", "u"]);
+    assert!(e.contains("--mqtt-username") && e.contains("--broker-auth"), "{e}");
+    let e = err(&["--model", "m", "--mqtt-listen", "localhost"]);
+    assert!(e.contains("--mqtt-listen") && e.contains("`off`"), "{e}");
+    let e = err(&["--model", "m", "--mqtt-listen", "off", "--mqtt-tls-cert", "c", "--mqtt-tls-key", "k"]);
+    assert!(e.contains("which is off"), "{e}");
+    let e = err(&["--model", "m", "--mqtt-listen", "0.0.0.0:1883", "--mqtt-ws-listen", "127.0.0.1:1883"]);
+    assert!(e.contains("--mqtt-ws-listen"), "{e}");
+    let e = err(&["--model", "m", "--broker-auth", "/nonexistent/passwd"]);
+    assert!(e.contains("--broker-auth") && e.contains("/nonexistent/passwd"), "{e}");
+
+    let off = up(&["--model", "m", "--mqtt-listen", "off", "--mqtt-ws-listen", "127.0.0.1:0"]).unwrap();
+    let broker = off.embedded_broker.unwrap();
+    assert_eq!(broker.tcp, None);
+    assert_eq!(broker.ws, Some("127.0.0.1:0".parse().unwrap()));
 }

@@ -28,6 +28,19 @@ fn stderr_lines(lines: &[&str]) {
 pub fn app_event(event: &AppEvent) {
     let line = match event {
         AppEvent::HttpListening(addr) => format!("http listening on {addr}"),
+        AppEvent::BrokerListening { tcp, ws, tls } => {
+            let mut on = Vec::new();
+            if let Some(a) = tcp {
+                on.push(format!("{}://{a}", if *tls { "mqtts" } else { "mqtt" }));
+            }
+            if let Some(a) = ws {
+                on.push(format!("ws://{a}/mqtt"));
+            }
+            if on.is_empty() {
+                on.push("nothing (both listeners off; only mqtt-llm itself is connected)".to_owned());
+            }
+            format!("broker listening on {}", on.join(" "))
+        }
         AppEvent::EngineLaunched { command } => format!("engine launched: {command}"),
         AppEvent::EnginePhase { phase, elapsed } => format!("engine: {phase} ({:.1}s)", elapsed.as_secs_f64()),
         AppEvent::EngineReady { url, model } => format!("engine ready at {url} serving {model}"),

@@ -9,7 +9,7 @@ use sd_notify::NotifyState;
 pub fn app_event(event: &AppEvent) {
     let status;
     let states: Vec<NotifyState<'_>> = match event {
-        AppEvent::HttpListening(_) | AppEvent::Stopped => return,
+        AppEvent::HttpListening(_) | AppEvent::BrokerListening { .. } | AppEvent::Stopped => return,
         AppEvent::EngineLaunched { .. } => vec![NotifyState::Status("engine launched")],
         AppEvent::EnginePhase { phase, .. } => {
             status = format!("engine: {phase}");

@@ -887,3 +887,41 @@ impl Stack {
         Self { broker, server, client }
     }
 }
+
+/// Arguments of `mqtt-llm up` launching vllm-sim in echo mode with its embedded broker (no `--broker`), both
+/// listeners on free ports of 127.0.0.1, then `extra`.
+pub fn sim_up_args_embedded(extra: &[&str]) -> Vec<String> {
+    let mut args = sim_up_args("-");
+    let at = args.iter().position(|a| a == "--broker").unwrap();
+    args.drain(at..at + 2);
+    args.extend(
+        ["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(String::from),
+    );
+    args
+}
+
+impl MqttLlm {
+    /// The embedded broker's ports from its `broker listening on mqtt://ADDR ws://ADDR/mqtt` line: (MQTT, WebSocket).
+    pub fn broker_ports(&self) -> (Option<u16>, Option<u16>) {
+        let line = self
+            .stdout
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix("broker listening on "))
+            .expect("no `broker listening on` line: not the embedded broker?");
+        let port = |scheme: &str| {
+            line.split(' ')
+                .find_map(|url| url.strip_prefix(scheme))
+                .map(|rest| rest.split(['/']).next().unwrap().rsplit(':').next().unwrap().parse().unwrap())
+        };
+        (port("mqtt://").or_else(|| port("mqtts://")), port("ws://"))
+    }
+
+    /// The embedded broker's MQTT port.
+    pub fn mqtt_port(&self) -> u16 {
+        self.broker_ports().0.expect("the embedded broker's MQTT listener is off")
+    }
+}
