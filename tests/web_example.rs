@@ -112,23 +112,27 @@ impl Drop for Chromium {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_page_shows_streamed_tokens_then_the_reply() {
-    let Some(chromium) = find_chromium() else {
+/// Chromium, or `None` (the test then says it is skipped) unless `MQTT_LLM_REQUIRE_CHROMIUM=1`.
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
         assert!(
             std::env::var("MQTT_LLM_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
             "MQTT_LLM_REQUIRE_CHROMIUM=1 but chromium is not installed (scripts/test.sh installs it)"
         );
-        eprintln!("SKIPPED browser_page_shows_streamed_tokens_then_the_reply: chromium is not installed");
-        return;
-    };
-    let (broker, ws_port) = Mosquitto::start_with_websockets().await;
-    let _server = MqttLlm::start(&sim_up_args(&broker.url())).await;
+        eprintln!("SKIPPED {test}: chromium is not installed");
+    }
+    found
+}
+
+/// Open the example page against the broker's WebSocket port, send one message from it, and check what it shows:
+/// the streamed tokens, then the reply. `mqtt_port` is the same broker over TCP, for the page's report.
+async fn chat_through_the_page(chromium: &Path, mqtt_port: u16, ws_port: u16) {
     let mut tasks = JoinSet::new();
     let http = serve_web(&mut tasks).await;
 
     let report = format!("test/web-report/{:08x}", rand::random::<u32>());
-    let mut client = TestClient::connect(broker.port).await;
+    let mut client = TestClient::connect(mqtt_port).await;
     client.subscribe(&report).await;
 
     let message = "hello from the browser";
@@ -136,7 +140,7 @@ async fn browser_page_shows_streamed_tokens_then_the_reply() {
         "http://{http}/index.html?broker=ws://127.0.0.1:{ws_port}&project=general&session=web-test\
          &send=hello%20from%20the%20browser&report={report}"
     );
-    let _browser = Chromium::open(&chromium, &url);
+    let _browser = Chromium::open(chromium, &url);
 
     let mut others = Vec::new();
     let got = tokio::time::timeout(WAIT, client.recv_on(&report, &mut others))
@@ -147,4 +151,26 @@ async fn browser_page_shows_streamed_tokens_then_the_reply() {
     assert!(reply.ends_with(&format!("user={message}")), "{shown}");
     // The streamed tokens were shown before the final reply, and they add up to it.
     assert_eq!(shown["streamed"].as_str().unwrap().trim(), reply, "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_page_shows_streamed_tokens_then_the_reply() {
+    let Some(chromium) = chromium_or_skip("browser_page_shows_streamed_tokens_then_the_reply") else {
+        return;
+    };
+    let (broker, ws_port) = Mosquitto::start_with_websockets().await;
+    let _server = MqttLlm::start(&sim_up_args(&broker.url())).await;
+    chat_through_the_page(&chromium, broker.port, ws_port).await;
+}
+
+/// The quick start's browser: no broker installed, the page talks to `mqtt-llm up`'s embedded broker over
+/// WebSocket (`--mqtt-ws-listen`, path /mqtt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_page_chats_through_the_embedded_broker() {
+    let Some(chromium) = chromium_or_skip("browser_page_chats_through_the_embedded_broker") else {
+        return;
+    };
+    let server = MqttLlm::start(&support::sim_up_args_embedded(&[])).await;
+    let (mqtt, ws) = server.broker_ports();
+    chat_through_the_page(&chromium, mqtt.unwrap(), ws.unwrap()).await;
 }
