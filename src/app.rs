@@ -413,7 +413,12 @@ fn spawn_broker_sampler(
                 messages_in: s.messages_received,
                 messages_out: s.messages_sent,
             };
-            metrics::broker(figures.clients, figures.subscriptions, figures.messages_in, figures.messages_out);
+            metrics::broker(
+                figures.clients,
+                figures.subscriptions,
+                figures.messages_in,
+                figures.messages_out,
+            );
             if let Ok(mut l) = last.lock() {
                 *l = figures;
             }

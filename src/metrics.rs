@@ -53,7 +53,15 @@ pub const BROKER_SUBSCRIPTIONS: &str = "mqtt_llm_broker_subscriptions";
 pub const BROKER_MESSAGES: &str = "mqtt_llm_broker_messages_total";
 
 /// Every value of [`ENGINE_STATE`]'s `state` label (the engine's state names).
-pub const ENGINE_STATES: &[&str] = &["starting", "ready", "unhealthy", "restarting", "failed", "stopping", "stopped"];
+pub const ENGINE_STATES: &[&str] = &[
+    "starting",
+    "ready",
+    "unhealthy",
+    "restarting",
+    "failed",
+    "stopping",
+    "stopped",
+];
 
 /// Default buckets of every `_seconds` histogram without buckets of its own.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -360,7 +368,11 @@ pub fn state_superseded(project: &str, count: usize) {
 /// A final reply was published (`error_code` = None for a successful one).
 pub fn reply_published(project: &str, error_code: Option<&'static str>) {
     let outcome = if error_code.is_some() { "error" } else { "ok" };
-    let total = if error_code.is_some() { &TOTALS.errors } else { &TOTALS.processed };
+    let total = if error_code.is_some() {
+        &TOTALS.errors
+    } else {
+        &TOTALS.processed
+    };
     total.fetch_add(1, Ordering::Relaxed);
     counter!(REPLIES, "project" => project.to_owned(), "outcome" => outcome).increment(1);
     if let Some(code) = error_code {

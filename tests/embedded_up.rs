@@ -1,6 +1,7 @@
 //! `mqtt-llm up` without `--broker`: the embedded broker serves real clients over real sockets (MQTT 3.1.1 and 5,
 //! WebSocket, TLS, passwords), and the bridge behind it answers them. The broker itself is tested on its own in
 //! `tests/embedded_broker.rs`; this is the product as users start it.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod support;
 
@@ -65,7 +66,9 @@ impl V311 {
 
     async fn subscribe(&mut self, filter: &str) {
         self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        tokio::time::timeout(WAIT, self.subacks.recv()).await.expect("no SubAck");
+        tokio::time::timeout(WAIT, self.subacks.recv())
+            .await
+            .expect("no SubAck");
     }
 
     async fn recv(&mut self) -> (String, Bytes) {
@@ -103,13 +106,18 @@ async fn v311_and_v5_clients_on_one_project_get_replies_and_stream_frames() {
     assert!(reply.text().ends_with("user=from five"), "{}", reply.text());
     assert_eq!(reply.correlation_data.as_deref(), Some(&b"corr-\x00\xff"[..]));
     assert!(
-        others.iter().any(|m| m.topic == "general/assistant_stream/v5" && m.json()["done"] == true),
+        others
+            .iter()
+            .any(|m| m.topic == "general/assistant_stream/v5" && m.json()["done"] == true),
         "no done frame before the reply: {others:?}"
     );
 
     // The v3.1.1 client saw the v5 conversation's frames and reply.
     let mut seen = Vec::new();
-    while !seen.iter().any(|(t, _): &(String, Bytes)| t == "general/assistant_response/v5/req-1") {
+    while !seen
+        .iter()
+        .any(|(t, _): &(String, Bytes)| t == "general/assistant_response/v5/req-1")
+    {
         seen.push(old.recv().await);
     }
     assert!(seen.iter().any(|(t, _)| t == "general/assistant_stream/v5"), "{seen:?}");
@@ -180,14 +188,22 @@ async fn a_thousand_idle_clients_connect_at_once_and_a_chat_still_answers() {
         });
     }
     let mut idle = Vec::new();
-    while let Some(s) = tokio::time::timeout(WAIT, connecting.join_next()).await.expect("CONNACKs").transpose().unwrap() {
+    while let Some(s) = tokio::time::timeout(WAIT, connecting.join_next())
+        .await
+        .expect("CONNACKs")
+        .transpose()
+        .unwrap()
+    {
         idle.push(s);
     }
     assert_eq!(idle.len(), 1000);
     let mut client = TestClient::connect(port).await;
     client.subscribe("general/assistant_response/#").await;
     client
-        .publish_json("general/user_input", json!({"sessionId": "busy", "message": "still there?"}))
+        .publish_json(
+            "general/user_input",
+            json!({"sessionId": "busy", "message": "still there?"}),
+        )
         .await;
     let reply = client.recv().await;
     assert!(reply.text().ends_with("user=still there?"), "{}", reply.text());
@@ -247,7 +263,12 @@ async fn broker_auth_refuses_a_wrong_password_and_serves_the_right_one() {
     kiosk.subscribe("general/assistant_response/#").await;
     kiosk
         .client
-        .publish("general/user_input", QoS::AtLeastOnce, false, r#"{"sessionId":"k","message":"hello"}"#)
+        .publish(
+            "general/user_input",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"sessionId":"k","message":"hello"}"#,
+        )
         .await
         .unwrap();
     let (topic, reply) = kiosk.recv().await;
@@ -268,10 +289,17 @@ async fn a_taken_port_is_a_one_sentence_error_that_suggests_broker() {
         .stderr
         .wait_for("the error line", |l| l.starts_with("error: "))
         .await;
-    assert!(line.contains(&addr) && line.contains("--broker") && line.contains("--mqtt-listen"), "{line}");
+    assert!(
+        line.contains(&addr) && line.contains("--broker") && line.contains("--mqtt-listen"),
+        "{line}"
+    );
     assert_eq!(line.matches(". ").count(), 0, "more than one sentence: {line}");
     // Nothing was launched: the engine never started.
-    assert!(!server.stdout.seen.iter().any(|l| l.starts_with("engine launched")), "{:?}", server.stdout.seen);
+    assert!(
+        !server.stdout.seen.iter().any(|l| l.starts_with("engine launched")),
+        "{:?}",
+        server.stdout.seen
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

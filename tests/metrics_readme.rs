@@ -2,6 +2,7 @@
 //! README row names a declared metric of the same type, every declared metric has a row, and after a few
 //! requests of each kind every declared name is on `/metrics` (the GPU ones from a sampler over scripted GPUs,
 //! since this machine has no NVML).
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod support;
 
@@ -39,7 +40,10 @@ fn readme_metrics() -> BTreeMap<String, String> {
             } else {
                 (*name).to_owned()
             };
-            assert!(table.insert(full.clone(), kind.to_owned()).is_none(), "{full} has two rows");
+            assert!(
+                table.insert(full.clone(), kind.to_owned()).is_none(),
+                "{full} has two rows"
+            );
         }
     }
     assert!(table.len() > 30, "the README table was not found: {table:?}");
@@ -88,7 +92,10 @@ async fn after_a_few_requests_every_declared_metric_is_exported() {
     while texts.len() < 4 {
         texts.push(client.recv().await.text());
     }
-    assert!(texts.iter().any(|t| t.starts_with("Error: message too long")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.starts_with("Error: message too long")),
+        "{texts:?}"
+    );
     client
         .publish_json("general/clear_history/a", json!({"sessionId": "a"}))
         .await;
@@ -104,7 +111,9 @@ async fn after_a_few_requests_every_declared_metric_is_exported() {
     }
     server.wait_metric("mqtt_llm_state_superseded_total", 1.0).await;
     // The broker's figures are sampled every 2 s, the store written every second.
-    server.wait_metric("mqtt_llm_store_writes_total{outcome=\"ok\"}", 1.0).await;
+    server
+        .wait_metric("mqtt_llm_store_writes_total{outcome=\"ok\"}", 1.0)
+        .await;
     server.wait_metric("mqtt_llm_broker_messages_total", 1.0).await;
 
     let (_, text) = server.get("/metrics").await;
@@ -114,7 +123,10 @@ async fn after_a_few_requests_every_declared_metric_is_exported() {
         .filter(|(name, _)| !name.starts_with("mqtt_llm_gpu_"))
         .filter(|(name, kind)| exported.get(name) != Some(kind))
         .collect();
-    assert!(missing.is_empty(), "declared but not exported (or another type): {missing:?}\n{text}");
+    assert!(
+        missing.is_empty(),
+        "declared but not exported (or another type): {missing:?}\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +142,13 @@ async fn the_gpu_sampler_exports_every_gpu_metric() {
     let (_, pgid) = tokio::sync::watch::channel(Some(1));
     let mut busy = gpu(0, 80, 79);
     busy.utilization_percent = Some(50);
-    let full = spawn_sampler(Arc::new(FakeSource::new(vec![busy])), pgid.clone(), config, &tracker, cancel.clone());
+    let full = spawn_sampler(
+        Arc::new(FakeSource::new(vec![busy])),
+        pgid.clone(),
+        config,
+        &tracker,
+        cancel.clone(),
+    );
     let failing = FakeSource::failing(GpuError::Nvml("scripted".into()));
     let broken = spawn_sampler(Arc::new(failing), pgid, config, &tracker, cancel.clone());
     let mut full_rx = full.subscribe();

@@ -1,5 +1,6 @@
 //! What the service tells devices and operators about itself, end to end (a real mosquitto, the real binary with
 //! `vllm-sim`): the retained capacity topic, `GET /status`, the stats log line.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod support;
 
@@ -16,7 +17,13 @@ async fn next_on(stack: &mut Stack, topic: &str) -> Received {
 async fn capacity_is_retained_follows_the_load_and_says_closing_at_shutdown() {
     // Slow tokens, one request at a time: a second request waits, and the capacity shows it.
     let mut stack = Stack::launch(
-        &["--engine-arg=--sim-itl-ms=100", "--max-inflight", "1", "--capacity-interval", "1s"],
+        &[
+            "--engine-arg=--sim-itl-ms=100",
+            "--max-inflight",
+            "1",
+            "--capacity-interval",
+            "1s",
+        ],
         &["general/assistant_response/#"],
     )
     .await;

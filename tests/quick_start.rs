@@ -2,6 +2,7 @@
 //! `mosquitto_sub` for the replies and a `mosquitto_pub` request. The lines are read from the README itself; the
 //! only changes are the binaries' paths (this build's) and the ports (free ones, since a test machine may run a
 //! broker on 1883).
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod support;
 
@@ -61,7 +62,9 @@ async fn the_readme_quick_start_answers_a_mosquitto_pub_request() {
     };
     let port = server.mqtt_port().to_string();
 
-    let sub = lines[2].strip_suffix(" &").expect("the subscriber runs in the background");
+    let sub = lines[2]
+        .strip_suffix(" &")
+        .expect("the subscriber runs in the background");
     let mut sub = Command::new("bash")
         .args(["-c", &format!("exec {sub} -p {port}")])
         .stdout(Stdio::piped())

@@ -1,6 +1,7 @@
 //! systemd's readiness protocol: run under `Type=notify` (a `NOTIFY_SOCKET` of the test's), `mqtt-llm up` sends
 //! `READY=1` only once it serves (after `ready` on stdout, when `/readyz` says 200), and `STOPPING=1` when a
 //! SIGTERM starts the drain.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod support;
 
@@ -38,8 +39,11 @@ async fn ready_when_serving_and_stopping_at_the_drain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
-    let mut server =
-        MqttLlm::spawn_with_env(&sim_up_args(&broker.url()), &[("NOTIFY_SOCKET", path.to_str().unwrap())]).await;
+    let mut server = MqttLlm::spawn_with_env(
+        &sim_up_args(&broker.url()),
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    )
+    .await;
 
     let before = until(&socket, "READY=1").await;
     // The start-up milestones came first, as STATUS lines, and READY=1 only once it serves.

@@ -53,7 +53,9 @@ impl Handler for PasswordCheck {
             return (true, acc);
         };
         let allowed = match (connect.username(), connect.password()) {
-            (Some(user), Some(password)) if &**user == self.bridge.0.as_str() => &password[..] == self.bridge.1.as_bytes(),
+            (Some(user), Some(password)) if &**user == self.bridge.0.as_str() => {
+                &password[..] == self.bridge.1.as_bytes()
+            }
             (Some(user), Some(password)) => self.users.verify(user, password),
             _ => false,
         };

@@ -188,7 +188,13 @@ pub struct UpArgs {
     #[arg(long, env = "MQTT_LLM_BROKER_AUTH_FILE", value_name = "FILE")]
     pub broker_auth: Option<PathBuf>,
     /// The --broker-auth lines themselves, from the environment only (`MQTT_LLM_BROKER_AUTH`).
-    #[arg(long = "broker-auth-lines", env = "MQTT_LLM_BROKER_AUTH", hide = true, hide_env_values = true, conflicts_with = "broker_auth")]
+    #[arg(
+        long = "broker-auth-lines",
+        env = "MQTT_LLM_BROKER_AUTH",
+        hide = true,
+        hide_env_values = true,
+        conflicts_with = "broker_auth"
+    )]
     pub broker_auth_lines: Option<Secret>,
     /// Without --broker: TLS on the embedded broker's MQTT listener with this PEM certificate chain (needs
     /// --mqtt-tls-key).

@@ -341,19 +341,46 @@ fn session_owner_flag() {
 fn embedded_broker_flags_are_checked_against_broker() {
     let err = |argv: &[&str]| up(argv).unwrap_err().to_string();
     let e = err(&["--model", "m", "--broker", "mqtt://h", "--mqtt-listen", "0.0.0.0:1884"]);
-    assert!(e.contains("--mqtt-listen") && e.contains("does not run with --broker"), "{e}");
+    assert!(
+        e.contains("--mqtt-listen") && e.contains("does not run with --broker"),
+        "{e}"
+    );
     let e = err(&["--model", "m", "--mqtt-username", "u"]);
     assert!(e.contains("--mqtt-username") && e.contains("--broker-auth"), "{e}");
     let e = err(&["--model", "m", "--mqtt-listen", "localhost"]);
     assert!(e.contains("--mqtt-listen") && e.contains("`off`"), "{e}");
-    let e = err(&["--model", "m", "--mqtt-listen", "off", "--mqtt-tls-cert", "c", "--mqtt-tls-key", "k"]);
+    let e = err(&[
+        "--model",
+        "m",
+        "--mqtt-listen",
+        "off",
+        "--mqtt-tls-cert",
+        "c",
+        "--mqtt-tls-key",
+        "k",
+    ]);
     assert!(e.contains("which is off"), "{e}");
-    let e = err(&["--model", "m", "--mqtt-listen", "0.0.0.0:1883", "--mqtt-ws-listen", "127.0.0.1:1883"]);
+    let e = err(&[
+        "--model",
+        "m",
+        "--mqtt-listen",
+        "0.0.0.0:1883",
+        "--mqtt-ws-listen",
+        "127.0.0.1:1883",
+    ]);
     assert!(e.contains("--mqtt-ws-listen"), "{e}");
     let e = err(&["--model", "m", "--broker-auth", "/nonexistent/passwd"]);
     assert!(e.contains("--broker-auth") && e.contains("/nonexistent/passwd"), "{e}");
 
-    let off = up(&["--model", "m", "--mqtt-listen", "off", "--mqtt-ws-listen", "127.0.0.1:0"]).unwrap();
+    let off = up(&[
+        "--model",
+        "m",
+        "--mqtt-listen",
+        "off",
+        "--mqtt-ws-listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
     let broker = off.embedded_broker.unwrap();
     assert_eq!(broker.tcp, None);
     assert_eq!(broker.ws, Some("127.0.0.1:0".parse().unwrap()));

@@ -14,8 +14,14 @@ pub(super) fn embedded_broker(raw: &RawMqtt) -> Result<Option<BrokerSettings>, C
     let embedded_flags = [
         ("--mqtt-listen", raw.mqtt_listen.is_some()),
         ("--mqtt-ws-listen", raw.mqtt_ws_listen.is_some()),
-        ("--broker-auth", raw.broker_auth.is_some() || raw.broker_auth_lines.is_some()),
-        ("--mqtt-tls-cert", raw.mqtt_tls_cert.is_some() || raw.mqtt_tls_key.is_some()),
+        (
+            "--broker-auth",
+            raw.broker_auth.is_some() || raw.broker_auth_lines.is_some(),
+        ),
+        (
+            "--mqtt-tls-cert",
+            raw.mqtt_tls_cert.is_some() || raw.mqtt_tls_key.is_some(),
+        ),
     ];
     if raw.broker.is_some() {
         if let Some((flag, _)) = embedded_flags.iter().find(|(_, given)| *given) {
@@ -28,9 +34,15 @@ pub(super) fn embedded_broker(raw: &RawMqtt) -> Result<Option<BrokerSettings>, C
     }
     let external_flags = [
         ("--mqtt-ca", raw.mqtt_ca.is_some()),
-        ("--mqtt-client-cert", raw.mqtt_client_cert.is_some() || raw.mqtt_client_key.is_some()),
+        (
+            "--mqtt-client-cert",
+            raw.mqtt_client_cert.is_some() || raw.mqtt_client_key.is_some(),
+        ),
         ("--mqtt-username", raw.mqtt_username.is_some()),
-        ("--mqtt-password", raw.mqtt_password.is_some() || raw.mqtt_password_file.is_some()),
+        (
+            "--mqtt-password",
+            raw.mqtt_password.is_some() || raw.mqtt_password_file.is_some(),
+        ),
     ];
     if let Some((flag, _)) = external_flags.iter().find(|(_, given)| *given) {
         return Err(invalid(
@@ -40,10 +52,11 @@ pub(super) fn embedded_broker(raw: &RawMqtt) -> Result<Option<BrokerSettings>, C
     }
     let tcp = listen("--mqtt-listen", raw.mqtt_listen.as_deref(), DEFAULT_TCP_LISTEN)?;
     let ws = listen("--mqtt-ws-listen", raw.mqtt_ws_listen.as_deref(), DEFAULT_WS_LISTEN)?;
-    if let (Some(t), Some(w)) = (tcp, ws) {
-        if t.port() == w.port() && t.port() != 0 {
-            return Err(invalid("--mqtt-ws-listen", "must not use --mqtt-listen's port"));
-        }
+    if let (Some(t), Some(w)) = (tcp, ws)
+        && t.port() == w.port()
+        && t.port() != 0
+    {
+        return Err(invalid("--mqtt-ws-listen", "must not use --mqtt-listen's port"));
     }
     let tls = match (&raw.mqtt_tls_cert, &raw.mqtt_tls_key) {
         (None, None) => None,
@@ -66,9 +79,9 @@ pub(super) fn embedded_broker(raw: &RawMqtt) -> Result<Option<BrokerSettings>, C
                 "conflicts with MQTT_LLM_BROKER_AUTH: give the users one way",
             ));
         }
-        (Some(path), None) => Some(
-            Credentials::from_file(path).map_err(|e| invalid("--broker-auth", Problem::Detail(e.to_string())))?,
-        ),
+        (Some(path), None) => {
+            Some(Credentials::from_file(path).map_err(|e| invalid("--broker-auth", Problem::Detail(e.to_string())))?)
+        }
         (None, Some(lines)) => Some(
             Credentials::parse(lines.expose())
                 .map_err(|e| invalid("--broker-auth", Problem::Detail(format!("MQTT_LLM_BROKER_AUTH: {e}"))))?,

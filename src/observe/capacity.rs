@@ -74,7 +74,11 @@ impl Capacity {
             max_queue: load.max_queued,
             inflight: load.inflight,
             max_inflight: load.max_inflight,
-            engine_state: if closing { "stopping" } else { board.engine_state().name() },
+            engine_state: if closing {
+                "stopping"
+            } else {
+                board.engine_state().name()
+            },
             accepting_requests: accepting,
             retry_after_ms,
         }

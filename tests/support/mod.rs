@@ -913,15 +913,24 @@ impl MqttLlm {
             .find_map(|l| l.strip_prefix("broker listening on "))
             .expect("no `broker listening on` line: not the embedded broker?");
         let port = |scheme: &str| {
-            line.split(' ')
-                .find_map(|url| url.strip_prefix(scheme))
-                .map(|rest| rest.split(['/']).next().unwrap().rsplit(':').next().unwrap().parse().unwrap())
+            line.split(' ').find_map(|url| url.strip_prefix(scheme)).map(|rest| {
+                rest.split(['/'])
+                    .next()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
         };
         (port("mqtt://").or_else(|| port("mqtts://")), port("ws://"))
     }
 
     /// The embedded broker's MQTT port.
     pub fn mqtt_port(&self) -> u16 {
-        self.broker_ports().0.expect("the embedded broker's MQTT listener is off")
+        self.broker_ports()
+            .0
+            .expect("the embedded broker's MQTT listener is off")
     }
 }
