@@ -50,6 +50,7 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         "status": if ready { "ready" } else { "not_ready" },
         "engine": { "ready": engine.is_ready(), "state": engine.name(), "reason": reason },
         "mqtt": { "ready": mqtt },
+        "broker": state.board.broker_summary(),
     });
     let status = if ready {
         StatusCode::OK

@@ -127,3 +127,25 @@ async fn the_stats_line_has_the_originals_fields() {
         assert!(line.contains(field), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_over_70_percent_is_warned_about_once() {
+    let mut stack = Stack::launch(
+        &["--engine-arg=--sim-itl-ms=100", "--max-queued", "2"],
+        &["general/assistant_response/#"],
+    )
+    .await;
+    for s in ["a", "b"] {
+        let ask = json!({"sessionId": s, "message": "a long story about many things"});
+        stack.client.publish_json("general/user_input", ask).await;
+    }
+    let line = stack
+        .server
+        .stderr
+        .wait_for("the queue warning", |l| l.contains("queue is 2/2 (100% full)"))
+        .await;
+    assert!(line.contains("overloaded") && line.contains("WARN"), "{line}");
+    // Both still answered.
+    stack.client.recv().await;
+    stack.client.recv().await;
+}

@@ -159,6 +159,15 @@ impl Board {
         self.inner.admission.get().map(Admission::retry_after)
     }
 
+    /// `/readyz`'s broker component: `{"mode":"embedded","clients":N}` or `{"mode":"external"}`.
+    pub fn broker_summary(&self) -> serde_json::Value {
+        match self.inner.broker.get() {
+            Some(BrokerView::Embedded { probe, .. }) => serde_json::json!({"mode": "embedded", "clients": probe().clients}),
+            Some(BrokerView::External { .. }) => serde_json::json!({"mode": "external"}),
+            None => serde_json::json!({"mode": "unknown"}),
+        }
+    }
+
     /// Whether a request published now would be accepted (as far as the service can tell): the bridge is up and
     /// not draining, admission has room, MQTT is subscribed, and the engine is ready or coming back (a request
     /// waits `--engine-wait` for a restarting engine).
