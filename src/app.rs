@@ -161,6 +161,16 @@ async fn run_inner(
     let broker = match &config.embedded_broker {
         Some(settings) => {
             let broker = crate::broker::EmbeddedBroker::start(settings.clone()).await?;
+            let public = [broker.tcp_addr(), broker.ws_addr()]
+                .into_iter()
+                .flatten()
+                .any(|a| !a.ip().is_loopback());
+            if public && settings.auth.is_none() {
+                tracing::warn!(
+                    "the embedded MQTT broker listens beyond this host and lets anyone connect: give it users with \
+                     --broker-auth FILE, or listen on 127.0.0.1 only"
+                );
+            }
             let _ = events.send(AppEvent::BrokerListening {
                 tcp: broker.tcp_addr(),
                 ws: broker.ws_addr(),
