@@ -349,3 +349,24 @@ async fn tls_on_the_embedded_broker_serves_clients_that_trust_its_certificate() 
     // A plain client is refused by the TLS listener.
     assert!(V311::connect(server.mqtt_port(), None).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_users_may_come_from_the_environment() {
+    let dir = password_file("env-user", "env-secret");
+    let lines = std::fs::read_to_string(dir.path().join("passwd")).unwrap();
+    let mut server =
+        MqttLlm::spawn_with_env(&sim_up_args_embedded(&[]), &[("MQTT_LLM_BROKER_AUTH", lines.as_str())]).await;
+    server.wait_ready().await;
+    let port = server.mqtt_port();
+    assert!(V311::connect(port, None).await.is_err(), "anonymous let in");
+    assert!(V311::connect(port, Some(("env-user", "env-secret"))).await.is_ok());
+    // The lines are a secret: never in the log.
+    let hash = lines.trim().split_once(':').unwrap().1.to_owned();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait_exit().await, Some(0));
+    while server.stderr.find(|_| false).await.is_some() {}
+    assert!(
+        !server.stderr.seen.iter().any(|l| l.contains(&hash)),
+        "the hash was logged"
+    );
+}

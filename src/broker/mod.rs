@@ -28,7 +28,6 @@ pub use stub::EmbeddedBroker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-
 pub use auth::{Credentials, CredentialsError};
 pub use error::{BrokerError, ListenerKind};
 
@@ -98,4 +97,3 @@ pub struct BrokerStats {
     /// Messages delivered to subscribers since start.
     pub messages_sent: u64,
 }
-

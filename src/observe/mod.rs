@@ -162,7 +162,9 @@ impl Board {
     /// `/readyz`'s broker component: `{"mode":"embedded","clients":N}` or `{"mode":"external"}`.
     pub fn broker_summary(&self) -> serde_json::Value {
         match self.inner.broker.get() {
-            Some(BrokerView::Embedded { probe, .. }) => serde_json::json!({"mode": "embedded", "clients": probe().clients}),
+            Some(BrokerView::Embedded { probe, .. }) => {
+                serde_json::json!({"mode": "embedded", "clients": probe().clients})
+            }
             Some(BrokerView::External { .. }) => serde_json::json!({"mode": "external"}),
             None => serde_json::json!({"mode": "unknown"}),
         }
