@@ -26,12 +26,8 @@ const BRIDGE_LISTENER_ID: u16 = 3;
 
 /// A running embedded broker. Dropping it stops the broker too, without waiting; [`EmbeddedBroker::shutdown`] waits.
 pub struct EmbeddedBroker {
-    bridge_addr: SocketAddr,
-    bridge_password: Option<String>,
-    tcp_addr: Option<SocketAddr>,
-    ws_addr: Option<SocketAddr>,
-    scx: ServerContext,
-    counters: Arc<MessageCounters>,
+    /// What the broker thread reported once it listened.
+    ready: Ready,
     stop: oneshot::Sender<()>,
     stopped: oneshot::Receiver<()>,
 }
@@ -39,8 +35,8 @@ pub struct EmbeddedBroker {
 impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedBroker")
-            .field("tcp_addr", &self.tcp_addr)
-            .field("ws_addr", &self.ws_addr)
+            .field("tcp_addr", &self.ready.tcp_addr)
+            .field("ws_addr", &self.ready.ws_addr)
             .finish()
     }
 }
@@ -69,12 +65,7 @@ impl EmbeddedBroker {
             .await
             .map_err(|_| BrokerError::Runtime("its thread ended before its listeners were up".into()))??;
         Ok(Self {
-            bridge_addr: ready.bridge_addr,
-            bridge_password: ready.bridge_password,
-            tcp_addr: ready.tcp_addr,
-            ws_addr: ready.ws_addr,
-            scx: ready.scx,
-            counters: ready.counters,
+            ready,
             stop,
             stopped,
         })
@@ -83,36 +74,36 @@ impl EmbeddedBroker {
     /// Where the bridge connects: a plain MQTT listener of its own on 127.0.0.1 (a free port), whatever the public
     /// listeners are (TLS, WebSocket only, or none).
     pub fn bridge_addr(&self) -> SocketAddr {
-        self.bridge_addr
+        self.ready.bridge_addr
     }
 
     /// The bridge's user name and password when users are checked (`--broker-auth`): [`BRIDGE_USER`] and a
     /// random password made at start.
     pub fn bridge_credentials(&self) -> Option<(&'static str, &str)> {
-        self.bridge_password.as_deref().map(|p| (BRIDGE_USER, p))
+        self.ready.bridge_password.as_deref().map(|p| (BRIDGE_USER, p))
     }
 
     /// The TCP (or TLS) listener's bound address, port 0 resolved; `None` when that listener is off.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp_addr
+        self.ready.tcp_addr
     }
 
     /// The WebSocket listener's bound address, port 0 resolved; `None` when that listener is off.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
+        self.ready.ws_addr
     }
 
     /// The broker's counters now. Async because rmqtt keeps its subscription table behind an async lock.
     pub async fn stats(&self) -> BrokerStats {
-        let subscriptions = self.scx.extends.router().await.routes().count();
-        let retained = self.scx.extends.retain().await.count().await;
+        let subscriptions = self.ready.scx.extends.router().await.routes().count();
+        let retained = self.ready.scx.extends.retain().await.count().await;
         BrokerStats {
-            clients_connected: self.scx.connections.count() as i64,
-            sessions: self.scx.sessions.count() as i64,
+            clients_connected: self.ready.scx.connections.count() as i64,
+            sessions: self.ready.scx.sessions.count() as i64,
             subscriptions: subscriptions as i64,
             retained: retained as i64,
-            messages_received: self.counters.received.load(Ordering::Relaxed),
-            messages_sent: self.counters.sent.load(Ordering::Relaxed),
+            messages_received: self.ready.counters.received.load(Ordering::Relaxed),
+            messages_sent: self.ready.counters.sent.load(Ordering::Relaxed),
         }
     }
 
