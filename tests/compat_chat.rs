@@ -9,7 +9,7 @@ use support::compat::{
     ChatParams, Echo, KgClient, MatchedBy, PP_CHAT_TIMEOUT, PP_CHATBOT_TIMEOUT, PROJECTS, PromptPortalBackend,
     VllmTestClient, Watch, WebChatApp, six_words, sse_chunks,
 };
-use support::{Mosquitto, MqttLlm, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, Via, serve_via, sim_up_args_with};
 
 async fn up(broker: &Mosquitto) -> MqttLlm {
     MqttLlm::start(&sim_up_args_with(&broker.url(), &["--projects", PROJECTS])).await
@@ -19,10 +19,19 @@ async fn up(broker: &Mosquitto) -> MqttLlm {
 /// `{p}/assistant_response/{sid}/{clientId}/{requestId}`, history kept by the server (`clear` is local only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vllm_test_client_conversation() {
-    let broker = Mosquitto::start().await;
-    let _server = up(&broker).await;
-    let mut watch = Watch::start(broker.port, "general/assistant_response/#").await;
-    let mut client = VllmTestClient::start(broker.port, "general").await;
+    vllm_test_client_conversation_via(Via::Mosquitto).await;
+}
+
+/// The same client through `mqtt-llm up`'s embedded broker (no broker installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vllm_test_client_conversation_through_the_embedded_broker() {
+    vllm_test_client_conversation_via(Via::Embedded).await;
+}
+
+async fn vllm_test_client_conversation_via(via: Via) {
+    let (_server, port, _broker) = serve_via(via, &["--projects", PROJECTS]).await;
+    let mut watch = Watch::start(port, "general/assistant_response/#").await;
+    let mut client = VllmTestClient::start(port, "general").await;
 
     let system = "You are a terse test oracle for compatibility checks.";
     let first = ChatParams {

@@ -13,7 +13,7 @@ use support::compat::{
     Echo, LAM_TEST_RESPONSE_TIMEOUT, LAM_TEST_SPACING, LamTester, PROJECTS, PromptPortalBackend, PygameHintReceiver,
     Template, WEB_GAME_SEND_RATE, Watch, hex, hint_player_pos, pygame_send_state, six_words, web_game_state,
 };
-use support::{Mosquitto, MqttLlm, WAIT, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, Via, WAIT, serve_via, sim_up_args_with};
 
 async fn up(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     let args = [&["--projects", PROJECTS][..], extra].concat();
@@ -36,15 +36,24 @@ fn web_pos(tick: u32) -> (i64, i64) {
 /// `breaks_remaining`); nothing that is not JSON, nothing for other sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pygame_state_loop_and_hint_receiver() {
-    let broker = Mosquitto::start().await;
-    let _server = up(&broker, &[]).await;
-    let mut watch = Watch::start(broker.port, "maze/hint/#").await;
+    pygame_state_loop_and_hint_receiver_via(Via::Mosquitto).await;
+}
+
+/// The same client through `mqtt-llm up`'s embedded broker (no broker installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pygame_state_loop_and_hint_receiver_through_the_embedded_broker() {
+    pygame_state_loop_and_hint_receiver_via(Via::Embedded).await;
+}
+
+async fn pygame_state_loop_and_hint_receiver_via(via: Via) {
+    let (_server, port, _broker) = serve_via(via, &["--projects", PROJECTS]).await;
+    let mut watch = Watch::start(port, "maze/hint/#").await;
     let sid = PygameHintReceiver::new_session_id();
-    let mut game = PygameHintReceiver::start(broker.port, &sid).await;
+    let mut game = PygameHintReceiver::start(port, &sid).await;
     let exit = (19, 13);
     // The game sends a state only after the player moved and 10 s passed: each hint is in before the next state.
     for pos in [(1, 1), (2, 1), (3, 1)] {
-        pygame_send_state(broker.port, &sid, pos, exit).await;
+        pygame_send_state(port, &sid, pos, exit).await;
         let guidance = game.next_guidance(WAIT).await.expect("no hint for the state");
         assert!(guidance.get("error").is_none(), "{guidance:?}");
         assert!(!game.hint.is_empty(), "{guidance:?}");

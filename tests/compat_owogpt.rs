@@ -11,7 +11,7 @@ use support::compat::{
     ChatParams, Echo, IMAGE_PLACEHOLDER, OwoGpt, PNG_DATA_URL, PROJECTS, VISION_UP_ARGS, Watch, chat_notice_topic,
     six_words,
 };
-use support::{Mosquitto, MqttLlm, sim_up_args_with};
+use support::{Mosquitto, MqttLlm, Via, serve_via, sim_up_args_with};
 
 async fn up(broker: &Mosquitto, extra: &[&str]) -> MqttLlm {
     let args = [&["--projects", PROJECTS][..], extra].concat();
@@ -46,11 +46,20 @@ fn persona(p: &str) -> ChatParams {
 /// `prompt_portal/assistant_response/#`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owogpt_chat_persona_change_and_delete() {
-    let broker = Mosquitto::start().await;
-    let _server = up(&broker, &[]).await;
+    owogpt_chat_persona_change_and_delete_via(Via::Mosquitto).await;
+}
+
+/// The same client through `mqtt-llm up`'s embedded broker (no broker installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owogpt_chat_persona_change_and_delete_through_the_embedded_broker() {
+    owogpt_chat_persona_change_and_delete_via(Via::Embedded).await;
+}
+
+async fn owogpt_chat_persona_change_and_delete_via(via: Via) {
+    let (_server, port, _broker) = serve_via(via, &["--projects", PROJECTS]).await;
     let sid = OwoGpt::new_session_key();
-    let mut notices = Watch::start(broker.port, &chat_notice_topic("prompt_portal", &sid)).await;
-    let mut owo = OwoGpt::start(broker.port).await;
+    let mut notices = Watch::start(port, &chat_notice_topic("prompt_portal", &sid)).await;
+    let mut owo = OwoGpt::start(port).await;
     owo.heartbeat().await;
 
     let cat = "You are OwO, a cheerful cat who says nya.";

@@ -64,11 +64,7 @@ impl EmbeddedBroker {
         let ready = ready_rx
             .await
             .map_err(|_| BrokerError::Runtime("its thread ended before its listeners were up".into()))??;
-        Ok(Self {
-            ready,
-            stop,
-            stopped,
-        })
+        Ok(Self { ready, stop, stopped })
     }
 
     /// Where the bridge connects: a plain MQTT listener of its own on 127.0.0.1 (a free port), whatever the public

@@ -934,3 +934,30 @@ impl MqttLlm {
             .expect("the embedded broker's MQTT listener is off")
     }
 }
+
+/// Which broker a test's clients and `mqtt-llm up` meet on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A real mosquitto; `up --broker`.
+    Mosquitto,
+    /// `up`'s embedded broker (no `--broker`).
+    Embedded,
+}
+
+/// `mqtt-llm up` with vllm-sim in echo mode and `extra` flags, ready, reached through `via`: the server, the port
+/// clients connect to, and the mosquitto (kept alive by the caller) when there is one.
+pub async fn serve_via(via: Via, extra: &[&str]) -> (MqttLlm, u16, Option<Mosquitto>) {
+    match via {
+        Via::Mosquitto => {
+            let broker = Mosquitto::start().await;
+            let server = MqttLlm::start(&sim_up_args_with(&broker.url(), extra)).await;
+            let port = broker.port;
+            (server, port, Some(broker))
+        }
+        Via::Embedded => {
+            let server = MqttLlm::start(&sim_up_args_embedded(extra)).await;
+            let port = server.mqtt_port();
+            (server, port, None)
+        }
+    }
+}
