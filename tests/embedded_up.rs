@@ -370,3 +370,39 @@ async fn broker_users_may_come_from_the_environment() {
         "the hash was logged"
     );
 }
+
+/// SIGTERM while replies stream: every accepted request still gets its final reply through the embedded broker,
+/// which stops only after passing them on (then the devices' connections close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_streams_in_flight_loses_no_reply() {
+    let mut server = MqttLlm::start(&sim_up_args_embedded(&["--engine-arg=--sim-itl-ms=30"])).await;
+    let mut client = TestClient::connect(server.mqtt_port()).await;
+    client.subscribe("general/assistant_response/#").await;
+    client.subscribe("general/assistant_stream/#").await;
+    for s in ["t1", "t2", "t3"] {
+        let ask = json!({"sessionId": s, "message": "tell me everything about the sea", "stream": true});
+        client.publish_json("general/user_input", ask).await;
+    }
+    // Streams are running: the first delta frame is out.
+    loop {
+        let m = client.recv().await;
+        if m.topic.starts_with("general/assistant_stream/") && m.json()["delta"].is_string() {
+            break;
+        }
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        let m = client.recv().await;
+        if m.topic.starts_with("general/assistant_response/") {
+            replies.push((m.topic.clone(), m.text()));
+        }
+    }
+    for (topic, text) in &replies {
+        assert!(
+            text.ends_with("user=tell me everything about the sea"),
+            "{topic}: {text}"
+        );
+    }
+    assert_eq!(server.wait_exit().await, Some(0));
+}
