@@ -19,7 +19,6 @@
 //! - [`broker`]: the embedded MQTT broker (rmqtt on its own runtime) that `up` runs when no `--broker` is given:
 //!   listeners (TCP or TLS, WebSocket), the password file, shutdown.
 //! - [`bridge`]: the request pipeline: one accepted MQTT request to one engine call to one reply.
-//! - [`broker`]: the embedded MQTT broker `up` runs without `--broker` (rmqtt on its own runtime).
 //! - [`observe`]: `/status`, the retained capacity topic and the stats line, read from one `Board`.
 //! - [`http`]: `/livez`, `/readyz`, `/status`, `/metrics`.
 //! - [`metrics`]: every metric of the service, declared once.
