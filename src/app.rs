@@ -493,6 +493,10 @@ fn gpu_preflight(config: &Config) -> Result<Option<Arc<dyn crate::gpu::GpuSource
     let EngineMode::Launch(launch) = &config.engine.mode else {
         return Ok(None);
     };
+    if let crate::engine::LaunchedServer::LlamaCpp(_) = launch.server {
+        // llama.cpp runs on the CPU: no GPU to check or sample.
+        return Ok(None);
+    }
     // A missing engine is the first thing to say, before anything about GPUs.
     crate::engine::check_executable(&launch.vllm_bin).map_err(|source| {
         AppError::Engine(crate::engine::EngineError::Spawn {

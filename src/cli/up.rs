@@ -71,11 +71,34 @@ impl TrimPolicyArg {
     }
 }
 
+/// `--engine`: the server `up` launches (`auto` comes in a later version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// `vllm serve` on NVIDIA GPUs.
+    Vllm,
+    /// llama.cpp's server on CPU (through the `xllamacpp` Python wheel).
+    Llamacpp,
+}
+
+impl EngineArg {
+    fn raw(self) -> RawEngineKind {
+        match self {
+            Self::Vllm => RawEngineKind::Vllm,
+            Self::Llamacpp => RawEngineKind::LlamaCpp,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     // ---- engine ----
+    /// The engine to launch: `vllm` (GPUs) or `llamacpp` (CPU: llama.cpp's server through the xllamacpp wheel;
+    /// needs --llamacpp-python and a .gguf --model).
+    #[arg(long, value_enum, env = "MQTT_LLM_ENGINE", default_value_t = EngineArg::Vllm)]
+    pub engine: EngineArg,
     /// Model to serve: a Hugging Face id, a local directory, or an alias of the original server
-    /// (`qwen3-vl-4b`, `qwq-32b`, ...; see the README). Passed to `vllm serve`.
+    /// (`qwen3-vl-4b`, `qwq-32b`, ...; see the README). Passed to `vllm serve`. Under `--engine llamacpp`: a path
+    /// to a .gguf file.
     #[arg(long, required_unless_present = "engine_url", env = "MQTT_LLM_MODEL")]
     pub model: Option<String>,
     /// Attach to an already running OpenAI-compatible server instead of launching one.
@@ -106,21 +129,29 @@ pub struct UpArgs {
     /// Passed to vLLM as `--tensor-parallel-size` [default: the number of --gpus].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub tensor_parallel_size: Option<u32>,
-    /// Passed to vLLM as `--gpu-memory-utilization`: the share of each GPU's memory vLLM may take.
-    #[arg(long, default_value_t = DEFAULT_GPU_MEMORY_UTILIZATION)]
-    pub gpu_memory_utilization: f32,
+    /// Passed to vLLM as `--gpu-memory-utilization`: the share of each GPU's memory vLLM may take [default: 0.85].
+    #[arg(long, value_name = "GPU_MEMORY_UTILIZATION")]
+    pub gpu_memory_utilization: Option<f32>,
     /// Passed to vLLM as `--quantization`, e.g. `fp8` (an FP8 checkpoint needs none).
     #[arg(long)]
     pub quantization: Option<String>,
     /// Passed to vLLM as `--kv-cache-dtype`, e.g. `fp8`.
     #[arg(long)]
     pub kv_cache_dtype: Option<String>,
-    /// Passed to vLLM as `--max-model-len`.
+    /// Passed to vLLM as `--max-model-len`. Under llama.cpp: one slot's context [default: 2048]; llama.cpp's
+    /// `--ctx` is this times --max-num-seqs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_model_len: Option<u32>,
-    /// Passed to vLLM as `--max-num-seqs`.
+    /// Passed to vLLM as `--max-num-seqs`. Under llama.cpp: the concurrent slots, `--parallel` [default: 2].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_seqs: Option<u32>,
+    /// `--engine llamacpp`: the Python that has the xllamacpp wheel (scripts/setup-cpu-engine.sh prepares one).
+    #[arg(long, env = "MQTT_LLM_LLAMACPP_PYTHON", value_name = "PATH")]
+    pub llamacpp_python: Option<PathBuf>,
+    /// `--engine llamacpp`: llama.cpp's CPU threads [default: 1; more makes decoding collapse on a small, busy
+    /// machine].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
     /// Passed to vLLM (the default): conversations reuse their cached prefix.
     #[arg(long, overrides_with = "disable_prefix_caching")]
     pub enable_prefix_caching: bool,
@@ -364,6 +395,7 @@ impl UpArgs {
     pub fn raw_settings(&self) -> RawSettings {
         RawSettings {
             engine: RawEngine {
+                engine: self.engine.raw(),
                 model: self.model.clone(),
                 engine_url: self.engine_url.clone(),
                 vllm_bin: self.vllm_bin.clone(),
@@ -379,6 +411,8 @@ impl UpArgs {
                 prefix_caching: !self.disable_prefix_caching,
                 prompt_tokens_details: !self.disable_prompt_tokens_details,
                 limit_mm_per_prompt: self.limit_mm_per_prompt.clone(),
+                llamacpp_python: self.llamacpp_python.clone(),
+                threads: self.threads,
                 engine_args: self.engine_args.iter().chain(&self.vllm_args).cloned().collect(),
                 engine_log: self.engine_log.clone(),
                 no_engine_log: self.no_engine_log,

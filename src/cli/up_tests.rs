@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use mqtt_llm::config::{Config, ConfigError, SamplingDefaults, parse_gpus};
-use mqtt_llm::engine::{EngineMode, LaunchSettings};
+use mqtt_llm::engine::command::build_command;
+use mqtt_llm::engine::{EngineMode, LaunchSettings, LaunchedServer};
 use mqtt_llm::mqtt::MqttVersion;
 
 use super::{Cli, Command, UpArgs};
@@ -82,7 +83,8 @@ fn engine_flags_parse() {
     assert_eq!(a.tensor_parallel_size, Some(2));
     assert!(a.no_bootstrap && a.dry_run);
     assert_eq!(a.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
-    assert_eq!(a.gpu_memory_utilization, 0.85);
+    assert_eq!(a.gpu_memory_utilization, None);
+    assert_eq!(launch(&up(&["--model", "m"]).unwrap()).gpu.memory_utilization, 0.85);
     assert!(Cli::try_parse_from(["mqtt-llm", "up", "--model", "m", "--tensor-parallel-size", "0"]).is_err());
 }
 
@@ -384,4 +386,153 @@ fn embedded_broker_flags_are_checked_against_broker() {
     let broker = off.embedded_broker.unwrap();
     assert_eq!(broker.tcp, None);
     assert_eq!(broker.ws, Some("127.0.0.1:0".parse().unwrap()));
+}
+
+/// A `.gguf` file that exists, for `--engine llamacpp` (the model must be a file).
+fn gguf(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::fs::write(&path, b"GGUF").unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn engine_llamacpp_dry_run_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = gguf(&dir);
+    let argv = [
+        "--engine",
+        "llamacpp",
+        "--llamacpp-python",
+        "/venv/bin/python",
+        "--model",
+        &model,
+        "--threads",
+        "2",
+        "--max-model-len",
+        "1024",
+        "--max-num-seqs",
+        "4",
+    ];
+    let c = up(&argv).unwrap();
+    let l = launch(&c);
+    let LaunchedServer::LlamaCpp(llama) = &l.server else {
+        panic!("not llama.cpp: {:?}", l.server)
+    };
+    assert_eq!(
+        c.engine.served_model_name.as_deref(),
+        Some("SmolLM2-135M-Instruct.Q4_1")
+    );
+    // What `up --dry-run` prints: the launcher (written under XDG_DATA_HOME or HOME) run by the given Python;
+    // --ctx is the slot context times the slots.
+    let line = build_command(l, 8000, "SmolLM2-135M-Instruct.Q4_1").display();
+    assert_eq!(
+        line,
+        format!(
+            "/venv/bin/python {} {model} --host 127.0.0.1 --port 8000 --threads 2 --ctx 4096 --parallel 4 \
+             --alias SmolLM2-135M-Instruct.Q4_1",
+            llama.launcher.display()
+        )
+    );
+    assert!(
+        llama.launcher.ends_with("mqtt-llm/serve_llamacpp.py"),
+        "{:?}",
+        llama.launcher
+    );
+
+    // Defaults: one thread, two slots of 2048; --served-model-name wins over the file stem.
+    let c = up(&[
+        "--engine",
+        "llamacpp",
+        "--llamacpp-python",
+        "py",
+        "--model",
+        &model,
+        "--served-model-name",
+        "smollm2",
+    ])
+    .unwrap();
+    let shown = build_command(launch(&c), 1, "smollm2").display();
+    assert!(
+        shown.ends_with(" --threads 1 --ctx 4096 --parallel 2 --alias smollm2"),
+        "{shown}"
+    );
+    assert_eq!(c.engine.served_model_name.as_deref(), Some("smollm2"));
+    // The default engine is still vLLM.
+    assert_eq!(launch(&up(&["--model", "m"]).unwrap()).server, LaunchedServer::Vllm);
+}
+
+#[test]
+fn engine_llamacpp_refuses_what_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = gguf(&dir);
+    let err = |extra: &[&str]| -> String {
+        let mut argv = vec!["--engine", "llamacpp", "--llamacpp-python", "py", "--model", &model];
+        argv.extend_from_slice(extra);
+        up(&argv).unwrap_err().to_string()
+    };
+    for (flag, value) in [
+        ("--gpu-memory-utilization", "0.85"),
+        ("--quantization", "fp8"),
+        ("--kv-cache-dtype", "fp8"),
+        ("--tensor-parallel-size", "1"),
+        ("--gpus", "0"),
+        ("--limit-mm-per-prompt", "{}"),
+        ("--vllm-bin", "/usr/bin/vllm"),
+    ] {
+        let e = err(&[flag, value]);
+        assert_eq!(
+            e,
+            format!(
+                "invalid {flag}: is vLLM's; llama.cpp (--engine llamacpp) has no such setting: leave it out, or use \
+                 --engine vllm"
+            )
+        );
+    }
+    // The model: a .gguf file that exists; anything else says what llama.cpp needs and where vLLM models go.
+    let e = up(&[
+        "--engine",
+        "llamacpp",
+        "--llamacpp-python",
+        "py",
+        "--model",
+        "qwen3-vl-4b",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("invalid --model: \"qwen3-vl-4b\" is not a .gguf file"),
+        "{e}"
+    );
+    assert!(
+        e.contains("needs a path to a GGUF model file") && e.contains("need --engine vllm on a GPU"),
+        "{e}"
+    );
+    let missing = dir.path().join("absent.gguf");
+    let e = up(&[
+        "--engine",
+        "llamacpp",
+        "--llamacpp-python",
+        "py",
+        "--model",
+        missing.to_str().unwrap(),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, format!("invalid --model: no such GGUF file: {}", missing.display()));
+    // The Python with xllamacpp is required in this version.
+    let a = args(&["--engine", "llamacpp", "--model", &model]);
+    let mut raw = a.raw_settings();
+    raw.engine.llamacpp_python = None; // whatever MQTT_LLM_LLAMACPP_PYTHON the test runs with
+    let e = Config::from_raw(raw).unwrap_err().to_string();
+    assert!(
+        e.starts_with("invalid --llamacpp-python: --engine llamacpp needs the Python that has xllamacpp"),
+        "{e}"
+    );
+    // llama.cpp's --threads is refused under vLLM.
+    let e = up(&["--model", "m", "--threads", "2"]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "invalid --threads: is llama.cpp's (--engine llamacpp); vLLM has no such setting"
+    );
+    assert!(Cli::try_parse_from(["mqtt-llm", "up", "--model", "m", "--engine", "auto"]).is_err());
 }

@@ -110,6 +110,10 @@ pub enum DryRunEngine<'a> {
     },
     /// Not installed, and no virtualenv to install it into.
     NotFound,
+    /// llama.cpp: `--llamacpp-python` runs the launcher built into mqtt-llm, written to `launcher` at launch.
+    LlamaCpp {
+        launcher: &'a Path,
+    },
 }
 
 /// `up --dry-run` in launch mode: the command, what it runs with (the environment it sets, what it inherits that
@@ -125,6 +129,11 @@ pub fn dry_run(command: &EngineCommand, engine: &DryRunEngine<'_>, model_note: O
         DryRunEngine::NotFound => format!(
             "program: {} (not installed, and no virtualenv to install it into: pass --venv or --vllm-bin)",
             command.program.display()
+        ),
+        DryRunEngine::LlamaCpp { launcher } => format!(
+            "program: {} (from --llamacpp-python; it runs llama.cpp's launcher, which `up` writes to {} first)",
+            command.program.display(),
+            launcher.display()
         ),
     };
     let mut out = std::io::stdout().lock();

@@ -15,7 +15,7 @@ use mqtt_llm::config::Config;
 use mqtt_llm::engine::command::build_command;
 use mqtt_llm::engine::diagnose::{DiagnosisKind, EngineExit, diagnose, diagnose_spawn};
 use mqtt_llm::engine::locate::{self, venv_vllm};
-use mqtt_llm::engine::{EngineError, EngineMode, InstallSettings, LaunchSettings};
+use mqtt_llm::engine::{EngineError, EngineMode, InstallSettings, LaunchSettings, LaunchedServer};
 
 /// Resolves on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
@@ -86,6 +86,8 @@ enum DryRunEngineOwned {
     Found(locate::EngineSource),
     /// Not installed; `up` would install it into this virtualenv (if there is one).
     NotFound(Option<PathBuf>),
+    /// llama.cpp: the given Python runs the embedded launcher, written to this path at launch.
+    LlamaCpp(PathBuf),
 }
 
 /// A free port on 127.0.0.1, for the command `--dry-run` shows (a launch picks its own).
@@ -111,6 +113,7 @@ fn print_dry_run(config: &Config, args: &UpArgs, engine: &DryRunEngineOwned) {
         DryRunEngineOwned::Found(source) => DryRunEngine::Found(*source),
         DryRunEngineOwned::NotFound(Some(venv)) => DryRunEngine::WouldInstall { venv },
         DryRunEngineOwned::NotFound(None) => DryRunEngine::NotFound,
+        DryRunEngineOwned::LlamaCpp(launcher) => DryRunEngine::LlamaCpp { launcher },
     };
     output::dry_run(&command, &engine, note.as_deref());
 }
@@ -142,9 +145,13 @@ pub async fn run(args: &UpArgs) -> ExitCode {
     let mut engine = DryRunEngineOwned::Found(locate::EngineSource::Flag);
     if let EngineMode::Launch(launch) = &mut config.engine.mode {
         log_file = launch.engine_log.clone();
-        engine = match prepare_engine(launch, &config.install, args).await {
-            Ok(engine) => engine,
-            Err(code) => return code,
+        engine = match &launch.server {
+            // llama.cpp's Python is given (--llamacpp-python); nothing to find or install in this version.
+            LaunchedServer::LlamaCpp(llama) => DryRunEngineOwned::LlamaCpp(llama.launcher.clone()),
+            LaunchedServer::Vllm => match prepare_engine(launch, &config.install, args).await {
+                Ok(engine) => engine,
+                Err(code) => return code,
+            },
         };
     }
     if args.dry_run {

@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::defaults::DEFAULT_GPU_MEMORY_UTILIZATION;
 use super::error::{ConfigError, Problem, invalid};
-use super::raw::{RawEngine, RawInstall};
-use crate::engine::alias::{self, ResolvedModel};
+use super::raw::{RawEngine, RawEngineKind, RawInstall};
+use crate::engine::alias::{self, Hub, ResolvedModel};
 use crate::engine::command::DEFAULT_VISION_LIMIT_MM;
-use crate::engine::settings::{DEFAULT_CONNECT_TIMEOUT, default_engine_log, hub_from_env};
-use crate::engine::{EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, RestartPolicy};
+use crate::engine::llamacpp;
+use crate::engine::settings::{DEFAULT_CONNECT_TIMEOUT, default_engine_log, default_llamacpp_launcher, hub_from_env};
+use crate::engine::{
+    EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, LaunchedServer, LlamaCppSettings,
+    RestartPolicy,
+};
 
 /// The engine's settings; `shutdown_timeout` is `--drain-timeout` (the engine's `--shutdown-timeout` too),
 /// `priority_scheduling` when some project has a priority.
@@ -37,7 +42,17 @@ pub(super) fn engine_settings(
             }
             (EngineMode::Attach { url: parsed }, raw.served_model_name.clone())
         }
+        (None, Some(model)) if !model.trim().is_empty() && raw.engine == RawEngineKind::LlamaCpp => {
+            let (launch, served) = llamacpp_launch(raw, model.trim(), shutdown_timeout)?;
+            (EngineMode::Launch(launch), Some(served))
+        }
         (None, Some(model)) if !model.trim().is_empty() => {
+            if raw.threads.is_some() {
+                return Err(invalid(
+                    "--threads",
+                    "is llama.cpp's (--engine llamacpp); vLLM has no such setting",
+                ));
+            }
             let resolved = alias::resolve(model, hub_from_env());
             let launch = launch_settings(raw, &resolved, shutdown_timeout, priority_scheduling)?;
             let served = raw
@@ -76,7 +91,7 @@ fn launch_settings(
     shutdown_timeout: Duration,
     priority_scheduling: bool,
 ) -> Result<LaunchSettings, ConfigError> {
-    let u = raw.gpu_memory_utilization;
+    let u = raw.gpu_memory_utilization.unwrap_or(DEFAULT_GPU_MEMORY_UTILIZATION);
     if !(u > 0.0 && u <= 1.0) {
         return Err(invalid("--gpu-memory-utilization", "must be in (0, 1]"));
     }
@@ -98,6 +113,7 @@ fn launch_settings(
         None => default_engine_log(),
     };
     Ok(LaunchSettings {
+        server: LaunchedServer::Vllm,
         vllm_bin: raw.vllm_bin.clone().unwrap_or_else(|| PathBuf::from("vllm")),
         model: model.id.clone(),
         hub: model.hub,
@@ -120,6 +136,114 @@ fn launch_settings(
         engine_log,
         extra_args: raw.engine_args.clone(),
     })
+}
+
+/// The vLLM-only flags, as given: llama.cpp refuses each (`--gpu-memory-utilization` only when given explicitly).
+fn vllm_only_flags(raw: &RawEngine) -> [(&'static str, bool); 7] {
+    [
+        ("--gpu-memory-utilization", raw.gpu_memory_utilization.is_some()),
+        ("--quantization", raw.quantization.is_some()),
+        ("--kv-cache-dtype", raw.kv_cache_dtype.is_some()),
+        ("--tensor-parallel-size", raw.tensor_parallel_size.is_some()),
+        ("--gpus", raw.gpus.is_some()),
+        ("--limit-mm-per-prompt", raw.limit_mm_per_prompt.is_some()),
+        ("--vllm-bin", raw.vllm_bin.is_some()),
+    ]
+}
+
+/// `--engine llamacpp`: the model is a `.gguf` file that exists, the Python with `xllamacpp` is given, no vLLM-only
+/// flag is; `--max-model-len` is one slot's context and `--max-num-seqs` the slots. Also the served model name:
+/// `--served-model-name`, else the file's stem.
+fn llamacpp_launch(
+    raw: &RawEngine,
+    model: &str,
+    shutdown_timeout: Duration,
+) -> Result<(LaunchSettings, String), ConfigError> {
+    if let Some((flag, _)) = vllm_only_flags(raw).into_iter().find(|(_, given)| *given) {
+        return Err(invalid(
+            flag,
+            "is vLLM's; llama.cpp (--engine llamacpp) has no such setting: leave it out, or use --engine vllm",
+        ));
+    }
+    let path = std::path::Path::new(model);
+    let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if !is_gguf {
+        return Err(invalid(
+            "--model",
+            Problem::Detail(format!(
+                "{model:?} is not a .gguf file: llama.cpp (--engine llamacpp) needs a path to a GGUF model file; \
+                 vLLM models (Hugging Face ids, aliases, checkpoint directories) need --engine vllm on a GPU"
+            )),
+        ));
+    }
+    if !path.is_file() {
+        return Err(invalid(
+            "--model",
+            Problem::Detail(format!("no such GGUF file: {model}")),
+        ));
+    }
+    let Some(python) = raw.llamacpp_python.clone() else {
+        return Err(invalid(
+            "--llamacpp-python",
+            "--engine llamacpp needs the Python that has xllamacpp installed (--llamacpp-python PATH or \
+             MQTT_LLM_LLAMACPP_PYTHON; scripts/setup-cpu-engine.sh prepares one)",
+        ));
+    };
+    if python.as_os_str().is_empty() {
+        return Err(invalid("--llamacpp-python", Problem::Empty));
+    }
+    let Some(launcher) = default_llamacpp_launcher() else {
+        return Err(invalid(
+            "--engine",
+            "llamacpp writes its launcher under $XDG_DATA_HOME or $HOME, and neither is set",
+        ));
+    };
+    let llama = LlamaCppSettings {
+        python,
+        launcher,
+        threads: optional_non_zero("--threads", raw.threads)?.map_or(llamacpp::DEFAULT_THREADS, NonZeroU32::get),
+        parallel: optional_non_zero("--max-num-seqs", raw.max_num_seqs)?
+            .map_or(llamacpp::DEFAULT_PARALLEL, NonZeroU32::get),
+        slot_context: optional_non_zero("--max-model-len", raw.max_model_len)?
+            .map_or(llamacpp::DEFAULT_SLOT_CONTEXT, NonZeroU32::get),
+    };
+    let served = match &raw.served_model_name {
+        Some(name) => name.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| model.to_owned()),
+    };
+    let engine_log = match &raw.engine_log {
+        _ if raw.no_engine_log => None,
+        Some(p) => Some(p.clone()),
+        None => default_engine_log(),
+    };
+    let launch = LaunchSettings {
+        max_model_len: Some(llama.slot_context),
+        max_num_seqs: Some(llama.parallel),
+        server: LaunchedServer::LlamaCpp(Box::new(llama)),
+        vllm_bin: PathBuf::from("vllm"),
+        model: model.to_owned(),
+        hub: Hub::HuggingFace,
+        trust_remote_code: false,
+        port: raw.engine_port,
+        gpu: GpuPlacement {
+            devices: None,
+            tensor_parallel_size: None,
+            memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
+        },
+        quantization: None,
+        kv_cache_dtype: None,
+        prefix_caching: raw.prefix_caching,
+        prompt_tokens_details: raw.prompt_tokens_details,
+        priority_scheduling: false,
+        shutdown_timeout,
+        limit_mm_per_prompt: None,
+        engine_log,
+        extra_args: raw.engine_args.clone(),
+    };
+    Ok((launch, served))
 }
 
 /// `--gpus 0,1` (or GPU-/MIG- UUIDs): the `CUDA_VISIBLE_DEVICES` entries, each once.

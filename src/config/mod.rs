@@ -37,7 +37,9 @@ pub use defaults::*;
 pub use engine::parse_gpus;
 pub use error::{ConfigError, Problem};
 pub use projects::{GENERAL, ProjectCatalog};
-pub use raw::{RawEngine, RawGpu, RawInstall, RawMqtt, RawOps, RawRequests, RawSessionOwner, RawSettings};
+pub use raw::{
+    RawEngine, RawEngineKind, RawGpu, RawInstall, RawMqtt, RawOps, RawRequests, RawSessionOwner, RawSettings,
+};
 
 /// Everything `mqtt-llm up` runs with.
 #[derive(Debug, Clone)]

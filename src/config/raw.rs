@@ -36,6 +36,8 @@ pub struct RawSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawEngine {
+    /// `--engine`: which server a launch runs.
+    pub engine: RawEngineKind,
     pub model: Option<String>,
     pub engine_url: Option<String>,
     pub vllm_bin: Option<PathBuf>,
@@ -43,7 +45,8 @@ pub struct RawEngine {
     pub engine_port: Option<u16>,
     pub gpus: Option<String>,
     pub tensor_parallel_size: Option<u32>,
-    pub gpu_memory_utilization: f32,
+    /// `None`: not given (vLLM gets the default; llama.cpp refuses only an explicit value).
+    pub gpu_memory_utilization: Option<f32>,
     pub quantization: Option<String>,
     pub kv_cache_dtype: Option<String>,
     pub max_model_len: Option<u32>,
@@ -51,6 +54,10 @@ pub struct RawEngine {
     pub prefix_caching: bool,
     pub prompt_tokens_details: bool,
     pub limit_mm_per_prompt: Option<String>,
+    /// `--llamacpp-python`: the Python that has `xllamacpp` (llama.cpp only).
+    pub llamacpp_python: Option<PathBuf>,
+    /// `--threads`: llama.cpp's CPU threads (llama.cpp only).
+    pub threads: Option<u32>,
     /// `--engine-arg`s, then the arguments after `--`.
     pub engine_args: Vec<String>,
     pub engine_log: Option<PathBuf>,
@@ -71,6 +78,7 @@ pub struct RawEngine {
 impl Default for RawEngine {
     fn default() -> Self {
         Self {
+            engine: RawEngineKind::default(),
             model: None,
             engine_url: None,
             vllm_bin: None,
@@ -78,7 +86,7 @@ impl Default for RawEngine {
             engine_port: None,
             gpus: None,
             tensor_parallel_size: None,
-            gpu_memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
+            gpu_memory_utilization: None,
             quantization: None,
             kv_cache_dtype: None,
             max_model_len: None,
@@ -86,6 +94,8 @@ impl Default for RawEngine {
             prefix_caching: true,
             prompt_tokens_details: true,
             limit_mm_per_prompt: None,
+            llamacpp_python: None,
+            threads: None,
             engine_args: Vec::new(),
             engine_log: None,
             no_engine_log: false,
@@ -97,6 +107,18 @@ impl Default for RawEngine {
             restart_window: DEFAULT_RESTART_WINDOW.value,
         }
     }
+}
+
+/// `--engine`: the server `up` launches. `auto` (vLLM on a usable GPU, else llama.cpp) is to come as a third
+/// variant; until then the default is vLLM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawEngineKind {
+    /// `vllm serve` on GPUs.
+    #[default]
+    Vllm,
+    /// llama.cpp's server on CPU, through the `xllamacpp` wheel.
+    LlamaCpp,
 }
 
 /// Where vLLM is found or installed (`[install]`; `--vllm-bin` is the engine's, which launches it).

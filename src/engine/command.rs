@@ -1,4 +1,5 @@
-//! The `vllm serve` command line, built by a pure function from the configuration.
+//! The engine's command line, built by a pure function from the configuration: `vllm serve ...`, or llama.cpp's
+//! launcher (see [`super::llamacpp`]).
 //!
 //! Every flag mqtt-llm passes is spelled the way `vllm serve --help` of the pinned vLLM spells it, so that
 //! `mqtt-llm up --dry-run` shows a command an operator can paste into a shell and run (after putting back any
@@ -13,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 use super::alias::Hub;
-use super::settings::LaunchSettings;
+use super::settings::{LaunchSettings, LaunchedServer};
 
 /// A program, its arguments and extra environment: everything needed to spawn the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +148,15 @@ pub fn shell_quote(word: &str) -> String {
 /// of 999 per modality reserves encoder memory for inputs no client sends).
 pub const DEFAULT_VISION_LIMIT_MM: &str = r#"{"image":4,"video":0}"#;
 
+/// The command that launches the engine `cfg` names: [`build_vllm_command`], or llama.cpp's
+/// ([`super::llamacpp::build_command`]).
+pub fn build_command(cfg: &LaunchSettings, port: u16, served_model_name: &str) -> EngineCommand {
+    match &cfg.server {
+        LaunchedServer::Vllm => build_vllm_command(cfg, port, served_model_name),
+        LaunchedServer::LlamaCpp(llama) => super::llamacpp::build_command(cfg, llama, port, served_model_name),
+    }
+}
+
 /// `vllm serve MODEL --host 127.0.0.1 --port PORT --served-model-name NAME --gpu-memory-utilization U
 /// [--tensor-parallel-size N] [--max-model-len N] [--max-num-seqs N] [--quantization Q] [--kv-cache-dtype D]
 /// --enable-prefix-caching|--no-enable-prefix-caching [--enable-prompt-tokens-details]
@@ -155,7 +165,7 @@ pub const DEFAULT_VISION_LIMIT_MM: &str = r#"{"image":4,"video":0}"#;
 ///
 /// The pass-through arguments come last: vLLM's argparse lets a later flag override an earlier one, so an
 /// operator's `--engine-arg` or `-- ARGS` always wins.
-pub fn build_command(cfg: &LaunchSettings, port: u16, served_model_name: &str) -> EngineCommand {
+pub fn build_vllm_command(cfg: &LaunchSettings, port: u16, served_model_name: &str) -> EngineCommand {
     let mut args: Vec<String> = vec![
         "serve".into(),
         cfg.model.clone(),
@@ -245,6 +255,7 @@ mod tests {
 
     fn cfg() -> LaunchSettings {
         LaunchSettings {
+            server: LaunchedServer::Vllm,
             vllm_bin: "/opt/vllm/bin/vllm".into(),
             model: "Qwen/Qwen3-14B".into(),
             hub: Hub::HuggingFace,

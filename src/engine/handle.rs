@@ -37,7 +37,7 @@ use super::command::{EngineCommand, build_command};
 use super::guard;
 use super::launch::{check_executable, free_port, guard_exe};
 use super::logs::LogTail;
-use super::settings::{EngineMode, EngineSettings};
+use super::settings::{EngineMode, EngineSettings, LaunchedServer};
 use super::state::EngineState;
 use crate::llm::LlmClient;
 
@@ -215,6 +215,13 @@ pub fn spawn_engine(cfg: &EngineSettings, tracker: &TaskTracker) -> Result<Engin
             };
             let served = cfg.served_model_name.clone().unwrap_or_else(|| launch.model.clone());
             let command = build_command(launch, port, &served);
+            if let LaunchedServer::LlamaCpp(llama) = &launch.server {
+                // The launcher the command names is the one built into this binary.
+                super::llamacpp::install_launcher(&llama.launcher).map_err(|source| EngineError::Spawn {
+                    program: llama.launcher.display().to_string(),
+                    source,
+                })?;
+            }
             check_executable(&command.program).map_err(|source| EngineError::Spawn {
                 program: command.program.display().to_string(),
                 source,

@@ -1,6 +1,7 @@
 //! The engine: the `vllm serve` child process mqtt-llm launches and supervises, or a server it attaches to.
 //!
 //! - [`command`]: the pure `LaunchConfig → argv/env` function;
+//! - [`llamacpp`]: llama.cpp as the launched engine (`--engine llamacpp`): the embedded launcher and its command;
 //! - [`alias`]: model aliases and vision-model detection (pure);
 //! - [`locate`]: which `vllm` to launch (flag, virtualenv, PATH);
 //! - [`state`]: [`EngineState`] and its pure transitions;
@@ -25,6 +26,7 @@ pub mod guard;
 mod handle;
 mod health;
 mod launch;
+pub mod llamacpp;
 pub mod locate;
 pub mod logs;
 pub mod progress;
@@ -37,5 +39,7 @@ pub use handle::{Control, EngineError, EngineHandle, spawn_engine};
 pub use health::{HEALTH_FAILURES_TO_RESTART, START_POLL};
 pub use launch::check_executable;
 pub use restart::RestartPolicy;
-pub use settings::{EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings};
+pub use settings::{
+    EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, LaunchedServer, LlamaCppSettings,
+};
 pub use state::EngineState;

@@ -6,7 +6,8 @@
 //! began), and the log sink publishes each new phase with the time since launch.
 //!
 //! The patterns are substrings of vLLM 0.26's messages (the same in 0.19 through 0.33), matched anywhere in the
-//! line so that the `(EngineCore pid=N) INFO 04-07 02:44:26 [file.py:N]` prefixes do not matter.
+//! line so that the `(EngineCore pid=N) INFO 04-07 02:44:26 [file.py:N]` prefixes do not matter; a few are
+//! llama.cpp's server's (`--engine llamacpp`, through xllamacpp), which loads in about a second.
 
 use std::fmt;
 use std::time::Duration;
@@ -91,6 +92,11 @@ const PATTERNS: &[(&str, StartupPhase)] = &[
     ("vLLM API server version", StartupPhase::Initializing),
     ("Initializing a V1 LLM engine", StartupPhase::Initializing),
     ("Resolved architecture", StartupPhase::Initializing),
+    // llama.cpp's server (xllamacpp).
+    ("init: listening on http", StartupPhase::ApiServerUp),
+    ("init: model loaded", StartupPhase::StartingApiServer),
+    ("load_model: loading model", StartupPhase::LoadingWeights),
+    ("srv          init: initializing", StartupPhase::Initializing),
 ];
 
 /// The phase a log line shows, if any.
@@ -196,6 +202,32 @@ mod tests {
         for (line, phase) in REAL_START {
             assert_eq!(phase_of(line), *phase, "{line}");
         }
+    }
+
+    /// Real lines of llama.cpp's server (xllamacpp 2026.10.11549, SmolLM2 on CPU), in order.
+    #[rustfmt::skip]
+    const LLAMACPP_START: &[(&str, Option<StartupPhase>)] = &[
+        ("0.00.001.038 I srv          init: initializing ...", Some(P::Initializing)),
+        ("0.00.005.551 I srv          init: build_info: b0-unknown", None),
+        ("0.00.007.111 I srv          init: loading model", None),
+        ("0.00.007.185 I srv    load_model: loading model '.cache/cpu-engine/SmolLM2-135M-Instruct.Q4_1.gguf'", Some(P::LoadingWeights)),
+        ("0.00.522.005 I srv    load_model: initializing, n_slots = 2, n_ctx_slot = 2048, kv_unified = 'false'", None),
+        ("0.00.526.222 I srv          init: model loaded", Some(P::StartingApiServer)),
+        ("0.00.526.318 I srv          init: listening on http://127.0.0.1:36343", Some(P::ApiServerUp)),
+        ("listening on http://127.0.0.1:36343", None),
+    ];
+
+    #[test]
+    fn llamacpp_lines_map_to_their_phases() {
+        for (line, phase) in LLAMACPP_START {
+            assert_eq!(phase_of(line), *phase, "{line}");
+        }
+        let mut tracker = PhaseTracker::default();
+        let seen: Vec<_> = LLAMACPP_START.iter().filter_map(|(l, _)| tracker.observe(l)).collect();
+        assert_eq!(
+            seen,
+            [P::Initializing, P::LoadingWeights, P::StartingApiServer, P::ApiServerUp]
+        );
     }
 
     #[test]

@@ -41,12 +41,17 @@ pub enum EngineMode {
     Attach { url: Url },
 }
 
-/// What goes on the `vllm serve` command line (see [`super::command::build_command`]).
+/// What goes on the engine's command line (see [`super::command::build_command`]): `vllm serve`'s, or llama.cpp's
+/// launcher's when [`LaunchSettings::server`] says so. Under llama.cpp the vLLM-only fields keep their defaults
+/// (`config` refuses them) and are not used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSettings {
+    /// Which server is launched: vLLM (the fields below) or llama.cpp (its own settings, plus `model`, `port`,
+    /// `max_model_len`, `engine_log` and `extra_args` from below).
+    pub server: LaunchedServer,
     /// The executable: `--vllm-bin` as given, else `vllm` until `up` has located (or installed) the engine.
     pub vllm_bin: PathBuf,
-    /// The resolved model id (an alias already replaced), or a local directory.
+    /// The resolved model id (an alias already replaced), or a local directory; under llama.cpp a `.gguf` file.
     pub model: String,
     /// Hub the engine downloads from; ModelScope sets `VLLM_USE_MODELSCOPE`.
     pub hub: Hub,
@@ -71,6 +76,37 @@ pub struct LaunchSettings {
     pub engine_log: Option<PathBuf>,
     /// `--engine-arg`s then the arguments after `--`, passed through verbatim after our own flags.
     pub extra_args: Vec<String>,
+}
+
+/// The server `up` launches and supervises.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaunchedServer {
+    /// `vllm serve` (GPUs).
+    Vllm,
+    /// llama.cpp's server through the `xllamacpp` wheel, run by the launcher mqtt-llm embeds (CPU).
+    LlamaCpp(Box<LlamaCppSettings>),
+}
+
+/// llama.cpp's own settings: `PYTHON LAUNCHER MODEL.gguf ... --threads N --ctx N --parallel N`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaCppSettings {
+    /// `--llamacpp-python`: a Python that can `import xllamacpp`.
+    pub python: PathBuf,
+    /// Where the embedded launcher (`launcher/serve_llamacpp.py`) is written before each launch.
+    pub launcher: PathBuf,
+    /// `--threads`: llama.cpp's CPU threads (generation and prompt processing).
+    pub threads: u32,
+    /// Concurrent slots (`--parallel`), from `--max-num-seqs`.
+    pub parallel: u32,
+    /// Context of one slot (tokens), from `--max-model-len`; llama.cpp's `--ctx` is the total, this × `parallel`.
+    pub slot_context: u32,
+}
+
+impl LlamaCppSettings {
+    /// llama.cpp's `--ctx`: the total context, split evenly across the slots.
+    pub fn total_context(&self) -> u64 {
+        u64::from(self.slot_context) * u64::from(self.parallel)
+    }
 }
 
 /// Which GPUs the engine uses and how much of them.
@@ -123,6 +159,12 @@ impl InstallSettings {
             requirements,
         }
     }
+}
+
+/// Where the embedded llama.cpp launcher is written for this process: under `$XDG_DATA_HOME` (or `$HOME`).
+pub fn default_llamacpp_launcher() -> Option<PathBuf> {
+    let env = |name: &str| std::env::var_os(name);
+    super::llamacpp::default_launcher(env("XDG_DATA_HOME").as_deref(), env("HOME").as_deref())
 }
 
 /// The default engine log of this process: under `$XDG_STATE_HOME` (or `$HOME`).

@@ -19,7 +19,7 @@ pub const ENGINE_START: Duration = Duration::from_secs(120);
 /// The model name the engine serves (`--alias`).
 pub const ALIAS: &str = "smollm2";
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/engines/serve_llamacpp.py");
+const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/launcher/serve_llamacpp.py");
 
 /// The prepared engine: the venv's python (with xllamacpp) and the model file.
 #[derive(Debug, Clone)]

@@ -2,7 +2,9 @@
 """Run llama.cpp's native OpenAI-compatible HTTP server (via the xllamacpp wheel) in the foreground until
 SIGTERM/SIGINT (or, with --exit-on-stdin-eof, until its stdin closes: the test that started it is gone).
 
-Used by tests/llamacpp_e2e.rs; scripts/setup-cpu-engine.sh prepares the venv and the model.
+mqtt-llm embeds this file and runs it as its supervised engine under `mqtt-llm up --engine llamacpp`
+(PYTHON serve_llamacpp.py MODEL.gguf --host 127.0.0.1 --port P --threads N --ctx N --parallel N --alias NAME);
+tests/llamacpp_e2e.rs runs it directly. scripts/setup-cpu-engine.sh prepares a venv with xllamacpp and the model.
 
 usage: serve_llamacpp.py MODEL.gguf [--host 127.0.0.1] [--port 8080] [--ctx 4096]
                          [--parallel 2] [--threads 1] [--alias NAME] [--exit-on-stdin-eof]
@@ -59,6 +61,10 @@ def main() -> int:
     print(f"listening on {server.listening_address}", flush=True)
 
     stop.wait()
+    # A clean stop takes milliseconds, but was once seen to hang past mqtt-llm's grace: let the kernel end the
+    # process if it is still here in 5 s (SIGALRM's default action; needs no Python thread to run).
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(5)
     del server
     return 0
 
