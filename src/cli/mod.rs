@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mqtt_llm::config::{DEFAULT_BROKER, DEFAULT_PYTHON};
 
 pub use client::{BenchArgs, ChatArgs};
-pub use up::UpArgs;
+pub use up::{EngineArg, UpArgs};
 
 /// Serve a local LLM (vLLM) to many devices over MQTT.
 #[derive(Debug, Parser)]
@@ -66,11 +66,46 @@ pub struct InstallArgs {
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
+    /// The engine to install: `vllm` (GPUs) or `llamacpp` (CPU: xllamacpp and the built-in SmolLM2 model, into
+    /// their own virtualenv; --requirements does not apply).
+    #[arg(long, value_enum, default_value_t = up::EngineArg::Vllm)]
+    pub engine: up::EngineArg,
     #[command(flatten)]
     pub install: InstallArgs,
-    /// Reinstall even when the virtualenv already has the pinned vLLM.
+    /// `--engine llamacpp`: the virtualenv to install into (`--venv` given on the command line is taken too)
+    /// [default: $XDG_DATA_HOME/mqtt-llm/llamacpp-venv, else ~/.local/share/mqtt-llm/llamacpp-venv].
+    #[arg(long, env = "MQTT_LLM_LLAMACPP_VENV", value_name = "DIR")]
+    pub llamacpp_venv: Option<PathBuf>,
+    /// Reinstall even when the virtualenv already has the pinned engine (and model).
     #[arg(long)]
     pub force: bool,
+}
+
+impl Cli {
+    /// Parse the command line ([`Self::check`] included); on an error print it and exit (2).
+    pub fn parse_checked() -> Self {
+        Self::parse().check().unwrap_or_else(|e| e.exit())
+    }
+
+    /// What clap cannot say: `up --engine vllm` (the default) needs `--model` unless `--engine-url`.
+    pub fn check(self) -> Result<Self, clap::Error> {
+        if let Command::Up(up) = &self.command
+            && up.model_missing()
+        {
+            let mut cmd = <Self as clap::CommandFactory>::command();
+            cmd.build();
+            let mut up = match cmd.find_subcommand("up") {
+                Some(up) => up.clone(),
+                None => cmd,
+            };
+            return Err(up.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required arguments were not provided:\n  --model <MODEL>\n\n\
+                 (--model is required unless --engine-url attaches or --engine llamacpp uses its built-in model)",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -148,5 +183,25 @@ mod tests {
         assert!(s.force);
         assert_eq!(s.install.venv.as_deref(), Some(std::path::Path::new("/tmp/v")));
         assert_eq!(s.install.python, std::path::Path::new("python3"));
+        assert_eq!(s.engine, EngineArg::Vllm);
+        let cli =
+            Cli::try_parse_from(["mqtt-llm", "setup", "--engine", "llamacpp", "--llamacpp-venv", "/tmp/l"]).unwrap();
+        let Command::Setup(s) = cli.command else {
+            panic!("not setup")
+        };
+        assert_eq!(s.engine, EngineArg::Llamacpp);
+        assert_eq!(s.llamacpp_venv.as_deref(), Some(std::path::Path::new("/tmp/l")));
+    }
+
+    #[test]
+    fn up_needs_a_model_under_vllm_only() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied()).unwrap().check();
+        let err = parse(&["mqtt-llm", "up"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--model <MODEL>"), "{err}");
+        assert!(parse(&["mqtt-llm", "up", "--engine", "vllm"]).is_err());
+        assert!(parse(&["mqtt-llm", "up", "--model", "m"]).is_ok());
+        assert!(parse(&["mqtt-llm", "up", "--engine-url", "http://127.0.0.1:1"]).is_ok());
+        assert!(parse(&["mqtt-llm", "up", "--engine", "llamacpp"]).is_ok());
     }
 }

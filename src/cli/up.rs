@@ -92,14 +92,15 @@ impl EngineArg {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     // ---- engine ----
-    /// The engine to launch: `vllm` (GPUs) or `llamacpp` (CPU: llama.cpp's server through the xllamacpp wheel;
-    /// needs --llamacpp-python and a .gguf --model).
+    /// The engine to launch: `vllm` (GPUs) or `llamacpp` (CPU: llama.cpp's server through the xllamacpp wheel,
+    /// installed by `mqtt-llm setup --engine llamacpp`).
     #[arg(long, value_enum, env = "MQTT_LLM_ENGINE", default_value_t = EngineArg::Vllm)]
     pub engine: EngineArg,
     /// Model to serve: a Hugging Face id, a local directory, or an alias of the original server
-    /// (`qwen3-vl-4b`, `qwq-32b`, ...; see the README). Passed to `vllm serve`. Under `--engine llamacpp`: a path
-    /// to a .gguf file.
-    #[arg(long, required_unless_present = "engine_url", env = "MQTT_LLM_MODEL")]
+    /// (`qwen3-vl-4b`, `qwq-32b`, ...; see the README). Passed to `vllm serve`; required unless --engine-url.
+    /// Under `--engine llamacpp`: a path to a .gguf file [default: the built-in SmolLM2-135M-Instruct of
+    /// --llamacpp-venv].
+    #[arg(long, env = "MQTT_LLM_MODEL")]
     pub model: Option<String>,
     /// Attach to an already running OpenAI-compatible server instead of launching one.
     #[arg(long, env = "MQTT_LLM_ENGINE_URL", conflicts_with = "vllm_bin")]
@@ -109,7 +110,7 @@ pub struct UpArgs {
     pub vllm_bin: Option<PathBuf>,
     #[command(flatten)]
     pub install: InstallArgs,
-    /// Do not install vLLM when none is found; fail instead.
+    /// Do not install the engine (vLLM, or llama.cpp's virtualenv) when none is found; fail instead.
     #[arg(long)]
     pub no_bootstrap: bool,
     /// Print the engine command (program, arguments, environment) and exit without launching anything.
@@ -145,9 +146,14 @@ pub struct UpArgs {
     /// Passed to vLLM as `--max-num-seqs`. Under llama.cpp: the concurrent slots, `--parallel` [default: 2].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_seqs: Option<u32>,
-    /// `--engine llamacpp`: the Python that has the xllamacpp wheel (scripts/setup-cpu-engine.sh prepares one).
+    /// `--engine llamacpp`: the Python that has the xllamacpp wheel [default: --llamacpp-venv's, installed first
+    /// when it is not, unless --no-bootstrap].
     #[arg(long, env = "MQTT_LLM_LLAMACPP_PYTHON", value_name = "PATH")]
     pub llamacpp_python: Option<PathBuf>,
+    /// `--engine llamacpp`: the virtualenv `mqtt-llm setup --engine llamacpp` installs xllamacpp and the built-in
+    /// model into [default: $XDG_DATA_HOME/mqtt-llm/llamacpp-venv, else ~/.local/share/mqtt-llm/llamacpp-venv].
+    #[arg(long, env = "MQTT_LLM_LLAMACPP_VENV", value_name = "DIR")]
+    pub llamacpp_venv: Option<PathBuf>,
     /// `--engine llamacpp`: llama.cpp's CPU threads [default: 1; more makes decoding collapse on a small, busy
     /// machine].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -391,6 +397,12 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
+    /// Under `--engine vllm` (the default) `--model` is required unless `--engine-url` attaches; llama.cpp has a
+    /// built-in model.
+    pub fn model_missing(&self) -> bool {
+        self.engine == EngineArg::Vllm && self.model.is_none() && self.engine_url.is_none()
+    }
+
     /// The settings as given, for [`mqtt_llm::config::Config::from_raw`] to validate.
     pub fn raw_settings(&self) -> RawSettings {
         RawSettings {
@@ -412,6 +424,7 @@ impl UpArgs {
                 prompt_tokens_details: !self.disable_prompt_tokens_details,
                 limit_mm_per_prompt: self.limit_mm_per_prompt.clone(),
                 llamacpp_python: self.llamacpp_python.clone(),
+                llamacpp_venv: self.llamacpp_venv.clone(),
                 threads: self.threads,
                 engine_args: self.engine_args.iter().chain(&self.vllm_args).cloned().collect(),
                 engine_log: self.engine_log.clone(),

@@ -519,15 +519,13 @@ fn engine_llamacpp_refuses_what_it_cannot_run() {
     .unwrap_err()
     .to_string();
     assert_eq!(e, format!("invalid --model: no such GGUF file: {}", missing.display()));
-    // The Python with xllamacpp is required in this version.
+    // An empty --llamacpp-venv is refused when a default needs it.
     let a = args(&["--engine", "llamacpp", "--model", &model]);
     let mut raw = a.raw_settings();
     raw.engine.llamacpp_python = None; // whatever MQTT_LLM_LLAMACPP_PYTHON the test runs with
+    raw.engine.llamacpp_venv = Some("".into());
     let e = Config::from_raw(raw).unwrap_err().to_string();
-    assert!(
-        e.starts_with("invalid --llamacpp-python: --engine llamacpp needs the Python that has xllamacpp"),
-        "{e}"
-    );
+    assert!(e.starts_with("invalid --llamacpp-venv"), "{e}");
     // llama.cpp's --threads is refused under vLLM.
     let e = up(&["--model", "m", "--threads", "2"]).unwrap_err().to_string();
     assert_eq!(
@@ -535,4 +533,59 @@ fn engine_llamacpp_refuses_what_it_cannot_run() {
         "invalid --threads: is llama.cpp's (--engine llamacpp); vLLM has no such setting"
     );
     assert!(Cli::try_parse_from(["mqtt-llm", "up", "--model", "m", "--engine", "auto"]).is_err());
+}
+
+#[test]
+fn engine_llamacpp_defaults_to_its_managed_venv_and_built_in_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = gguf(&dir);
+    let llama_of = |c: &Config| -> (String, mqtt_llm::engine::LlamaCppSettings) {
+        let l = launch(c);
+        let LaunchedServer::LlamaCpp(llama) = &l.server else {
+            panic!("not llama.cpp: {:?}", l.server)
+        };
+        (l.model.clone(), (**llama).clone())
+    };
+    let raw = |argv: &[&str]| {
+        let mut raw = args(argv).raw_settings();
+        // whatever MQTT_LLM_LLAMACPP_* the test runs with
+        raw.engine.llamacpp_python = None;
+        raw.engine.llamacpp_venv = Some("/lv".into());
+        raw.engine.model = None;
+        raw
+    };
+    // Neither --model nor --llamacpp-python: both from the venv (which need not exist yet: `up` installs it);
+    // the built-in model's checksum travels along.
+    let c = Config::from_raw(raw(&["--engine", "llamacpp"])).unwrap();
+    let (m, llama) = llama_of(&c);
+    assert_eq!(m, "/lv/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(llama.python, std::path::Path::new("/lv/bin/python"));
+    assert_eq!(llama.venv.as_deref(), Some(std::path::Path::new("/lv")));
+    assert_eq!(
+        llama.model_sha256.as_deref(),
+        Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+    );
+    assert_eq!(
+        c.engine.served_model_name.as_deref(),
+        Some("SmolLM2-135M-Instruct.Q4_1")
+    );
+    // A given model: no checksum; the Python still from the venv.
+    let mut r = raw(&["--engine", "llamacpp"]);
+    r.engine.model = Some(model.clone());
+    let (m, llama) = llama_of(&Config::from_raw(r).unwrap());
+    assert_eq!(m, model);
+    assert_eq!(llama.model_sha256, None);
+    assert_eq!(llama.venv.as_deref(), Some(std::path::Path::new("/lv")));
+    // Both given: the managed venv plays no part.
+    let mut r = raw(&["--engine", "llamacpp"]);
+    r.engine.model = Some(model.clone());
+    r.engine.llamacpp_python = Some("/py".into());
+    let (_, llama) = llama_of(&Config::from_raw(r).unwrap());
+    assert_eq!(llama.python, std::path::Path::new("/py"));
+    assert_eq!((llama.venv, llama.model_sha256), (None, None));
+    // Under vLLM the model stays required.
+    let mut r = raw(&[]);
+    r.engine.llamacpp_venv = None;
+    let e = Config::from_raw(r).unwrap_err().to_string();
+    assert_eq!(e, "invalid --model: give a model to launch, or --engine-url to attach");
 }

@@ -6,5 +6,6 @@ mod direct;
 pub mod gpus;
 pub mod output;
 pub mod setup;
+pub mod setup_llamacpp;
 mod systemd;
 pub mod up;

@@ -102,6 +102,12 @@ pub fn setup_done(vllm: &Path) {
     stdout_line(&vllm.display().to_string());
 }
 
+/// `setup --engine llamacpp` succeeded: the Python with xllamacpp and the built-in model, for scripts.
+pub fn llamacpp_setup_done(python: &Path, model: &Path) {
+    stdout_line(&format!("python: {}", python.display()));
+    stdout_line(&format!("model: {}", model.display()));
+}
+
 /// Where the engine was found, or that it will be installed first.
 pub enum DryRunEngine<'a> {
     Found(EngineSource),
@@ -131,7 +137,8 @@ pub fn dry_run(command: &EngineCommand, engine: &DryRunEngine<'_>, model_note: O
             command.program.display()
         ),
         DryRunEngine::LlamaCpp { launcher } => format!(
-            "program: {} (from --llamacpp-python; it runs llama.cpp's launcher, which `up` writes to {} first)",
+            "program: {} (--llamacpp-python, or llama.cpp's virtualenv; it runs llama.cpp's launcher, which `up` \
+             writes to {} first)",
             command.program.display(),
             launcher.display()
         ),

@@ -128,7 +128,7 @@ async fn installed_version(vllm: &Path) -> Option<String> {
 }
 
 /// Our stderr for a child's stdout, so that pip's chatter never mixes with the lines `up` prints on stdout.
-fn stderr_for_child() -> Stdio {
+pub(super) fn stderr_for_child() -> Stdio {
     use std::os::fd::AsFd;
     match std::io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => Stdio::from(fd),
@@ -239,6 +239,9 @@ pub async fn install(cfg: &InstallSettings, force: bool) -> Result<PathBuf, Setu
 
 /// `mqtt-llm setup`.
 pub async fn run(args: &SetupArgs) -> ExitCode {
+    if args.engine == crate::cli::EngineArg::Llamacpp {
+        return super::setup_llamacpp::run(args).await;
+    }
     let given = &args.install;
     let cfg = InstallSettings::new(
         given.venv.clone(),

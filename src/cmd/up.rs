@@ -107,8 +107,10 @@ fn print_dry_run(config: &Config, args: &UpArgs, engine: &DryRunEngineOwned) {
         launch.port.unwrap_or_else(free_port),
         served.unwrap_or(&launch.model),
     );
-    let typed = args.model.as_deref().map(str::trim).unwrap_or_default();
-    let note = (typed != launch.model).then(|| format!("{typed} resolves to {}", launch.model));
+    let note = match args.model.as_deref().map(str::trim) {
+        Some(typed) => (typed != launch.model).then(|| format!("{typed} resolves to {}", launch.model)),
+        None => Some(format!("the built-in model, {}", launch.model)),
+    };
     let engine = match engine {
         DryRunEngineOwned::Found(source) => DryRunEngine::Found(*source),
         DryRunEngineOwned::NotFound(Some(venv)) => DryRunEngine::WouldInstall { venv },
@@ -146,8 +148,21 @@ pub async fn run(args: &UpArgs) -> ExitCode {
     if let EngineMode::Launch(launch) = &mut config.engine.mode {
         log_file = launch.engine_log.clone();
         engine = match &launch.server {
-            // llama.cpp's Python is given (--llamacpp-python); nothing to find or install in this version.
-            LaunchedServer::LlamaCpp(llama) => DryRunEngineOwned::LlamaCpp(llama.launcher.clone()),
+            // llama.cpp: its managed virtualenv installed first when a default points there (not for --dry-run).
+            LaunchedServer::LlamaCpp(llama) => {
+                if !args.dry_run
+                    && let Err(code) = super::setup_llamacpp::prepare(
+                        llama,
+                        std::path::Path::new(&launch.model),
+                        &config.install.python,
+                        args.no_bootstrap,
+                    )
+                    .await
+                {
+                    return code;
+                }
+                DryRunEngineOwned::LlamaCpp(llama.launcher.clone())
+            }
             LaunchedServer::Vllm => match prepare_engine(launch, &config.install, args).await {
                 Ok(engine) => engine,
                 Err(code) => return code,

@@ -12,12 +12,12 @@ use super::error::{ConfigError, Problem, invalid};
 use super::raw::{RawEngine, RawEngineKind, RawInstall};
 use crate::engine::alias::{self, Hub, ResolvedModel};
 use crate::engine::command::DEFAULT_VISION_LIMIT_MM;
-use crate::engine::llamacpp;
 use crate::engine::settings::{DEFAULT_CONNECT_TIMEOUT, default_engine_log, default_llamacpp_launcher, hub_from_env};
 use crate::engine::{
     EngineMode, EngineSettings, GpuPlacement, InstallSettings, LaunchSettings, LaunchedServer, LlamaCppSettings,
     RestartPolicy,
 };
+use crate::engine::{llamacpp, llamacpp_pins};
 
 /// The engine's settings; `shutdown_timeout` is `--drain-timeout` (the engine's `--shutdown-timeout` too),
 /// `priority_scheduling` when some project has a priority.
@@ -42,8 +42,9 @@ pub(super) fn engine_settings(
             }
             (EngineMode::Attach { url: parsed }, raw.served_model_name.clone())
         }
-        (None, Some(model)) if !model.trim().is_empty() && raw.engine == RawEngineKind::LlamaCpp => {
-            let (launch, served) = llamacpp_launch(raw, model.trim(), shutdown_timeout)?;
+        (None, model) if raw.engine == RawEngineKind::LlamaCpp => {
+            let model = model.as_deref().map(str::trim).filter(|m| !m.is_empty());
+            let (launch, served) = llamacpp_launch(raw, model, shutdown_timeout)?;
             (EngineMode::Launch(launch), Some(served))
         }
         (None, Some(model)) if !model.trim().is_empty() => {
@@ -154,9 +155,12 @@ fn vllm_only_flags(raw: &RawEngine) -> [(&'static str, bool); 7] {
 /// `--engine llamacpp`: the model is a `.gguf` file that exists, the Python with `xllamacpp` is given, no vLLM-only
 /// flag is; `--max-model-len` is one slot's context and `--max-num-seqs` the slots. Also the served model name:
 /// `--served-model-name`, else the file's stem.
+///
+/// Left out, `--model` is the built-in model and `--llamacpp-python` the Python of the managed virtualenv
+/// (`--llamacpp-venv`, else [`llamacpp_pins::default_venv`]); `up` installs that first when it is not.
 fn llamacpp_launch(
     raw: &RawEngine,
-    model: &str,
+    model: Option<&str>,
     shutdown_timeout: Duration,
 ) -> Result<(LaunchSettings, String), ConfigError> {
     if let Some((flag, _)) = vllm_only_flags(raw).into_iter().find(|(_, given)| *given) {
@@ -165,6 +169,22 @@ fn llamacpp_launch(
             "is vLLM's; llama.cpp (--engine llamacpp) has no such setting: leave it out, or use --engine vllm",
         ));
     }
+    let venv = if model.is_none() || raw.llamacpp_python.is_none() {
+        Some(managed_venv(raw)?)
+    } else {
+        None
+    };
+    let (model, model_sha256) = match (model, &venv) {
+        (Some(model), _) => (model.to_owned(), None),
+        (None, venv) => {
+            let venv = venv.clone().map_or_else(|| managed_venv(raw), Ok)?;
+            let pins =
+                llamacpp_pins::Pins::built_in().map_err(|e| invalid("--model", Problem::Detail(e.to_string())))?;
+            let path = llamacpp_pins::venv_model(&venv, &pins);
+            (path.to_string_lossy().into_owned(), Some(pins.model_sha256))
+        }
+    };
+    let model = model.as_str();
     let path = std::path::Path::new(model);
     let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if !is_gguf {
@@ -176,18 +196,16 @@ fn llamacpp_launch(
             )),
         ));
     }
-    if !path.is_file() {
+    if model_sha256.is_none() && !path.is_file() {
         return Err(invalid(
             "--model",
             Problem::Detail(format!("no such GGUF file: {model}")),
         ));
     }
-    let Some(python) = raw.llamacpp_python.clone() else {
-        return Err(invalid(
-            "--llamacpp-python",
-            "--engine llamacpp needs the Python that has xllamacpp installed (--llamacpp-python PATH or \
-             MQTT_LLM_LLAMACPP_PYTHON; scripts/setup-cpu-engine.sh prepares one)",
-        ));
+    let python = match (&raw.llamacpp_python, &venv) {
+        (Some(python), _) => python.clone(),
+        (None, Some(venv)) => llamacpp_pins::venv_python(venv),
+        (None, None) => llamacpp_pins::venv_python(&managed_venv(raw)?),
     };
     if python.as_os_str().is_empty() {
         return Err(invalid("--llamacpp-python", Problem::Empty));
@@ -206,6 +224,8 @@ fn llamacpp_launch(
             .map_or(llamacpp::DEFAULT_PARALLEL, NonZeroU32::get),
         slot_context: optional_non_zero("--max-model-len", raw.max_model_len)?
             .map_or(llamacpp::DEFAULT_SLOT_CONTEXT, NonZeroU32::get),
+        venv,
+        model_sha256,
     };
     let served = match &raw.served_model_name {
         Some(name) => name.clone(),
@@ -244,6 +264,19 @@ fn llamacpp_launch(
         extra_args: raw.engine_args.clone(),
     };
     Ok((launch, served))
+}
+
+/// llama.cpp's managed virtualenv: `--llamacpp-venv`, else the default under `$XDG_DATA_HOME` or `$HOME`.
+fn managed_venv(raw: &RawEngine) -> Result<PathBuf, ConfigError> {
+    match raw.llamacpp_venv.clone().or_else(llamacpp_pins::default_venv_from_env) {
+        Some(v) if !v.as_os_str().is_empty() => Ok(v),
+        Some(_) => Err(invalid("--llamacpp-venv", Problem::Empty)),
+        None => Err(invalid(
+            "--llamacpp-venv",
+            "no default for llama.cpp's virtualenv ($XDG_DATA_HOME and $HOME are unset): pass --llamacpp-venv DIR, \
+             or --llamacpp-python PATH and --model FILE.gguf",
+        )),
+    }
 }
 
 /// `--gpus 0,1` (or GPU-/MIG- UUIDs): the `CUDA_VISIBLE_DEVICES` entries, each once.

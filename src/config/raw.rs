@@ -56,6 +56,8 @@ pub struct RawEngine {
     pub limit_mm_per_prompt: Option<String>,
     /// `--llamacpp-python`: the Python that has `xllamacpp` (llama.cpp only).
     pub llamacpp_python: Option<PathBuf>,
+    /// `--llamacpp-venv`: the virtualenv `mqtt-llm setup --engine llamacpp` installs into (llama.cpp only).
+    pub llamacpp_venv: Option<PathBuf>,
     /// `--threads`: llama.cpp's CPU threads (llama.cpp only).
     pub threads: Option<u32>,
     /// `--engine-arg`s, then the arguments after `--`.
@@ -95,6 +97,7 @@ impl Default for RawEngine {
             prompt_tokens_details: true,
             limit_mm_per_prompt: None,
             llamacpp_python: None,
+            llamacpp_venv: None,
             threads: None,
             engine_args: Vec::new(),
             engine_log: None,

@@ -107,6 +107,8 @@ mod tests {
             threads: DEFAULT_THREADS,
             parallel: DEFAULT_PARALLEL,
             slot_context: DEFAULT_SLOT_CONTEXT,
+            venv: None,
+            model_sha256: None,
         }
     }
 

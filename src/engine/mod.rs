@@ -27,6 +27,7 @@ mod handle;
 mod health;
 mod launch;
 pub mod llamacpp;
+pub mod llamacpp_pins;
 pub mod locate;
 pub mod logs;
 pub mod progress;

@@ -100,6 +100,11 @@ pub struct LlamaCppSettings {
     pub parallel: u32,
     /// Context of one slot (tokens), from `--max-model-len`; llama.cpp's `--ctx` is the total, this × `parallel`.
     pub slot_context: u32,
+    /// The managed virtualenv (`mqtt-llm setup --engine llamacpp`) when `--llamacpp-python` or `--model` was left
+    /// to its default there: `up` installs it first when it is not (unless `--no-bootstrap`).
+    pub venv: Option<PathBuf>,
+    /// The built-in model's pinned sha256 when `--model` was left out: checked before each launch.
+    pub model_sha256: Option<String>,
 }
 
 impl LlamaCppSettings {
