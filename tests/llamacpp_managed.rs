@@ -57,30 +57,14 @@ async fn up_engine_llamacpp_answers_survives_a_sigkill_and_stops_clean() {
     };
     let started = Instant::now();
     let data_home = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "up",
-        "--engine",
-        "llamacpp",
+    let args = support::llamacpp::llamacpp_up_args(&[
         "--llamacpp-python",
         engine.python.to_str().unwrap(),
         "--model",
         engine.model.to_str().unwrap(),
         "--served-model-name",
         "smollm2",
-        "--mqtt-listen",
-        "127.0.0.1:0",
-        "--mqtt-ws-listen",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--engine-grace",
-        "5s",
-        "--no-engine-log",
-        "--no-persist",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    ]);
     let mut server = MqttLlm::spawn_with_env(&args, &[("XDG_DATA_HOME", data_home.path().to_str().unwrap())]).await;
     server.wait_ready().await;
 

@@ -68,26 +68,7 @@ async fn setup_engine_llamacpp_installs_once_and_up_uses_its_defaults() {
     eprintln!("setup twice: {:.1}s", started.elapsed().as_secs_f64());
 
     // `up` with no --model and no --llamacpp-python: the virtualenv's Python and built-in model.
-    let args: Vec<String> = [
-        "up",
-        "--engine",
-        "llamacpp",
-        "--llamacpp-venv",
-        venv.to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-        "--mqtt-listen",
-        "127.0.0.1:0",
-        "--mqtt-ws-listen",
-        "127.0.0.1:0",
-        "--engine-grace",
-        "5s",
-        "--no-engine-log",
-        "--no-persist",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let args = support::llamacpp::llamacpp_up_args(&["--llamacpp-venv", venv.to_str().unwrap()]);
     let mut server = MqttLlm::spawn_with_env(&args, &[("XDG_DATA_HOME", data_home.path().to_str().unwrap())]).await;
     server.wait_ready().await;
     let launched = server

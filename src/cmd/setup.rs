@@ -136,8 +136,9 @@ pub(super) fn stderr_for_child() -> Stdio {
     }
 }
 
-async fn run_step(step: Step, program: &Path, args: &[&std::ffi::OsStr]) -> Result<(), SetupError> {
-    let status = Command::new(program)
+/// Run one installation command with pip's chatter on our stderr; its exit status.
+pub(super) async fn run_child(program: &Path, args: &[&std::ffi::OsStr]) -> std::io::Result<std::process::ExitStatus> {
+    Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(stderr_for_child())
@@ -145,11 +146,14 @@ async fn run_step(step: Step, program: &Path, args: &[&std::ffi::OsStr]) -> Resu
         .kill_on_drop(true)
         .status()
         .await
-        .map_err(|source| SetupError::Run {
-            step,
-            program: program.display().to_string(),
-            source,
-        })?;
+}
+
+async fn run_step(step: Step, program: &Path, args: &[&std::ffi::OsStr]) -> Result<(), SetupError> {
+    let status = run_child(program, args).await.map_err(|source| SetupError::Run {
+        step,
+        program: program.display().to_string(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {

@@ -99,13 +99,7 @@ pub struct Installed {
 }
 
 async fn run_step(step: &'static str, program: &Path, args: &[&OsStr]) -> Result<(), LlamaSetupError> {
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(super::setup::stderr_for_child())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .status()
+    let status = super::setup::run_child(program, args)
         .await
         .map_err(|source| LlamaSetupError::Run {
             step,

@@ -251,33 +251,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::GpuPlacement;
 
     fn cfg() -> LaunchSettings {
-        LaunchSettings {
-            server: LaunchedServer::Vllm,
-            vllm_bin: "/opt/vllm/bin/vllm".into(),
-            model: "Qwen/Qwen3-14B".into(),
-            hub: Hub::HuggingFace,
-            trust_remote_code: false,
-            port: None,
-            gpu: GpuPlacement {
-                devices: None,
-                tensor_parallel_size: None,
-                memory_utilization: 0.85,
-            },
-            max_model_len: None,
-            max_num_seqs: None,
-            quantization: None,
-            kv_cache_dtype: None,
-            prefix_caching: true,
-            prompt_tokens_details: true,
-            priority_scheduling: false,
-            shutdown_timeout: Duration::from_secs(30),
-            limit_mm_per_prompt: None,
-            engine_log: None,
-            extra_args: vec![],
-        }
+        LaunchSettings::for_tests(LaunchedServer::Vllm, "/opt/vllm/bin/vllm", "Qwen/Qwen3-14B")
     }
 
     const BASE: &str = "/opt/vllm/bin/vllm serve Qwen/Qwen3-14B --host 127.0.0.1 --port 8000 --served-model-name m";

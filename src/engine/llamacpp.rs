@@ -94,11 +94,9 @@ pub fn build_command(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
-    use crate::engine::alias::Hub;
-    use crate::engine::{GpuPlacement, LaunchedServer};
+    use crate::engine::LaunchedServer;
 
     fn llama() -> LlamaCppSettings {
         LlamaCppSettings {
@@ -113,30 +111,11 @@ mod tests {
     }
 
     fn cfg(llama: LlamaCppSettings) -> LaunchSettings {
-        LaunchSettings {
-            server: LaunchedServer::LlamaCpp(Box::new(llama)),
-            vllm_bin: "vllm".into(),
-            model: "/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-            hub: Hub::HuggingFace,
-            trust_remote_code: false,
-            port: None,
-            gpu: GpuPlacement {
-                devices: None,
-                tensor_parallel_size: None,
-                memory_utilization: 0.85,
-            },
-            max_model_len: None,
-            max_num_seqs: None,
-            quantization: None,
-            kv_cache_dtype: None,
-            prefix_caching: true,
-            prompt_tokens_details: true,
-            priority_scheduling: false,
-            shutdown_timeout: Duration::from_secs(30),
-            limit_mm_per_prompt: None,
-            engine_log: None,
-            extra_args: vec![],
-        }
+        LaunchSettings::for_tests(
+            LaunchedServer::LlamaCpp(Box::new(llama)),
+            "vllm",
+            "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )
     }
 
     const BASE: &str = "/venv/bin/python /data/mqtt-llm/serve_llamacpp.py /models/SmolLM2-135M-Instruct.Q4_1.gguf \

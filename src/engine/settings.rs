@@ -182,3 +182,34 @@ pub fn default_engine_log() -> Option<PathBuf> {
 pub fn hub_from_env() -> Hub {
     super::alias::modelscope_from_env(std::env::var("VLLM_USE_MODELSCOPE").ok().as_deref())
 }
+
+#[cfg(test)]
+impl LaunchSettings {
+    /// Launch settings with every option at its default: `server` running `model` (`vllm_bin` is vLLM's program).
+    pub(crate) fn for_tests(server: LaunchedServer, vllm_bin: &str, model: &str) -> Self {
+        Self {
+            server,
+            vllm_bin: vllm_bin.into(),
+            model: model.into(),
+            hub: Hub::HuggingFace,
+            trust_remote_code: false,
+            port: None,
+            gpu: GpuPlacement {
+                devices: None,
+                tensor_parallel_size: None,
+                memory_utilization: 0.85,
+            },
+            max_model_len: None,
+            max_num_seqs: None,
+            quantization: None,
+            kv_cache_dtype: None,
+            prefix_caching: true,
+            prompt_tokens_details: true,
+            priority_scheduling: false,
+            shutdown_timeout: Duration::from_secs(30),
+            limit_mm_per_prompt: None,
+            engine_log: None,
+            extra_args: vec![],
+        }
+    }
+}

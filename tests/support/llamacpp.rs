@@ -216,3 +216,27 @@ impl Drop for Stack {
         );
     }
 }
+
+/// `mqtt-llm up --engine llamacpp` on free ports with the embedded broker (no WebSocket listener), no engine log
+/// file and no session store, then `extra` (the Python and model, or the virtualenv).
+pub fn llamacpp_up_args(extra: &[&str]) -> Vec<String> {
+    [
+        "up",
+        "--engine",
+        "llamacpp",
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--mqtt-ws-listen",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--engine-grace",
+        "5s",
+        "--no-engine-log",
+        "--no-persist",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect()
+}
